@@ -1,0 +1,108 @@
+"""Configuration: frozen dataclasses, built in code or loaded from TOML and validated.
+
+Every problem found is reported as one line; a configuration with any problem is refused
+as a whole (ConfigError carries all the lines, not just the first).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Literal
+
+Mode = Literal["dhcp", "proxy", "auto"]
+LogFormat = Literal["console", "json"]
+
+
+@dataclass(frozen=True, slots=True)
+class HostConfig:
+    """A per-MAC reservation / rule (``[[dhcp.host]]``)."""
+
+    mac: str
+    """Lower-case, colon separated (``52:54:00:12:34:56``)."""
+    ip: IPv4Address | None = None
+    hostname: str | None = None
+    boot: str | None = None
+    """Boot file this host always gets, whatever its firmware."""
+
+
+@dataclass(frozen=True, slots=True)
+class SubnetConfig:
+    """One subnet pxed serves addresses on."""
+
+    network: IPv4Network
+    ranges: tuple[tuple[IPv4Address, IPv4Address], ...]
+    interface: str | None = None
+    """The interface the subnet is on; None for a subnet reached only through relays."""
+    router: tuple[IPv4Address, ...] = ()
+    dns: tuple[IPv4Address, ...] = ()
+    ntp: tuple[IPv4Address, ...] = ()
+    domain: str | None = None
+    mtu: int | None = None
+    broadcast: IPv4Address | None = None
+    routes: tuple[tuple[IPv4Network, IPv4Address], ...] = ()
+    """Classless static routes (option 121): (destination, gateway)."""
+    lease_time: int = 12 * 3600
+    options: tuple[tuple[int, bytes], ...] = ()
+    """Any other option by code, already encoded from its typed configuration value."""
+
+    @property
+    def broadcast_address(self) -> IPv4Address:
+        return self.broadcast or self.network.broadcast_address
+
+
+@dataclass(frozen=True, slots=True)
+class BootConfig:
+    """Which boot file each kind of client gets (``[boot]``)."""
+
+    bios: str | None = "pxelinux.0"
+    uefi_x64: str | None = "ipxe.efi"
+    uefi_ia32: str | None = None
+    uefi_arm64: str | None = None
+    ipxe: str | None = "boot.ipxe"
+    next_server: IPv4Address | None = None
+    """Where clients fetch boot files (siaddr); default: pxed's own address on the interface."""
+
+
+@dataclass(frozen=True, slots=True)
+class TftpConfig:
+    """The integrated TFTP server (``[tftp]``)."""
+
+    root: Path = Path("/srv/tftp")
+    enabled: bool = True
+    port: int = 69
+    single_port: bool = False
+    """Serve every transfer from port 69 itself (firewalled hosts) instead of a port each."""
+    max_blksize: int = 65464
+    max_windowsize: int = 64
+    default_timeout: float = 1.0
+    retries: int = 5
+    max_transfers: int = 500
+    max_transfers_per_client: int = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration of one pxed process."""
+
+    interfaces: tuple[str, ...] = ()
+    mode: Mode = "dhcp"
+    state_dir: Path = Path("/var/lib/pxed")
+    subnets: tuple[SubnetConfig, ...] = ()
+    hosts: tuple[HostConfig, ...] = ()
+    boot: BootConfig = field(default_factory=BootConfig)
+    tftp: TftpConfig = field(default_factory=TftpConfig)
+    log_format: LogFormat = "console"
+    log_level: str = "info"
+    dhcp_port: int = 67
+    """Port the DHCP server listens on (67); tests may move it."""
+    offer_hold: float = 60.0
+    """Seconds an offered address stays held for the client it was offered to."""
+    decline_quarantine: int = 600
+    """Seconds an address stays out of the pool after a DHCPDECLINE."""
+
+
+def parse_ip(text: str) -> IPv4Address:
+    return ipaddress.IPv4Address(text)
