@@ -6,7 +6,6 @@ as a whole (ConfigError carries all the lines, not just the first).
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -64,6 +63,8 @@ class BootConfig:
     ipxe: str | None = "boot.ipxe"
     next_server: IPv4Address | None = None
     """Where clients fetch boot files (siaddr); default: pxed's own address on the interface."""
+    explicit: frozenset[str] = frozenset()
+    """Which of the file keys the user set (those must exist; missing defaults are dropped)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +90,8 @@ class Config:
 
     interfaces: tuple[str, ...] = ()
     mode: Mode = "dhcp"
+    dhcp_enabled: bool = True
+    """False runs the TFTP server alone (``--no-dhcp``, ``[dhcp] enabled = false``)."""
     state_dir: Path = Path("/var/lib/pxed")
     subnets: tuple[SubnetConfig, ...] = ()
     hosts: tuple[HostConfig, ...] = ()
@@ -102,7 +105,3 @@ class Config:
     """Seconds an offered address stays held for the client it was offered to."""
     decline_quarantine: int = 600
     """Seconds an address stays out of the pool after a DHCPDECLINE."""
-
-
-def parse_ip(text: str) -> IPv4Address:
-    return ipaddress.IPv4Address(text)

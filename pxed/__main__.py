@@ -1,0 +1,9 @@
+"""python -m pxed."""
+
+from __future__ import annotations
+
+import sys
+
+from pxed.cli import main
+
+sys.exit(main())

@@ -1,0 +1,160 @@
+"""pxed.Server: wires configuration, the lease store, the protocol cores and their sockets.
+
+    async with pxed.Server(config) as server:
+        await server.serve_forever()
+
+The command line is a thin layer over this; other programs run it the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from ipaddress import IPv4Address
+from types import TracebackType
+from typing import Any
+
+import structlog
+
+from pxed import __version__
+from pxed.boot import BootPolicy, ConfigBootPolicy
+from pxed.config import Config
+from pxed.dhcp.server import DhcpServer
+from pxed.errors import ConfigError
+from pxed.leases import LeaseStore, LeaseTable
+from pxed.net.dhcp import DhcpEndpoint
+from pxed.netinfo import InterfaceInfo, interface_info
+
+log = structlog.get_logger("pxed")
+
+LEASE_DB = "leases.sqlite3"
+
+
+class Server:
+    """One pxed instance: DHCP on the configured interfaces and the TFTP server."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        policy: BootPolicy | None = None,
+        lookup: Any = interface_info,
+    ) -> None:
+        self.config = config
+        self.policy = policy or ConfigBootPolicy(config.boot)
+        self._lookup = lookup
+        self.interfaces: dict[str, InterfaceInfo] = {}
+        self.store: LeaseStore | None = None
+        self.tables: dict[str, LeaseTable] = {}
+        self.dhcp: DhcpServer | None = None
+        self.endpoints: list[Any] = []
+        self._stopped = asyncio.Event()
+
+    async def __aenter__(self) -> Server:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        cfg = self.config
+        problems = []
+        for name in cfg.interfaces:
+            info = self._lookup(name)
+            if info is None or not info.addresses:
+                problems.append(f"interface {name}: not found or has no IPv4 address")
+            else:
+                self.interfaces[name] = info
+        if problems:
+            raise ConfigError(problems)
+        try:
+            if cfg.dhcp_enabled and cfg.subnets:
+                await self._start_dhcp()
+            if cfg.tftp.enabled:
+                await self._start_tftp()
+        except BaseException:
+            await self.close()
+            raise
+        log.info(
+            "pxed.ready",
+            version=__version__,
+            interfaces=list(cfg.interfaces),
+            mode=cfg.mode if cfg.dhcp_enabled else "tftp-only",
+            subnets=[str(s.network) for s in cfg.subnets] if cfg.dhcp_enabled else [],
+            leases=sum(len(t) for t in self.tables.values()),
+            tftp_root=str(cfg.tftp.root) if cfg.tftp.enabled else None,
+        )
+
+    async def _start_dhcp(self) -> None:
+        cfg = self.config
+        reserved_by_subnet: dict[str, dict[IPv4Address, bytes]] = {}
+        for sub in cfg.subnets:
+            reserved: dict[IPv4Address, bytes] = {}
+            for host in cfg.hosts:
+                if host.ip is not None and host.ip in sub.network:
+                    # Reservations are keyed by MAC (hardware type 1 + chaddr), the identity a
+                    # PXE ROM presents; see client_key().
+                    reserved[host.ip] = b"\x01" + bytes.fromhex(host.mac.replace(":", ""))
+            reserved_by_subnet[str(sub.network)] = reserved
+            self.tables[str(sub.network)] = LeaseTable(sub.network, sub.ranges, reserved)
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        self.store = LeaseStore(cfg.state_dir / LEASE_DB)
+        self.store.open()
+        leases = self.store.load()
+        for table in self.tables.values():
+            table.load(leases)
+        self.dhcp = DhcpServer(cfg, self.interfaces, self.tables, self.policy)
+        for name in cfg.interfaces:
+            endpoint = DhcpEndpoint(self.dhcp, self.store, name, cfg.dhcp_port)
+            await endpoint.start()
+            self.endpoints.append(endpoint)
+
+    async def _start_tftp(self) -> None:
+        from pxed.net.tftp import TftpEndpoint
+
+        targets: list[tuple[str, str | None]] = []
+        for name, info in self.interfaces.items():
+            assert info.primary is not None
+            targets.append((str(info.primary.ip), name))
+        if not targets:
+            targets.append(("0.0.0.0", None))
+        for host, iface in targets:
+            endpoint = TftpEndpoint(self.config.tftp, host, interface=iface, mac_lookup=self.mac_for)
+            await endpoint.start()
+            self.endpoints.append(endpoint)
+
+    def mac_for(self, ip: str) -> str | None:
+        """The MAC that holds a lease on ip, for TFTP's log lines."""
+        try:
+            addr = IPv4Address(ip)
+        except ValueError:
+            return None
+        for table in self.tables.values():
+            lease = table.by_ip(addr)
+            if lease is not None:
+                return lease.mac
+        return None
+
+    async def serve_forever(self) -> None:
+        await self._stopped.wait()
+
+    def stop(self) -> None:
+        """Ask serve_forever() to return (signal handlers call this)."""
+        self._stopped.set()
+
+    async def close(self) -> None:
+        for endpoint in reversed(self.endpoints):
+            try:
+                await endpoint.close()
+            except Exception:
+                log.exception("pxed.close_error", endpoint=type(endpoint).__name__)
+        self.endpoints.clear()
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+        self._stopped.set()

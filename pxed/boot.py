@@ -1,0 +1,121 @@
+"""Boot policy: which boot file a PXE client gets.
+
+The policy is an object handed to the DHCP core (not a subclass of it), so that embedding
+programs can decide per client. The default follows `[boot]` and `[[dhcp.host]]`:
+a host's own file, else the iPXE script for iPXE, else the file for the client architecture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Protocol
+
+from pxed.config import BootConfig, HostConfig
+
+
+class ClientArch(IntEnum):
+    """Client system architecture, option 93 (RFC 4578 §2.1, IANA "Processor Architecture Types")."""
+
+    X86_BIOS = 0
+    NEC_PC98 = 1
+    EFI_ITANIUM = 2
+    DEC_ALPHA = 3
+    ARC_X86 = 4
+    INTEL_LEAN = 5
+    EFI_IA32 = 6
+    EFI_BC = 7  # EFI byte code; in practice x86-64 firmware (EDK2 sends 7)
+    EFI_XSCALE = 8
+    EFI_X86_64 = 9
+    ARM32_EFI = 10
+    ARM64_EFI = 11
+    X86_HTTP = 15  # RFC 7440 era IANA additions: UEFI HTTP boot
+    X64_HTTP = 16
+    ARM64_HTTP = 19
+
+
+@dataclass(frozen=True, slots=True)
+class BootRequest:
+    """What the policy may look at."""
+
+    mac: str
+    arch: tuple[int, ...]
+    """Option 93 values, empty when the client sent none."""
+    is_ipxe: bool
+    """User class "iPXE" or option 175 present."""
+    is_pxe: bool
+    """Option 60 starts with "PXEClient" (or "HTTPClient")."""
+    host: HostConfig | None
+
+
+@dataclass(frozen=True, slots=True)
+class BootChoice:
+    file: str
+    reason: str
+    """Why this file: "host", "ipxe", "bios", "uefi_x64", ... (logged with the decision)."""
+    warning: str | None = None
+
+
+class BootPolicy(Protocol):
+    def choose(self, request: BootRequest) -> BootChoice | None: ...
+
+
+# File names that are iPXE binaries: handing one to a client that already runs iPXE makes it
+# load itself again, forever (the classic chainload loop).
+_IPXE_BINARY_SUFFIXES = (".kpxe", ".kkpxe", ".kkkpxe", ".pxe", ".lkrn", ".efi", ".usb")
+
+
+def looks_like_ipxe_binary(name: str) -> bool:
+    low = name.rsplit("/", 1)[-1].lower()
+    return ("ipxe" in low or "undionly" in low or "netboot.xyz" in low) and low.endswith(
+        _IPXE_BINARY_SUFFIXES
+    )
+
+
+def firmware_key(arch: Iterable[int]) -> str:
+    """The [boot] key for an option 93 list; the first known architecture wins."""
+    for value in arch:
+        if value in (ClientArch.EFI_BC, ClientArch.EFI_X86_64, ClientArch.X64_HTTP):
+            return "uefi_x64"
+        if value in (ClientArch.EFI_IA32, ClientArch.X86_HTTP):
+            return "uefi_ia32"
+        if value in (ClientArch.ARM64_EFI, ClientArch.ARM64_HTTP):
+            return "uefi_arm64"
+        if value == ClientArch.X86_BIOS:
+            return "bios"
+    # No option 93, or only architectures we have no key for: the default (BIOS) file.
+    return "bios"
+
+
+class ConfigBootPolicy:
+    """The default policy: `[[dhcp.host]] boot` > `[boot] ipxe` for iPXE > `[boot]` by arch."""
+
+    def __init__(self, boot: BootConfig) -> None:
+        self.boot = boot
+
+    def choose(self, request: BootRequest) -> BootChoice | None:
+        host = request.host
+        if host is not None and host.boot:
+            warning = None
+            if request.is_ipxe and looks_like_ipxe_binary(host.boot):
+                warning = (
+                    f"host {host.mac} boot file {host.boot} looks like an iPXE binary and the "
+                    "client already runs iPXE: it may chainload itself in a loop"
+                )
+            return BootChoice(host.boot, "host", warning)
+        if request.is_ipxe and self.boot.ipxe:
+            return BootChoice(self.boot.ipxe, "ipxe")
+        key = firmware_key(request.arch)
+        name: str | None = getattr(self.boot, key)
+        if name is None and key != "bios":
+            return None
+        if name is None:
+            return None
+        warning = None
+        if request.is_ipxe and looks_like_ipxe_binary(name):
+            warning = (
+                f"iPXE client {request.mac} would get iPXE binary {name} again "
+                "(set [boot] ipxe to a script to break the chainload loop)"
+            )
+        return BootChoice(name, key, warning)

@@ -1,0 +1,161 @@
+"""The `pxed` command: argparse and a call into pxed.app; nothing else lives here."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pxed import __version__
+from pxed.config import Config
+from pxed.configload import load_config
+from pxed.errors import ConfigError
+
+DESCRIPTION = """\
+pxed: a PXE boot server (DHCP + TFTP) in one process.
+
+  pxed --iface eth0                         serve the interface's subnet, pool derived
+  pxed --iface pxs0 --range 198.19.1.0-198.19.254.254 --tftp-root /srv/tftp
+  pxed --config /etc/pxed/pxed.toml         flags given beside it override the file
+  pxed check --config FILE                  validate a configuration and exit
+"""
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", type=Path, help="TOML configuration file")
+    parser.add_argument("--iface", "-i", action="append", metavar="IFACE",
+                        help="interface to serve (repeatable); overrides [server] interfaces")
+    parser.add_argument("--range", "-r", action="append", metavar="FIRST-LAST",
+                        help="address pool, e.g. 198.19.1.0-198.19.254.254 (repeatable)")
+    parser.add_argument("--tftp-root", type=Path, metavar="DIR", help="TFTP root directory")
+    parser.add_argument("--state-dir", type=Path, metavar="DIR",
+                        help="where leases are kept (default /var/lib/pxed)")
+    parser.add_argument("--mode", choices=["dhcp", "proxy", "auto"], help="DHCP mode")
+    parser.add_argument("--no-dhcp", action="store_true", help="run the TFTP server only")
+    parser.add_argument("--no-tftp", action="store_true", help="run the DHCP server only")
+    parser.add_argument("--dhcp-port", type=int, metavar="N", help=argparse.SUPPRESS)
+    parser.add_argument("--tftp-port", type=int, metavar="N", help="TFTP port (default 69)")
+    parser.add_argument("--log-format", choices=["console", "json"],
+                        help="console lines (default) or JSON lines for log shippers")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+
+
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Command-line flags as a configuration mapping that wins over the file."""
+    out: dict[str, dict[str, Any]] = {"server": {}, "dhcp": {}, "tftp": {}}
+    if args.iface:
+        out["server"]["interfaces"] = list(args.iface)
+    if args.range:
+        out["dhcp"]["range"] = list(args.range)
+    if args.tftp_root is not None:
+        out["tftp"]["root"] = str(args.tftp_root)
+    if args.state_dir is not None:
+        out["server"]["state_dir"] = str(args.state_dir)
+    if args.mode:
+        out["server"]["mode"] = args.mode
+    if args.no_dhcp:
+        out["dhcp"]["enabled"] = False
+    if args.no_tftp:
+        out["tftp"]["enabled"] = False
+    if args.dhcp_port is not None:
+        out["server"]["dhcp_port"] = args.dhcp_port
+    if args.tftp_port is not None:
+        out["tftp"]["port"] = args.tftp_port
+    if args.log_format:
+        out["server"]["log_format"] = args.log_format
+    if args.log_level:
+        out["server"]["log_level"] = args.log_level
+    return {k: v for k, v in out.items() if v}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "check":
+        return _check(argv[1:])
+    parser = argparse.ArgumentParser(
+        prog="pxed", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"pxed {__version__}")
+    _add_common(parser)
+    args = parser.parse_args(argv)
+    notes: list[str] = []
+    try:
+        config = load_config(args.config, overrides(args), notes=notes)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(f"pxed: {line}", file=sys.stderr)
+        return 2
+    from pxed import logs
+
+    logs.configure(config.log_format, config.log_level)
+    return asyncio.run(_run(config, notes))
+
+
+def _check(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="pxed check", description="Validate a configuration; one line per problem."
+    )
+    _add_common(parser)
+    args = parser.parse_args(argv)
+    notes: list[str] = []
+    try:
+        config = load_config(args.config, overrides(args), notes=notes)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(f"{args.config or 'pxed'}: {line}", file=sys.stderr)
+        return 1
+    for note in notes:
+        print(f"note: {note}")
+    print(f"{args.config or 'configuration'}: ok ({_summary(config)})")
+    return 0
+
+
+def _summary(config: Config) -> str:
+    parts = [f"interfaces {', '.join(config.interfaces) or 'none'}"]
+    if config.dhcp_enabled:
+        for sub in config.subnets:
+            pools = ", ".join(f"{a}-{b}" for a, b in sub.ranges)
+            parts.append(f"subnet {sub.network} pool {pools}")
+        parts.append(f"{len(config.hosts)} host(s)")
+    if config.tftp.enabled:
+        parts.append(f"tftp root {config.tftp.root}")
+    return "; ".join(parts)
+
+
+async def _run(config: Config, notes: list[str]) -> int:
+    import structlog
+
+    from pxed.app import Server
+    from pxed.sdnotify import notify
+
+    log = structlog.get_logger("pxed")
+    for note in notes:
+        log.info("pxed.config", note=note)
+    server = Server(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, server.stop)
+    try:
+        await server.start()
+    except ConfigError as exc:
+        for line in exc.problems:
+            log.error("pxed.refused", problem=line)
+        return 2
+    except PermissionError as exc:
+        log.error("pxed.refused", problem=f"{exc} (binding ports 67/69 needs root or CAP_NET_BIND_SERVICE)")
+        return 2
+    except OSError as exc:
+        log.error("pxed.refused", problem=str(exc))
+        return 2
+    notify("READY=1")
+    try:
+        await server.serve_forever()
+    finally:
+        notify("STOPPING=1")
+        await server.close()
+        log.info("pxed.stopped")
+    return 0

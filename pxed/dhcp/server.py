@@ -1,0 +1,494 @@
+"""RFC 2131 server logic with PXE boot selection; no sockets, no clock, no files.
+
+`DhcpServer.receive(data, source, now)` takes one datagram and returns what to send and which
+lease changes must be durable first. The glue commits the lease writes of a whole burst in one
+transaction and only then sends the replies, so an ACK never outruns its lease on disk.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from ipaddress import IPv4Address
+from typing import Any
+
+import structlog
+
+from pxed.boot import BootChoice, BootPolicy, BootRequest
+from pxed.config import Config, HostConfig, SubnetConfig
+from pxed.dhcp import options as o
+from pxed.dhcp.options import MessageType, OptionCode
+from pxed.dhcp.packet import DhcpPacket, build, parse
+from pxed.errors import MalformedPacket
+from pxed.leases import Lease, LeaseTable
+from pxed.netinfo import InterfaceInfo
+
+ZERO = IPv4Address(0)
+BROADCAST = IPv4Address("255.255.255.255")
+CLIENT_PORT = 68
+SERVER_PORT = 67
+MIN_MESSAGE = 576
+
+log = structlog.get_logger("pxed.dhcp")
+
+
+class RequestState(Enum):
+    """Which client state a DHCPREQUEST comes from (RFC 2131 §4.3.2)."""
+
+    SELECTING = "selecting"
+    INIT_REBOOT = "init-reboot"
+    RENEWING = "renewing"
+    REBINDING = "rebinding"
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a datagram came from."""
+
+    interface: str
+    address: IPv4Address
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    address: IPv4Address
+    port: int
+    interface: str
+    mac: str | None = None
+    """Set when the client has no address yet: deliver at this MAC without ARP (RFC 2131 §4.1)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    data: bytes
+    destination: Destination
+    message_type: MessageType
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one received datagram leads to."""
+
+    replies: list[Reply] = field(default_factory=list)
+    writes: list[Lease] = field(default_factory=list)
+    """Lease changes that must be committed before any reply is sent."""
+
+
+@dataclass(slots=True)
+class _Subnet:
+    config: SubnetConfig
+    table: LeaseTable
+    server_ip: IPv4Address | None
+    exhausted_warned: bool = False
+
+
+def client_key(packet: DhcpPacket) -> bytes:
+    """Client identity: option 61 when present, else hardware type + chaddr (RFC 2131 §4.2)."""
+    cid = packet.client_id
+    if cid:
+        return cid
+    return bytes([packet.htype]) + packet.chaddr
+
+
+class DhcpServer:
+    """The authoritative DHCP server core for all configured subnets."""
+
+    def __init__(
+        self,
+        config: Config,
+        interfaces: Mapping[str, InterfaceInfo],
+        tables: Mapping[str, LeaseTable],
+        policy: BootPolicy,
+    ) -> None:
+        self.config = config
+        self.interfaces = dict(interfaces)
+        self.policy = policy
+        self.hosts: dict[str, HostConfig] = {h.mac: h for h in config.hosts}
+        self.subnets: list[_Subnet] = []
+        for sub in config.subnets:
+            server_ip = None
+            for info in interfaces.values():
+                server_ip = server_ip or info.address_in(sub.network)
+            self.subnets.append(_Subnet(sub, tables[str(sub.network)], server_ip))
+        self.stats: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ entry point
+
+    def receive(self, data: bytes, source: Source, now: float) -> Outcome:
+        """Handle one datagram. Never raises for anything a peer can send."""
+        outcome = Outcome()
+        if source.interface not in self.interfaces:
+            self._count("ignored-interface")
+            return outcome
+        try:
+            packet = parse(data)
+        except MalformedPacket as exc:
+            self._count("malformed")
+            log.debug("dhcp.drop", reason=str(exc), src=str(source.address), iface=source.interface)
+            return outcome
+        if packet.op != 1:
+            return outcome
+        mtype = packet.message_type
+        if mtype is None:
+            self._drop(packet, "BOOTP request without DHCP message type")
+            return outcome
+        handler = self._handlers.get(mtype)
+        if handler is None:
+            self._drop(packet, f"{mtype.name} is not a client message")
+            return outcome
+        handler(self, packet, source, now, outcome)
+        return outcome
+
+    # ------------------------------------------------------------------ messages
+
+    def _discover(self, p: DhcpPacket, src: Source, now: float, out: Outcome) -> None:
+        subnet = self._select_subnet(p, src)
+        if subnet is None:
+            self._drop(p, "no subnet for this request", iface=src.interface, giaddr=str(p.giaddr))
+            return
+        key = client_key(p)
+        host = self.hosts.get(p.mac)
+        ip: IPv4Address | None
+        if host is not None and host.ip is not None and host.ip in subnet.config.network:
+            ip = host.ip if subnet.table.available_for(host.ip, key, now) else None
+            if ip is not None:
+                subnet.table.offer(key, p.mac, ip, now, self.config.offer_hold)
+        else:
+            ip = subnet.table.offer(key, p.mac, p.requested_ip, now, self.config.offer_hold)
+        if ip is None:
+            if not subnet.exhausted_warned:
+                log.warning(
+                    "dhcp.pool_exhausted", subnet=str(subnet.config.network), mac=p.mac, xid=_xid(p)
+                )
+                subnet.exhausted_warned = True
+            else:
+                log.debug("dhcp.no_offer", subnet=str(subnet.config.network), mac=p.mac)
+            self._count("exhausted")
+            return
+        subnet.exhausted_warned = False
+        lease_time = self._lease_time(p, subnet.config)
+        reply, boot = self._reply(p, src, subnet, MessageType.OFFER, ip, lease_time, host)
+        out.replies.append(reply)
+        self._event("dhcp.offer", p, ip, boot)
+
+    def _request(self, p: DhcpPacket, src: Source, now: float, out: Outcome) -> None:
+        state = self._request_state(p, src)
+        if state is RequestState.SELECTING:
+            subnet = self._subnet_with_server_id(p.server_id)
+            if subnet is None:
+                # The client chose another server's offer; our hold simply times out.
+                log.debug("dhcp.not_for_us", mac=p.mac, xid=_xid(p), server_id=str(p.server_id))
+                return
+            ip = p.requested_ip
+        elif state is RequestState.INIT_REBOOT:
+            ip = p.requested_ip
+            subnet = self._select_subnet(p, src)
+        else:
+            ip = p.ciaddr
+            subnet = self._subnet_for_address(p.ciaddr)
+        if ip is None or ip == ZERO:
+            self._drop(p, "REQUEST without an address")
+            return
+        if subnet is None or ip not in subnet.config.network:
+            if state is RequestState.INIT_REBOOT and subnet is not None:
+                # The client moved to this network with an address from another (§4.3.2).
+                self._nak(p, src, subnet, f"{ip} is not on {subnet.config.network}", out)
+            else:
+                self._drop(p, f"{ip} is not in any subnet of ours")
+            return
+        key = client_key(p)
+        host = self.hosts.get(p.mac)
+        reserved = host.ip if host is not None and host.ip in subnet.config.network else None
+        if reserved is not None and ip != reserved:
+            self._nak(p, src, subnet, f"{p.mac} is reserved {reserved}", out)
+            return
+        if not subnet.table.available_for(ip, key, now):
+            self._nak(p, src, subnet, f"{ip} is not available to this client", out)
+            return
+        lease_time = self._lease_time(p, subnet.config)
+        hostname = host.hostname if host is not None and host.hostname else p.hostname
+        lease = subnet.table.ack(key, p.mac, ip, hostname, now, lease_time)
+        out.writes.append(lease)
+        reply, boot = self._reply(p, src, subnet, MessageType.ACK, ip, lease_time, host)
+        out.replies.append(reply)
+        self._event("dhcp.ack", p, ip, boot, state=state.value)
+
+    def _decline(self, p: DhcpPacket, src: Source, now: float, out: Outcome) -> None:
+        subnet = self._subnet_with_server_id(p.server_id)
+        ip = p.requested_ip
+        if subnet is None or ip is None or ip not in subnet.config.network:
+            self._drop(p, "DECLINE not for us")
+            return
+        lease = subnet.table.decline(ip, now, self.config.decline_quarantine)
+        if lease is not None:
+            out.writes.append(lease)
+        log.warning("dhcp.decline", mac=p.mac, xid=_xid(p), ip=str(ip), msg_type="DECLINE",
+                    quarantine=self.config.decline_quarantine)
+
+    def _release(self, p: DhcpPacket, src: Source, now: float, out: Outcome) -> None:
+        subnet = self._subnet_for_address(p.ciaddr)
+        if subnet is None:
+            self._drop(p, "RELEASE for an address not ours")
+            return
+        lease = subnet.table.release(client_key(p), p.ciaddr, now)
+        if lease is not None:
+            out.writes.append(lease)
+        log.info("dhcp.release", mac=p.mac, xid=_xid(p), ip=str(p.ciaddr), msg_type="RELEASE",
+                 released=lease is not None)
+
+    def _inform(self, p: DhcpPacket, src: Source, now: float, out: Outcome) -> None:
+        subnet = self._subnet_for_address(p.ciaddr) if p.ciaddr != ZERO else None
+        subnet = subnet or self._select_subnet(p, src)
+        if subnet is None:
+            self._drop(p, "INFORM from an address not in our subnets")
+            return
+        host = self.hosts.get(p.mac)
+        reply, boot = self._reply(p, src, subnet, MessageType.ACK, ZERO, None, host)
+        out.replies.append(reply)
+        self._event("dhcp.inform", p, p.ciaddr, boot)
+
+    _handlers: Mapping[MessageType, Any] = {
+        MessageType.DISCOVER: _discover,
+        MessageType.REQUEST: _request,
+        MessageType.DECLINE: _decline,
+        MessageType.RELEASE: _release,
+        MessageType.INFORM: _inform,
+    }
+
+    # ------------------------------------------------------------------ helpers
+
+    def _request_state(self, p: DhcpPacket, src: Source) -> RequestState:
+        if p.server_id is not None:
+            return RequestState.SELECTING
+        if p.requested_ip is not None and p.ciaddr == ZERO:
+            return RequestState.INIT_REBOOT
+        # RENEWING is unicast to us, REBINDING broadcast; with no way to see the destination
+        # address here, a relayed or broadcast-flagged request counts as rebinding (logging only).
+        return RequestState.REBINDING if p.broadcast_flag else RequestState.RENEWING
+
+    def _select_subnet(self, p: DhcpPacket, src: Source) -> _Subnet | None:
+        """RFC 2131 §4.3.1: giaddr picks the subnet of a relayed request, else the interface."""
+        if p.giaddr != ZERO:
+            return self._subnet_for_address(p.giaddr)
+        for sub in self.subnets:
+            if sub.config.interface == src.interface:
+                return sub
+        info = self.interfaces.get(src.interface)
+        if info is not None:
+            for sub in self.subnets:
+                if info.address_in(sub.config.network) is not None:
+                    return sub
+        return None
+
+    def _subnet_for_address(self, ip: IPv4Address) -> _Subnet | None:
+        for sub in self.subnets:
+            if ip in sub.config.network:
+                return sub
+        return None
+
+    def _subnet_with_server_id(self, server_id: IPv4Address | None) -> _Subnet | None:
+        if server_id is None:
+            return None
+        for sub in self.subnets:
+            if sub.server_ip == server_id:
+                return sub
+        for info in self.interfaces.values():
+            if any(a.ip == server_id for a in info.addresses):
+                return self.subnets[0] if len(self.subnets) == 1 else None
+        return None
+
+    def _lease_time(self, p: DhcpPacket, sub: SubnetConfig) -> int:
+        asked = p.lease_time
+        if asked is not None and 60 <= asked < sub.lease_time:
+            return asked
+        return sub.lease_time
+
+    def _server_ip(self, subnet: _Subnet, src: Source) -> IPv4Address:
+        if subnet.server_ip is not None:
+            return subnet.server_ip
+        info = self.interfaces[src.interface]
+        assert info.primary is not None
+        return info.primary.ip
+
+    def _boot(self, p: DhcpPacket, host: HostConfig | None) -> BootChoice | None:
+        vendor = p.vendor_class or b""
+        is_pxe = vendor.startswith((b"PXEClient", b"HTTPClient"))
+        wants = set(p.parameter_request_list)
+        if not (is_pxe or p.is_ipxe or (host is not None and host.boot)
+                or OptionCode.BOOTFILE_NAME in wants):
+            return None
+        choice = self.policy.choose(
+            BootRequest(mac=p.mac, arch=p.client_arch, is_ipxe=p.is_ipxe, is_pxe=is_pxe, host=host)
+        )
+        if choice is not None and choice.warning:
+            log.warning("dhcp.boot_warning", mac=p.mac, xid=_xid(p), detail=choice.warning)
+        return choice
+
+    def _reply(
+        self,
+        p: DhcpPacket,
+        src: Source,
+        subnet: _Subnet,
+        mtype: MessageType,
+        yiaddr: IPv4Address,
+        lease_time: int | None,
+        host: HostConfig | None,
+    ) -> tuple[Reply, BootChoice | None]:
+        sub = subnet.config
+        server_ip = self._server_ip(subnet, src)
+        boot = self._boot(p, host)
+        next_server = self.config.boot.next_server or server_ip
+        wants = p.parameter_request_list
+
+        # Order matters: build() drops options from the end when the client's maximum message
+        # size is too small, so what a client cannot work without comes first.
+        opts: dict[int, bytes] = {
+            OptionCode.MESSAGE_TYPE: bytes([mtype]),
+            OptionCode.SERVER_ID: server_ip.packed,
+        }
+        if lease_time is not None:
+            opts[OptionCode.LEASE_TIME] = struct.pack("!I", lease_time)
+            opts[OptionCode.RENEWAL_TIME] = struct.pack("!I", lease_time // 2)
+            opts[OptionCode.REBINDING_TIME] = struct.pack("!I", lease_time * 7 // 8)
+        opts[OptionCode.SUBNET_MASK] = sub.network.netmask.packed
+        if sub.router:
+            opts[OptionCode.ROUTER] = b"".join(a.packed for a in sub.router)
+        if sub.dns:
+            opts[OptionCode.DNS_SERVERS] = b"".join(a.packed for a in sub.dns)
+        if sub.domain:
+            opts[OptionCode.DOMAIN_NAME] = sub.domain.encode()
+        if host is not None and host.hostname:
+            opts[OptionCode.HOSTNAME] = host.hostname.encode()
+        opts[OptionCode.BROADCAST_ADDRESS] = sub.broadcast_address.packed
+        # Options only a client that asks for them gets, in the order it asked.
+        optional: dict[int, bytes] = {}
+        if sub.ntp:
+            optional[OptionCode.NTP_SERVERS] = b"".join(a.packed for a in sub.ntp)
+        if sub.mtu:
+            optional[OptionCode.INTERFACE_MTU] = struct.pack("!H", sub.mtu)
+        if sub.routes:
+            optional[OptionCode.CLASSLESS_STATIC_ROUTES] = o.encode_routes(sub.routes)
+        configured = dict(sub.options)
+        for code in wants:
+            if code in optional and code not in opts:
+                opts[code] = optional[code]
+            elif code in configured and code not in opts:
+                opts[code] = configured[code]
+        file_field = b""
+        if boot is not None:
+            if (p.vendor_class or b"").startswith(b"PXEClient"):
+                opts[OptionCode.VENDOR_CLASS_ID] = b"PXEClient"
+            name = boot.file.encode()
+            if len(name) < 128:
+                file_field = name
+            if OptionCode.TFTP_SERVER_NAME in wants or (p.vendor_class or b"").startswith(b"PXE"):
+                opts[OptionCode.TFTP_SERVER_NAME] = str(next_server).encode()
+            opts[OptionCode.BOOTFILE_NAME] = name
+        if p.client_id is not None:
+            opts[OptionCode.CLIENT_ID] = p.client_id  # RFC 6842
+        relay = p.relay_agent_info
+        if relay is not None and p.giaddr != ZERO:
+            opts[OptionCode.RELAY_AGENT_INFO] = relay  # RFC 3046 §2.2: echoed, last
+
+        reply = DhcpPacket(
+            op=2,
+            htype=p.htype,
+            hlen=p.hlen,
+            hops=0,
+            xid=p.xid,
+            secs=0,
+            flags=p.flags,
+            ciaddr=p.ciaddr if mtype is not MessageType.OFFER else ZERO,
+            yiaddr=yiaddr,
+            siaddr=next_server if boot is not None else ZERO,
+            giaddr=p.giaddr,
+            chaddr=p.chaddr,
+            file=file_field,
+            options=opts,
+        )
+        data = build(reply, self._max_size(p, src))
+        return Reply(data, self._destination(p, src, yiaddr, mtype), mtype), boot
+
+    def _max_size(self, p: DhcpPacket, src: Source) -> int:
+        size = p.max_message_size or MIN_MESSAGE
+        info = self.interfaces.get(src.interface)
+        if info is not None and info.mtu:
+            size = min(size, info.mtu)
+        return max(size, MIN_MESSAGE)
+
+    def _destination(
+        self, p: DhcpPacket, src: Source, yiaddr: IPv4Address, mtype: MessageType
+    ) -> Destination:
+        """RFC 2131 §4.1 reply routing."""
+        if p.giaddr != ZERO:
+            return Destination(p.giaddr, SERVER_PORT, src.interface)
+        if mtype is MessageType.NAK:
+            return Destination(BROADCAST, CLIENT_PORT, src.interface)
+        if p.ciaddr != ZERO:
+            return Destination(p.ciaddr, CLIENT_PORT, src.interface)
+        if p.broadcast_flag or yiaddr == ZERO or p.htype != 1 or p.hlen != 6:
+            return Destination(BROADCAST, CLIENT_PORT, src.interface)
+        return Destination(yiaddr, CLIENT_PORT, src.interface, mac=p.mac)
+
+    def _nak(self, p: DhcpPacket, src: Source, subnet: _Subnet, why: str, out: Outcome) -> None:
+        opts: dict[int, bytes] = {
+            OptionCode.MESSAGE_TYPE: bytes([MessageType.NAK]),
+            OptionCode.SERVER_ID: self._server_ip(subnet, src).packed,
+            OptionCode.MESSAGE: why.encode()[:255],
+        }
+        if p.client_id is not None:
+            opts[OptionCode.CLIENT_ID] = p.client_id
+        relay = p.relay_agent_info
+        if relay is not None and p.giaddr != ZERO:
+            opts[OptionCode.RELAY_AGENT_INFO] = relay
+        # A relay must broadcast a NAK to the client: set the broadcast bit (§4.3.2).
+        flags = p.flags | 0x8000 if p.giaddr != ZERO else p.flags
+        nak = DhcpPacket(
+            op=2, htype=p.htype, hlen=p.hlen, xid=p.xid, flags=flags,
+            giaddr=p.giaddr, chaddr=p.chaddr, options=opts,
+        )
+        data = build(nak, self._max_size(p, src))
+        out.replies.append(Reply(data, self._destination(p, src, ZERO, MessageType.NAK),
+                                 MessageType.NAK))
+        log.info("dhcp.nak", mac=p.mac, xid=_xid(p), ip=str(p.requested_ip or p.ciaddr),
+                 msg_type="REQUEST", reason=why, arch=_arch(p))
+        self._count("nak")
+
+    def _event(self, event: str, p: DhcpPacket, ip: IPv4Address, boot: BootChoice | None,
+               **extra: Any) -> None:
+        self._count(event)
+        mtype = p.message_type
+        log.info(
+            event,
+            mac=p.mac,
+            xid=_xid(p),
+            msg_type=mtype.name if mtype is not None else None,
+            ip=str(ip),
+            arch=_arch(p),
+            ipxe=p.is_ipxe,
+            boot_file=boot.file if boot else None,
+            boot_reason=boot.reason if boot else None,
+            giaddr=str(p.giaddr) if p.giaddr != ZERO else None,
+            **extra,
+        )
+
+    def _drop(self, p: DhcpPacket, why: str, **extra: Any) -> None:
+        self._count("dropped")
+        mtype = p.message_type
+        log.debug("dhcp.drop", mac=p.mac, xid=_xid(p), reason=why,
+                  msg_type=mtype.name if mtype is not None else None, **extra)
+
+    def _count(self, what: str) -> None:
+        self.stats[what] = self.stats.get(what, 0) + 1
+
+
+def _xid(p: DhcpPacket) -> str:
+    return f"0x{p.xid:08x}"
+
+
+def _arch(p: DhcpPacket) -> int | None:
+    arch: Sequence[int] = p.client_arch
+    return arch[0] if arch else None
