@@ -124,7 +124,9 @@ class Server:
         if not targets:
             targets.append(("0.0.0.0", None))
         for host, iface in targets:
-            endpoint = TftpEndpoint(self.config.tftp, host, interface=iface, mac_lookup=self.mac_for)
+            endpoint = TftpEndpoint(
+                self.config.tftp, host, interface=iface, mac_lookup=self.mac_for
+            )
             await endpoint.start()
             self.endpoints.append(endpoint)
 

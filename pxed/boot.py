@@ -16,7 +16,7 @@ from pxed.config import BootConfig, HostConfig
 
 
 class ClientArch(IntEnum):
-    """Client system architecture, option 93 (RFC 4578 §2.1, IANA "Processor Architecture Types")."""
+    """Client system architecture, option 93 (RFC 4578 §2.1; IANA processor architectures)."""
 
     X86_BIOS = 0
     NEC_PC98 = 1

@@ -27,20 +27,37 @@ pxed: a PXE boot server (DHCP + TFTP) in one process.
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", "-c", type=Path, help="TOML configuration file")
-    parser.add_argument("--iface", "-i", action="append", metavar="IFACE",
-                        help="interface to serve (repeatable); overrides [server] interfaces")
-    parser.add_argument("--range", "-r", action="append", metavar="FIRST-LAST",
-                        help="address pool, e.g. 198.19.1.0-198.19.254.254 (repeatable)")
+    parser.add_argument(
+        "--iface",
+        "-i",
+        action="append",
+        metavar="IFACE",
+        help="interface to serve (repeatable); overrides [server] interfaces",
+    )
+    parser.add_argument(
+        "--range",
+        "-r",
+        action="append",
+        metavar="FIRST-LAST",
+        help="address pool, e.g. 198.19.1.0-198.19.254.254 (repeatable)",
+    )
     parser.add_argument("--tftp-root", type=Path, metavar="DIR", help="TFTP root directory")
-    parser.add_argument("--state-dir", type=Path, metavar="DIR",
-                        help="where leases are kept (default /var/lib/pxed)")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        metavar="DIR",
+        help="where leases are kept (default /var/lib/pxed)",
+    )
     parser.add_argument("--mode", choices=["dhcp", "proxy", "auto"], help="DHCP mode")
     parser.add_argument("--no-dhcp", action="store_true", help="run the TFTP server only")
     parser.add_argument("--no-tftp", action="store_true", help="run the DHCP server only")
     parser.add_argument("--dhcp-port", type=int, metavar="N", help=argparse.SUPPRESS)
     parser.add_argument("--tftp-port", type=int, metavar="N", help="TFTP port (default 69)")
-    parser.add_argument("--log-format", choices=["console", "json"],
-                        help="console lines (default) or JSON lines for log shippers")
+    parser.add_argument(
+        "--log-format",
+        choices=["console", "json"],
+        help="console lines (default) or JSON lines for log shippers",
+    )
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
 
 
@@ -146,7 +163,10 @@ async def _run(config: Config, notes: list[str]) -> int:
             log.error("pxed.refused", problem=line)
         return 2
     except PermissionError as exc:
-        log.error("pxed.refused", problem=f"{exc} (binding ports 67/69 needs root or CAP_NET_BIND_SERVICE)")
+        log.error(
+            "pxed.refused",
+            problem=f"{exc} (binding ports 67/69 needs root or CAP_NET_BIND_SERVICE)",
+        )
         return 2
     except OSError as exc:
         log.error("pxed.refused", problem=str(exc))

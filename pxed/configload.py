@@ -10,7 +10,8 @@ import ipaddress
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
@@ -31,15 +32,33 @@ InterfaceLookup = Callable[[str], InterfaceInfo | None]
 # The keys each table accepts; anything else is an "unknown key" problem.
 SERVER_KEYS = {"interfaces", "mode", "state_dir", "log_format", "log_level", "dhcp_port"}
 SUBNET_KEYS = {
-    "range", "lease_time", "router", "dns", "domain", "ntp", "mtu", "broadcast",
-    "routes", "options", "network", "interface",
+    "range",
+    "lease_time",
+    "router",
+    "dns",
+    "domain",
+    "ntp",
+    "mtu",
+    "broadcast",
+    "routes",
+    "options",
+    "network",
+    "interface",
 }
 DHCP_KEYS = SUBNET_KEYS | {"enabled", "host", "subnet", "offer_hold", "decline_quarantine"}
 HOST_KEYS = {"mac", "ip", "hostname", "boot"}
 BOOT_KEYS = {"bios", "uefi_x64", "uefi_ia32", "uefi_arm64", "ipxe", "next_server"}
 TFTP_KEYS = {
-    "root", "enabled", "port", "single_port", "max_blksize", "max_windowsize",
-    "default_timeout", "retries", "max_transfers", "max_transfers_per_client",
+    "root",
+    "enabled",
+    "port",
+    "single_port",
+    "max_blksize",
+    "max_windowsize",
+    "default_timeout",
+    "retries",
+    "max_transfers",
+    "max_transfers_per_client",
 }
 TOP_KEYS = {"server", "dhcp", "boot", "tftp"}
 
@@ -214,7 +233,9 @@ def build_config(
     subnets = _subnets(problems, dhcp, infos, notes) if dhcp_enabled else []
     boot = _boot(problems, boot_t)
 
-    offer_hold = problems.check("[dhcp] offer_hold", lambda: parse_duration(dhcp.get("offer_hold", 60)))
+    offer_hold = problems.check(
+        "[dhcp] offer_hold", lambda: parse_duration(dhcp.get("offer_hold", 60))
+    )
     quarantine = problems.check(
         "[dhcp] decline_quarantine", lambda: parse_duration(dhcp.get("decline_quarantine", "10m"))
     )
@@ -224,7 +245,9 @@ def build_config(
         boot = _check_boot_files(problems, boot, hosts, tftp, notes)
 
     if dhcp_enabled and not subnets and mode == "dhcp" and not problems.lines:
-        problems.add("[dhcp] range: no address pool (give --iface, or a range inside an interface's subnet)")
+        problems.add(
+            "[dhcp] range: no address pool (give --iface, or a range inside an interface's subnet)"
+        )
 
     if problems.lines:
         raise ConfigError(problems.lines)
@@ -258,7 +281,11 @@ def _tftp(problems: _Problems, t: Mapping[str, Any]) -> TftpConfig:
 
     def num(key: str, lo: float, hi: float, default: Any, kind: type = int) -> Any:
         v = t.get(key, default)
-        if isinstance(v, bool) or not isinstance(v, int | float) or (kind is int and not isinstance(v, int)):
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, int | float)
+            or (kind is int and not isinstance(v, int))
+        ):
             problems.add(f"[tftp] {key}: {v!r} is not a number")
             return default
         if not lo <= v <= hi:
@@ -283,7 +310,9 @@ def _tftp(problems: _Problems, t: Mapping[str, Any]) -> TftpConfig:
         default_timeout=float(num("default_timeout", 0.1, 255, d.default_timeout, float)),
         retries=num("retries", 1, 100, d.retries),
         max_transfers=num("max_transfers", 1, 100000, d.max_transfers),
-        max_transfers_per_client=num("max_transfers_per_client", 1, 100000, d.max_transfers_per_client),
+        max_transfers_per_client=num(
+            "max_transfers_per_client", 1, 100000, d.max_transfers_per_client
+        ),
     )
 
 
@@ -302,17 +331,23 @@ def _hosts(problems: _Problems, dhcp: Mapping[str, Any]) -> list[HostConfig]:
         if "mac" not in h:
             problems.add(f"{where}: needs a mac")
             continue
-        mac = problems.check(f"{where} mac", lambda h=h: normalise_mac(str(h["mac"])))
-        ip = problems.check(f"{where} ip", lambda h=h: _ip(h["ip"])) if "ip" in h else None
+        mac: str | None = problems.check(f"{where} mac", partial(normalise_mac, str(h["mac"])))
+        ip: IPv4Address | None = (
+            problems.check(f"{where} ip", partial(_ip, h["ip"])) if "ip" in h else None
+        )
         hostname = h.get("hostname")
-        if hostname is not None and not re.match(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$", str(hostname)):
+        if hostname is not None and not re.match(
+            r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$", str(hostname)
+        ):
             problems.add(f"{where} hostname: {hostname!r} is not a valid host name")
         if mac is not None:
             hosts.append(HostConfig(mac=mac, ip=ip, hostname=hostname, boot=h.get("boot")))
     seen_mac: dict[str, int] = {}
     for n, host in enumerate(hosts, 1):
         if host.mac in seen_mac:
-            problems.add(f"[[dhcp.host]] #{n}: mac {host.mac} is already used by host #{seen_mac[host.mac]}")
+            problems.add(
+                f"[[dhcp.host]] #{n}: mac {host.mac} is already used by host #{seen_mac[host.mac]}"
+            )
         seen_mac.setdefault(host.mac, n)
     return hosts
 
@@ -334,8 +369,10 @@ def _subnets(
             problems.add(f"[[dhcp.subnet]] #{n}: must be a table")
             continue
         _unknown(problems, f"[[dhcp.subnet]] #{n}", sub, SUBNET_KEYS)
-        # A subnet inherits the top-level [dhcp] settings (router, dns, lease time...) but not its range.
-        inherited = {k: v for k, v in defaults.items() if k not in ("range", "network", "interface")}
+        # A subnet inherits the [dhcp] settings (router, dns, lease time...) but not its range.
+        inherited = {
+            k: v for k, v in defaults.items() if k not in ("range", "network", "interface")
+        }
         tables.append((f"[[dhcp.subnet]] #{n}", {**inherited, **sub}))
     if "range" in dhcp or not extra:
         tables.insert(0, ("[dhcp]", defaults))
@@ -347,7 +384,7 @@ def _subnets(
         if sub is not None:
             subnets.append(sub)
     for i, a in enumerate(subnets):
-        for b in subnets[i + 1:]:
+        for b in subnets[i + 1 :]:
             if a.network.overlaps(b.network):
                 problems.add(f"[dhcp] subnets {a.network} and {b.network} overlap")
     return subnets
@@ -363,7 +400,7 @@ def _subnet(
 ) -> SubnetConfig | None:
     ranges: list[tuple[IPv4Address, IPv4Address]] = []
     for r in _as_list(t.get("range")):
-        parsed = problems.check(f"{where} range", lambda r=r: parse_range(r))
+        parsed = problems.check(f"{where} range", partial(parse_range, r))
         if parsed:
             ranges.append(parsed)
     network: IPv4Network | None = None
@@ -435,10 +472,18 @@ def _subnet(
     router = problems.check(f"{where} router", lambda: _ips(t.get("router"))) or ()
     dns = problems.check(f"{where} dns", lambda: _ips(t.get("dns"))) or ()
     ntp = problems.check(f"{where} ntp", lambda: _ips(t.get("ntp"))) or ()
-    broadcast = problems.check(f"{where} broadcast", lambda: _ip(t["broadcast"])) if "broadcast" in t else None
-    lease_time = problems.check(f"{where} lease_time", lambda: parse_duration(t.get("lease_time", "12h")))
+    broadcast = (
+        problems.check(f"{where} broadcast", lambda: _ip(t["broadcast"]))
+        if "broadcast" in t
+        else None
+    )
+    lease_time = problems.check(
+        f"{where} lease_time", lambda: parse_duration(t.get("lease_time", "12h"))
+    )
     mtu = t.get("mtu")
-    if mtu is not None and (not isinstance(mtu, int) or isinstance(mtu, bool) or not 68 <= mtu <= 65535):
+    if mtu is not None and (
+        not isinstance(mtu, int) or isinstance(mtu, bool) or not 68 <= mtu <= 65535
+    ):
         problems.add(f"{where} mtu: {mtu!r} is not an MTU (68..65535)")
         mtu = None
     domain = t.get("domain")
@@ -470,14 +515,15 @@ def default_pool(network: IPv4Network, own: IPv4Address) -> tuple[IPv4Address, I
     """
     if network.num_addresses < 8:
         return None
-    first = network.network_address + network.num_addresses // 2
-    last = network.broadcast_address - 1
-    if first <= own <= last:
-        if last - own >= own - first:
-            first = own + 1
+    first = int(network.network_address) + network.num_addresses // 2
+    last = int(network.broadcast_address) - 1
+    mine = int(own)
+    if first <= mine <= last:
+        if last - mine >= mine - first:
+            first = mine + 1
         else:
-            last = own - 1
-    return first, last
+            last = mine - 1
+    return IPv4Address(first), IPv4Address(last)
 
 
 def _routes(value: Any) -> tuple[tuple[IPv4Network, IPv4Address], ...]:
@@ -488,7 +534,7 @@ def _routes(value: Any) -> tuple[tuple[IPv4Network, IPv4Address], ...]:
         elif isinstance(item, list | tuple) and len(item) == 2:
             dest, gw = item
         else:
-            raise ValueError(f"{item!r} is not a route (use [\"198.18.5.0/24\", \"198.19.0.1\"])")
+            raise ValueError(f'{item!r} is not a route (use ["198.18.5.0/24", "198.19.0.1"])')
         out.append((ipaddress.IPv4Network(str(dest), strict=False), _ip(gw)))
     return tuple(out)
 
@@ -517,13 +563,15 @@ def _options(problems: _Problems, where: str, raw: Any) -> tuple[tuple[int, byte
                 kind = dopts.OptionKind[kind_name]
             except KeyError:
                 names = ", ".join(k.name.lower().replace("_", "-") for k in dopts.OptionKind)
-                problems.add(f"{where} options {key}: type {value.get('type')!r} is not one of {names}")
+                problems.add(
+                    f"{where} options {key}: type {value.get('type')!r} is not one of {names}"
+                )
                 continue
             value = value.get("value")
         elif code not in dopts.OPTION_TABLE:
             problems.add(
                 f"{where} options {key}: option {code} has no known type; "
-                "write {{ type = \"ip\", value = ... }}"
+                'write {{ type = "ip", value = ... }}'
             )
             continue
         try:
@@ -554,15 +602,21 @@ def _check_hosts(problems: _Problems, hosts: list[HostConfig], subnets: list[Sub
         if host.ip is None:
             continue
         if host.ip in owner:
-            problems.add(f"[[dhcp.host]] {host.mac}: address {host.ip} is already reserved for {owner[host.ip]}")
+            problems.add(
+                f"[[dhcp.host]] {host.mac}: address {host.ip} is already reserved for {owner[host.ip]}"
+            )
             continue
         owner[host.ip] = host.mac
         if subnets and not any(host.ip in s.network for s in subnets):
             nets = ", ".join(str(s.network) for s in subnets)
-            problems.add(f"[[dhcp.host]] {host.mac}: address {host.ip} is outside every subnet ({nets})")
+            problems.add(
+                f"[[dhcp.host]] {host.mac}: address {host.ip} is outside every subnet ({nets})"
+            )
         for s in subnets:
             if host.ip in (s.network.network_address, s.network.broadcast_address):
-                problems.add(f"[[dhcp.host]] {host.mac}: address {host.ip} is not a host address of {s.network}")
+                problems.add(
+                    f"[[dhcp.host]] {host.mac}: address {host.ip} is not a host address of {s.network}"
+                )
 
 
 def _is_url(name: str) -> bool:
@@ -585,9 +639,7 @@ def _check_boot_files(
         return boot
     root = tftp.root
     if not root.is_dir():
-        problems.add(
-            f"[tftp] root: {root} is not a directory (create it, or pass --tftp-root DIR)"
-        )
+        problems.add(f"[tftp] root: {root} is not a directory (create it, or pass --tftp-root DIR)")
         return boot
     changes: dict[str, Any] = {}
     for key in ("bios", "uefi_x64", "uefi_ia32", "uefi_arm64", "ipxe"):
@@ -602,10 +654,10 @@ def _check_boot_files(
                 changes[key] = None
     for host in hosts:
         if host.boot and not _is_url(host.boot) and not _exists_under(root, host.boot):
-            problems.add(f"[[dhcp.host]] {host.mac} boot: {host.boot!r} does not exist under the TFTP root {root}")
+            problems.add(
+                f"[[dhcp.host]] {host.mac} boot: {host.boot!r} does not exist under the TFTP root {root}"
+            )
     if changes:
-        from dataclasses import replace
-
         return replace(boot, **changes)
     return boot
 

@@ -7,6 +7,7 @@ everything a Lab made is removed on close, also when the test failed. Addresses 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -39,7 +40,10 @@ class Netns:
         self, *cmd: str, check: bool = True, timeout: float = 60, input: bytes | None = None
     ) -> subprocess.CompletedProcess[str]:
         res = subprocess.run(
-            self._wrap(cmd), capture_output=True, text=True, timeout=timeout,
+            self._wrap(cmd),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
             input=input.decode() if input is not None else None,
         )
         if check and res.returncode != 0:
@@ -59,14 +63,10 @@ class Netns:
     def kill_all(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    pass
         self.procs.clear()
 
 

@@ -106,6 +106,7 @@ class DhcpServer:
         self.config = config
         self.interfaces = dict(interfaces)
         self.policy = policy
+        self.tables = dict(tables)
         self.hosts: dict[str, HostConfig] = {h.mac: h for h in config.hosts}
         self.subnets: list[_Subnet] = []
         for sub in config.subnets:
@@ -114,6 +115,13 @@ class DhcpServer:
                 server_ip = server_ip or info.address_in(sub.network)
             self.subnets.append(_Subnet(sub, tables[str(sub.network)], server_ip))
         self.stats: dict[str, int] = {}
+
+    def _key(self, p: DhcpPacket) -> bytes:
+        """The lease key; a reserved host is known by its MAC, whatever client-id it sends."""
+        host = self.hosts.get(p.mac)
+        if host is not None and host.ip is not None:
+            return b"\x01" + p.chaddr
+        return client_key(p)
 
     # ------------------------------------------------------------------ entry point
 
@@ -149,7 +157,7 @@ class DhcpServer:
         if subnet is None:
             self._drop(p, "no subnet for this request", iface=src.interface, giaddr=str(p.giaddr))
             return
-        key = client_key(p)
+        key = self._key(p)
         host = self.hosts.get(p.mac)
         ip: IPv4Address | None
         if host is not None and host.ip is not None and host.ip in subnet.config.network:
@@ -199,7 +207,7 @@ class DhcpServer:
             else:
                 self._drop(p, f"{ip} is not in any subnet of ours")
             return
-        key = client_key(p)
+        key = self._key(p)
         host = self.hosts.get(p.mac)
         reserved = host.ip if host is not None and host.ip in subnet.config.network else None
         if reserved is not None and ip != reserved:
@@ -225,19 +233,31 @@ class DhcpServer:
         lease = subnet.table.decline(ip, now, self.config.decline_quarantine)
         if lease is not None:
             out.writes.append(lease)
-        log.warning("dhcp.decline", mac=p.mac, xid=_xid(p), ip=str(ip), msg_type="DECLINE",
-                    quarantine=self.config.decline_quarantine)
+        log.warning(
+            "dhcp.decline",
+            mac=p.mac,
+            xid=_xid(p),
+            ip=str(ip),
+            msg_type="DECLINE",
+            quarantine=self.config.decline_quarantine,
+        )
 
     def _release(self, p: DhcpPacket, src: Source, now: float, out: Outcome) -> None:
         subnet = self._subnet_for_address(p.ciaddr)
         if subnet is None:
             self._drop(p, "RELEASE for an address not ours")
             return
-        lease = subnet.table.release(client_key(p), p.ciaddr, now)
+        lease = subnet.table.release(self._key(p), p.ciaddr, now)
         if lease is not None:
             out.writes.append(lease)
-        log.info("dhcp.release", mac=p.mac, xid=_xid(p), ip=str(p.ciaddr), msg_type="RELEASE",
-                 released=lease is not None)
+        log.info(
+            "dhcp.release",
+            mac=p.mac,
+            xid=_xid(p),
+            ip=str(p.ciaddr),
+            msg_type="RELEASE",
+            released=lease is not None,
+        )
 
     def _inform(self, p: DhcpPacket, src: Source, now: float, out: Outcome) -> None:
         subnet = self._subnet_for_address(p.ciaddr) if p.ciaddr != ZERO else None
@@ -317,8 +337,12 @@ class DhcpServer:
         vendor = p.vendor_class or b""
         is_pxe = vendor.startswith((b"PXEClient", b"HTTPClient"))
         wants = set(p.parameter_request_list)
-        if not (is_pxe or p.is_ipxe or (host is not None and host.boot)
-                or OptionCode.BOOTFILE_NAME in wants):
+        if not (
+            is_pxe
+            or p.is_ipxe
+            or (host is not None and host.boot)
+            or OptionCode.BOOTFILE_NAME in wants
+        ):
             return None
         choice = self.policy.choose(
             BootRequest(mac=p.mac, arch=p.client_arch, is_ipxe=p.is_ipxe, is_pxe=is_pxe, host=host)
@@ -447,18 +471,33 @@ class DhcpServer:
         # A relay must broadcast a NAK to the client: set the broadcast bit (§4.3.2).
         flags = p.flags | 0x8000 if p.giaddr != ZERO else p.flags
         nak = DhcpPacket(
-            op=2, htype=p.htype, hlen=p.hlen, xid=p.xid, flags=flags,
-            giaddr=p.giaddr, chaddr=p.chaddr, options=opts,
+            op=2,
+            htype=p.htype,
+            hlen=p.hlen,
+            xid=p.xid,
+            flags=flags,
+            giaddr=p.giaddr,
+            chaddr=p.chaddr,
+            options=opts,
         )
         data = build(nak, self._max_size(p, src))
-        out.replies.append(Reply(data, self._destination(p, src, ZERO, MessageType.NAK),
-                                 MessageType.NAK))
-        log.info("dhcp.nak", mac=p.mac, xid=_xid(p), ip=str(p.requested_ip or p.ciaddr),
-                 msg_type="REQUEST", reason=why, arch=_arch(p))
+        out.replies.append(
+            Reply(data, self._destination(p, src, ZERO, MessageType.NAK), MessageType.NAK)
+        )
+        log.info(
+            "dhcp.nak",
+            mac=p.mac,
+            xid=_xid(p),
+            ip=str(p.requested_ip or p.ciaddr),
+            msg_type="REQUEST",
+            reason=why,
+            arch=_arch(p),
+        )
         self._count("nak")
 
-    def _event(self, event: str, p: DhcpPacket, ip: IPv4Address, boot: BootChoice | None,
-               **extra: Any) -> None:
+    def _event(
+        self, event: str, p: DhcpPacket, ip: IPv4Address, boot: BootChoice | None, **extra: Any
+    ) -> None:
         self._count(event)
         mtype = p.message_type
         log.info(
@@ -478,8 +517,14 @@ class DhcpServer:
     def _drop(self, p: DhcpPacket, why: str, **extra: Any) -> None:
         self._count("dropped")
         mtype = p.message_type
-        log.debug("dhcp.drop", mac=p.mac, xid=_xid(p), reason=why,
-                  msg_type=mtype.name if mtype is not None else None, **extra)
+        log.debug(
+            "dhcp.drop",
+            mac=p.mac,
+            xid=_xid(p),
+            reason=why,
+            msg_type=mtype.name if mtype is not None else None,
+            **extra,
+        )
 
     def _count(self, what: str) -> None:
         self.stats[what] = self.stats.get(what, 0) + 1

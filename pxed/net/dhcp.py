@@ -10,6 +10,7 @@ before any of the burst's replies is sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import socket
 import struct
@@ -37,10 +38,8 @@ def open_dhcp_socket(interface: str, port: int) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode() + b"\0")
-        try:
+        with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
-        except OSError:
-            pass
         sock.bind(("0.0.0.0", port))
         sock.setblocking(False)
     except OSError:
@@ -117,7 +116,9 @@ class DhcpEndpoint:
                 log.debug("dhcp.recv_error", iface=self.interface, error=str(exc))
                 break
             try:
-                outcome: Outcome = self.core.receive(data, Source(self.interface, IPv4Address(addr), port), now)
+                outcome: Outcome = self.core.receive(
+                    data, Source(self.interface, IPv4Address(addr), port), now
+                )
             except Exception:
                 # A bug in the core must cost one datagram, never the daemon.
                 log.exception("dhcp.core_error", iface=self.interface, src=addr)
@@ -146,5 +147,10 @@ class DhcpEndpoint:
                     return
             sock.sendto(reply.data, (str(dest.address), dest.port))
         except OSError as exc:
-            log.warning("dhcp.send_failed", dest=str(dest.address), port=dest.port,
-                        iface=dest.interface, error=str(exc))
+            log.warning(
+                "dhcp.send_failed",
+                dest=str(dest.address),
+                port=dest.port,
+                iface=dest.interface,
+                error=str(exc),
+            )
