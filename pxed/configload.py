@@ -398,6 +398,32 @@ def _subnet(
     notes: list[str],
     used_ifaces: set[str],
 ) -> SubnetConfig | None:
+    located = _locate(problems, where, t, infos, notes, used_ifaces)
+    # The options are checked even when the subnet could not be placed: every problem is told.
+    settings = _subnet_settings(problems, where, t)
+    if located is None or settings is None:
+        return None
+    network, info, ranges = located
+    return SubnetConfig(
+        network=network,
+        ranges=tuple(ranges),
+        interface=info.name if info else None,
+        **settings,
+    )
+
+
+Located = tuple[IPv4Network, InterfaceInfo | None, list[tuple[IPv4Address, IPv4Address]]]
+
+
+def _locate(
+    problems: _Problems,
+    where: str,
+    t: Mapping[str, Any],
+    infos: Mapping[str, InterfaceInfo],
+    notes: list[str],
+    used_ifaces: set[str],
+) -> Located | None:
+    """The subnet's network, its interface and pool: given, or derived from the interfaces."""
     ranges: list[tuple[IPv4Address, IPv4Address]] = []
     for r in _as_list(t.get("range")):
         parsed = problems.check(f"{where} range", partial(parse_range, r))
@@ -468,7 +494,14 @@ def _subnet(
             own = info.address_in(network)
             if own is not None and first <= own <= last:
                 problems.add(f"{where} range: {first}-{last} includes pxed's own address {own}")
+    return network, info, ranges
 
+
+def _subnet_settings(
+    problems: _Problems, where: str, t: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """Router, DNS, lease time and the other per-subnet options; None if any is bad."""
+    before = len(problems.lines)
     router = problems.check(f"{where} router", lambda: _ips(t.get("router"))) or ()
     dns = problems.check(f"{where} dns", lambda: _ips(t.get("dns"))) or ()
     ntp = problems.check(f"{where} ntp", lambda: _ips(t.get("ntp"))) or ()
@@ -491,20 +524,19 @@ def _subnet(
         problems.add(f"{where} domain: {domain!r} is not a domain name")
     routes = problems.check(f"{where} routes", lambda: _routes(t.get("routes", []))) or ()
     options = _options(problems, where, t.get("options", {}))
-    return SubnetConfig(
-        network=network,
-        ranges=tuple(ranges),
-        interface=info.name if info else None,
-        router=router,
-        dns=dns,
-        ntp=ntp,
-        domain=str(domain) if domain else None,
-        mtu=mtu,
-        broadcast=broadcast,
-        routes=routes,
-        lease_time=lease_time or 43200,
-        options=options,
-    )
+    if len(problems.lines) != before:
+        return None
+    return {
+        "router": router,
+        "dns": dns,
+        "ntp": ntp,
+        "domain": str(domain) if domain else None,
+        "mtu": mtu,
+        "broadcast": broadcast,
+        "routes": routes,
+        "lease_time": lease_time or 43200,
+        "options": options,
+    }
 
 
 def default_pool(network: IPv4Network, own: IPv4Address) -> tuple[IPv4Address, IPv4Address] | None:
@@ -603,7 +635,8 @@ def _check_hosts(problems: _Problems, hosts: list[HostConfig], subnets: list[Sub
             continue
         if host.ip in owner:
             problems.add(
-                f"[[dhcp.host]] {host.mac}: address {host.ip} is already reserved for {owner[host.ip]}"
+                f"[[dhcp.host]] {host.mac}: address {host.ip} is already reserved "
+                f"for {owner[host.ip]}"
             )
             continue
         owner[host.ip] = host.mac
@@ -615,7 +648,8 @@ def _check_hosts(problems: _Problems, hosts: list[HostConfig], subnets: list[Sub
         for s in subnets:
             if host.ip in (s.network.network_address, s.network.broadcast_address):
                 problems.add(
-                    f"[[dhcp.host]] {host.mac}: address {host.ip} is not a host address of {s.network}"
+                    f"[[dhcp.host]] {host.mac}: address {host.ip} is not a host address "
+                    f"of {s.network}"
                 )
 
 
@@ -655,7 +689,8 @@ def _check_boot_files(
     for host in hosts:
         if host.boot and not _is_url(host.boot) and not _exists_under(root, host.boot):
             problems.add(
-                f"[[dhcp.host]] {host.mac} boot: {host.boot!r} does not exist under the TFTP root {root}"
+                f"[[dhcp.host]] {host.mac} boot: {host.boot!r} does not exist "
+                f"under the TFTP root {root}"
             )
     if changes:
         return replace(boot, **changes)

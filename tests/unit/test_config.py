@@ -1,0 +1,280 @@
+"""Configuration loading and validation: the issue's example as is, and one line per problem."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from pathlib import Path
+
+import pytest
+
+from pxed.cli import main
+from pxed.configload import build_config, default_pool, load_config, parse_duration
+from pxed.errors import ConfigError
+from pxed.netinfo import InterfaceInfo
+
+PXS0 = InterfaceInfo("pxs0", "02:00:00:00:00:01", (IPv4Interface("198.19.0.1/16"),), 1500)
+PXS1 = InterfaceInfo("pxs1", "02:00:00:00:00:02", (IPv4Interface("198.18.64.1/24"),), 1500)
+IFACES = {"pxs0": PXS0, "pxs1": PXS1}
+
+
+def lookup(name: str) -> InterfaceInfo | None:
+    return IFACES.get(name)
+
+
+EXAMPLE = """
+[server]
+interfaces = ["pxs0"]
+mode = "dhcp"                    # dhcp now; "proxy" and "auto" come with their own issue
+state_dir = "{state}"      # leases live here
+[dhcp]
+range = "198.19.1.0-198.19.254.254"
+lease_time = "12h"
+router = "198.19.0.1"
+dns = ["198.19.0.1"]
+domain = "lab.test"
+[[dhcp.host]]
+mac = "52:54:00:12:34:56"
+ip = "198.19.0.50"
+hostname = "node1"
+boot = "pxelinux.0"              # this host always gets this file, whatever its firmware
+[boot]
+bios = "pxelinux.0"              # client arch 0 (option 93) or no option 93
+uefi_x64 = "ipxe.efi"            # arch 7 and 9
+uefi_arm64 = "ipxe-arm64.efi"    # arch 11
+ipxe = "boot.ipxe"               # any client whose user class (77) is "iPXE" or that sends option 175
+[tftp]
+root = "{root}"
+"""
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    r = tmp_path / "tftp"
+    r.mkdir()
+    for name in ("pxelinux.0", "ipxe.efi", "ipxe-arm64.efi", "boot.ipxe"):
+        (r / name).write_bytes(b"x")
+    return r
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "pxed.toml"
+    p.write_text(text)
+    return p
+
+
+def problems_of(tmp_path: Path, text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), lookup=lookup)
+    return info.value.problems
+
+
+def test_the_issue_example_is_accepted_as_is(tmp_path: Path, root: Path) -> None:
+    cfg = load_config(
+        write(tmp_path, EXAMPLE.format(root=root, state=tmp_path / "state")), lookup=lookup
+    )
+    assert cfg.interfaces == ("pxs0",)
+    (sub,) = cfg.subnets
+    assert sub.network == IPv4Network("198.19.0.0/16")
+    assert sub.ranges == ((IPv4Address("198.19.1.0"), IPv4Address("198.19.254.254")),)
+    assert sub.lease_time == 12 * 3600
+    assert sub.router == (IPv4Address("198.19.0.1"),) and sub.domain == "lab.test"
+    assert sub.interface == "pxs0"
+    (host,) = cfg.hosts
+    assert (host.mac, host.ip, host.hostname, host.boot) == (
+        "52:54:00:12:34:56",
+        IPv4Address("198.19.0.50"),
+        "node1",
+        "pxelinux.0",
+    )
+    assert cfg.boot.uefi_arm64 == "ipxe-arm64.efi" and cfg.boot.ipxe == "boot.ipxe"
+    assert cfg.tftp.root == root
+
+
+def test_the_shipped_example_is_complete_and_valid(tmp_path: Path, root: Path) -> None:
+    text = (Path(__file__).parents[2] / "conf" / "pxed.toml").read_text()
+    text = text.replace('"/srv/tftp"', f'"{root}"').replace("/var/lib/pxed", str(tmp_path))
+    cfg = load_config(write(tmp_path, text), lookup=lookup)
+    assert cfg.hosts and cfg.subnets
+
+
+def test_flags_override_the_file(tmp_path: Path, root: Path) -> None:
+    path = write(tmp_path, EXAMPLE.format(root=root, state=tmp_path))
+    cfg = load_config(path, {"dhcp": {"range": "198.19.5.0-198.19.5.9"}}, lookup=lookup)
+    assert cfg.subnets[0].ranges == ((IPv4Address("198.19.5.0"), IPv4Address("198.19.5.9")),)
+    assert cfg.subnets[0].router == (IPv4Address("198.19.0.1"),)
+
+
+def test_only_an_interface_derives_subnet_and_pool(root: Path) -> None:
+    notes: list[str] = []
+    cfg = build_config(
+        {"server": {"interfaces": ["pxs1"]}, "tftp": {"root": str(root)}},
+        lookup=lookup,
+        notes=notes,
+    )
+    (sub,) = cfg.subnets
+    assert sub.network == IPv4Network("198.18.64.0/24")
+    assert sub.ranges == ((IPv4Address("198.18.64.128"), IPv4Address("198.18.64.254")),)
+    assert any("pool 198.18.64.128-198.18.64.254" in n for n in notes)
+
+
+def test_default_pool_avoids_our_own_address() -> None:
+    net = IPv4Network("198.18.0.0/24")
+    assert default_pool(net, IPv4Address("198.18.0.200")) == (
+        IPv4Address("198.18.0.128"),
+        IPv4Address("198.18.0.199"),
+    )
+    assert default_pool(IPv4Network("198.18.0.0/30"), IPv4Address("198.18.0.1")) is None
+
+
+def test_every_problem_is_one_line(tmp_path: Path, root: Path) -> None:
+    bad = f"""
+[server]
+interfaces = ["pxs0", "nope0"]
+colour = "blue"
+[dhcp]
+range = "198.20.1.0-198.20.1.9"
+router = "198.19.0.300"
+lease_time = "forever"
+[[dhcp.host]]
+mac = "52:54:00:12:34:56"
+ip = "198.19.0.50"
+[[dhcp.host]]
+mac = "52:54:00:12:34:57"
+ip = "198.19.0.50"
+[[dhcp.host]]
+mac = "52:54:00:12:34:58"
+ip = "10.0.0.5"
+[[dhcp.host]]
+mac = "not-a-mac"
+[boot]
+bios = "missing.0"
+[tftp]
+root = "{root}"
+"""
+    lines = problems_of(tmp_path, bad)
+    text = "\n".join(lines)
+    assert "[server]: unknown key 'colour'" in text
+    assert "no interface named 'nope0'" in text
+    assert "198.20.1.0-198.20.1.9 is outside the subnet of every interface" in text
+    assert "'198.19.0.300' is not an IPv4 address" in text
+    assert "'forever' is not a duration" in text
+    assert "address 198.19.0.50 is already reserved for 52:54:00:12:34:56" in text
+    assert "'not-a-mac' is not a MAC address" in text
+    assert "'missing.0' does not exist under the TFTP root" in text
+    assert all("\n" not in line for line in lines)
+
+
+def test_reservation_outside_every_subnet(tmp_path: Path, root: Path) -> None:
+    text = f"""
+[server]
+interfaces = ["pxs0"]
+[dhcp]
+range = "198.19.1.0-198.19.1.9"
+[[dhcp.host]]
+mac = "52:54:00:12:34:58"
+ip = "10.0.0.5"
+[tftp]
+root = "{root}"
+"""
+    (line,) = problems_of(tmp_path, text)
+    assert "address 10.0.0.5 is outside every subnet (198.19.0.0/16)" in line
+
+
+def test_pool_outside_the_interface_subnet(tmp_path: Path, root: Path) -> None:
+    text = f"""
+[server]
+interfaces = ["pxs1"]
+[[dhcp.subnet]]
+interface = "pxs1"
+network = "198.18.64.0/24"
+range = "198.18.65.1-198.18.65.9"
+[tftp]
+root = "{root}"
+"""
+    (line,) = problems_of(tmp_path, text)
+    assert "is not inside the subnet 198.18.64.0/24" in line
+
+
+def test_missing_default_boot_files_are_not_offered(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    notes: list[str] = []
+    cfg = build_config(
+        {"server": {"interfaces": ["pxs0"]}, "tftp": {"root": str(empty)}},
+        lookup=lookup,
+        notes=notes,
+    )
+    assert cfg.boot.bios is None and cfg.boot.ipxe is None
+    assert any("pxelinux.0" in n for n in notes)
+
+
+def test_typed_options_by_name_and_code(root: Path) -> None:
+    cfg = build_config(
+        {
+            "server": {"interfaces": ["pxs0"]},
+            "dhcp": {
+                "options": {
+                    "ntp-servers": ["198.19.0.1"],
+                    "150": {"type": "ip", "value": "198.19.0.2"},
+                },
+                "routes": [["198.18.5.0/24", "198.19.0.1"]],
+            },
+            "tftp": {"root": str(root)},
+        },
+        lookup=lookup,
+    )
+    opts = dict(cfg.subnets[0].options)
+    assert opts[42] == IPv4Address("198.19.0.1").packed
+    assert opts[150] == IPv4Address("198.19.0.2").packed
+    assert cfg.subnets[0].routes == ((IPv4Network("198.18.5.0/24"), IPv4Address("198.19.0.1")),)
+
+
+def test_bad_options(root: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        build_config(
+            {
+                "server": {"interfaces": ["pxs0"]},
+                "dhcp": {"options": {"no-such-option": 1, "200": "x", "mtu-ish": 3}},
+                "tftp": {"root": str(root)},
+            },
+            lookup=lookup,
+        )
+    assert len(info.value.problems) == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("12h", 43200), ("90s", 90), ("30m", 1800), ("1d", 86400), (600, 600)]
+)
+def test_durations(text: str | int, seconds: int) -> None:
+    assert parse_duration(text) == seconds
+
+
+def test_check_command_exit_codes(
+    tmp_path: Path, root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("pxed.configload.interface_info", lookup)
+    import pxed.configload as cl
+
+    monkeypatch.setattr(cl.load_config, "__kwdefaults__", {"lookup": lookup, "notes": None})
+    good = write(tmp_path, EXAMPLE.format(root=root, state=tmp_path))
+    assert main(["check", "--config", str(good)]) == 0
+    assert ": ok (" in capsys.readouterr().out
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[server]\ninterfaces = ["pxs0"]\nfoo = 1\n[tftp]\nroot = "/nonexistent"\n')
+    assert main(["check", "--config", str(bad)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert any("unknown key 'foo'" in line for line in err)
+    assert any("/nonexistent is not a directory" in line for line in err)
+
+
+def test_version_and_help_run() -> None:
+    version = subprocess.run(
+        [sys.executable, "-m", "pxed", "--version"], capture_output=True, text=True, check=True
+    )
+    assert version.stdout.startswith("pxed ")
+    helptext = subprocess.run(
+        [sys.executable, "-m", "pxed", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "--iface" in helptext.stdout and "pxed check" in helptext.stdout
