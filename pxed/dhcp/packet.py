@@ -149,11 +149,12 @@ class DhcpPacket:
             return False
         if value == b"iPXE":  # iPXE sends the bare string, not RFC 3004 framing
             return True
-        i = 0
-        while i < len(value):  # RFC 3004 §4: length-prefixed user class instances
-            if value[i + 1 : i + 1 + value[i]] == b"iPXE":
+        i, n = 0, len(value)
+        while i < n:  # RFC 3004 §4: length-prefixed user class instances
+            end = i + 1 + value[i]
+            if end <= n and value[i + 1 : end] == b"iPXE":
                 return True
-            i += 1 + value[i]
+            i = end
         return False
 
     @property
