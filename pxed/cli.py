@@ -109,7 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pxed import logs
 
     logs.configure(config.log_format, config.log_level)
-    return asyncio.run(_run(config, notes))
+    try:
+        return asyncio.run(_run(config, notes))
+    finally:
+        logs.flush()
 
 
 def _check(argv: list[str]) -> int:

@@ -82,7 +82,29 @@ class _Subnet:
     config: SubnetConfig
     table: LeaseTable
     server_ip: IPv4Address | None
+    base: dict[int, bytes] = field(default_factory=dict)
+    """Encoded options every reply on this subnet carries (encoded once, not per packet)."""
+    optional: dict[int, bytes] = field(default_factory=dict)
+    """Encoded options sent only to clients that ask for them (option 55)."""
     exhausted_warned: bool = False
+
+    def __post_init__(self) -> None:
+        sub = self.config
+        self.base[OptionCode.SUBNET_MASK] = sub.network.netmask.packed
+        if sub.router:
+            self.base[OptionCode.ROUTER] = b"".join(a.packed for a in sub.router)
+        if sub.dns:
+            self.base[OptionCode.DNS_SERVERS] = b"".join(a.packed for a in sub.dns)
+        if sub.domain:
+            self.base[OptionCode.DOMAIN_NAME] = sub.domain.encode()
+        self.base[OptionCode.BROADCAST_ADDRESS] = sub.broadcast_address.packed
+        self.optional.update(sub.options)
+        if sub.ntp:
+            self.optional[OptionCode.NTP_SERVERS] = b"".join(a.packed for a in sub.ntp)
+        if sub.mtu:
+            self.optional[OptionCode.INTERFACE_MTU] = struct.pack("!H", sub.mtu)
+        if sub.routes:
+            self.optional[OptionCode.CLASSLESS_STATIC_ROUTES] = o.encode_routes(sub.routes)
 
 
 def client_key(packet: DhcpPacket) -> bytes:
@@ -361,7 +383,6 @@ class DhcpServer:
         lease_time: int | None,
         host: HostConfig | None,
     ) -> tuple[Reply, BootChoice | None]:
-        sub = subnet.config
         server_ip = self._server_ip(subnet, src)
         boot = self._boot(p, host)
         next_server = self.config.boot.next_server or server_ip
@@ -377,30 +398,15 @@ class DhcpServer:
             opts[OptionCode.LEASE_TIME] = struct.pack("!I", lease_time)
             opts[OptionCode.RENEWAL_TIME] = struct.pack("!I", lease_time // 2)
             opts[OptionCode.REBINDING_TIME] = struct.pack("!I", lease_time * 7 // 8)
-        opts[OptionCode.SUBNET_MASK] = sub.network.netmask.packed
-        if sub.router:
-            opts[OptionCode.ROUTER] = b"".join(a.packed for a in sub.router)
-        if sub.dns:
-            opts[OptionCode.DNS_SERVERS] = b"".join(a.packed for a in sub.dns)
-        if sub.domain:
-            opts[OptionCode.DOMAIN_NAME] = sub.domain.encode()
+        opts.update(subnet.base)
         if host is not None and host.hostname:
             opts[OptionCode.HOSTNAME] = host.hostname.encode()
-        opts[OptionCode.BROADCAST_ADDRESS] = sub.broadcast_address.packed
         # Options only a client that asks for them gets, in the order it asked.
-        optional: dict[int, bytes] = {}
-        if sub.ntp:
-            optional[OptionCode.NTP_SERVERS] = b"".join(a.packed for a in sub.ntp)
-        if sub.mtu:
-            optional[OptionCode.INTERFACE_MTU] = struct.pack("!H", sub.mtu)
-        if sub.routes:
-            optional[OptionCode.CLASSLESS_STATIC_ROUTES] = o.encode_routes(sub.routes)
-        configured = dict(sub.options)
-        for code in wants:
-            if code in optional and code not in opts:
-                opts[code] = optional[code]
-            elif code in configured and code not in opts:
-                opts[code] = configured[code]
+        optional = subnet.optional
+        if optional:
+            for code in wants:
+                if code in optional and code not in opts:
+                    opts[code] = optional[code]
         file_field = b""
         if boot is not None:
             if (p.vendor_class or b"").startswith(b"PXEClient"):
@@ -500,19 +506,22 @@ class DhcpServer:
     ) -> None:
         self._count(event)
         mtype = p.message_type
-        log.info(
-            event,
-            mac=p.mac,
-            xid=_xid(p),
-            msg_type=mtype.name if mtype is not None else None,
-            ip=str(ip),
-            arch=_arch(p),
-            ipxe=p.is_ipxe,
-            boot_file=boot.file if boot else None,
-            boot_reason=boot.reason if boot else None,
-            giaddr=str(p.giaddr) if p.giaddr != ZERO else None,
-            **extra,
-        )
+        fields: dict[str, Any] = {
+            "mac": p.mac,
+            "xid": _xid(p),
+            "msg_type": mtype.name if mtype is not None else None,
+            "ip": str(ip),
+            "arch": _arch(p),
+            "boot_file": boot.file if boot else None,
+        }
+        # Only what applies: fewer keys keep the per-decision log line cheap and readable.
+        if boot is not None:
+            fields["boot_reason"] = boot.reason
+        if p.is_ipxe:
+            fields["ipxe"] = True
+        if p.giaddr != ZERO:
+            fields["giaddr"] = str(p.giaddr)
+        log.info(event, **fields, **extra)
 
     def _drop(self, p: DhcpPacket, why: str, **extra: Any) -> None:
         self._count("dropped")

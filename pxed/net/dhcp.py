@@ -87,6 +87,7 @@ class DhcpEndpoint:
         self.clock = clock
         self.sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._sources: dict[tuple[str, int], Source] = {}
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -116,9 +117,7 @@ class DhcpEndpoint:
                 log.debug("dhcp.recv_error", iface=self.interface, error=str(exc))
                 break
             try:
-                outcome: Outcome = self.core.receive(
-                    data, Source(self.interface, IPv4Address(addr), port), now
-                )
+                outcome: Outcome = self.core.receive(data, self._source(addr, port), now)
             except Exception:
                 # A bug in the core must cost one datagram, never the daemon.
                 log.exception("dhcp.core_error", iface=self.interface, src=addr)
@@ -132,6 +131,16 @@ class DhcpEndpoint:
             self.store.commit()
         for reply in replies:
             self._send(sock, reply)
+
+    def _source(self, addr: str, port: int) -> Source:
+        # Clients speak from 0.0.0.0:68 and relays from a handful of addresses: reuse the
+        # Source objects instead of parsing the same address thousands of times a second.
+        src = self._sources.get((addr, port))
+        if src is None:
+            if len(self._sources) > 1024:
+                self._sources.clear()
+            src = self._sources[(addr, port)] = Source(self.interface, IPv4Address(addr), port)
+        return src
 
     def _send(self, sock: socket.socket, reply: Reply) -> None:
         dest = reply.destination
