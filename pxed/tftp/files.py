@@ -1,0 +1,252 @@
+"""Files served over TFTP: safe name resolution under the root and a shared mapped-file cache.
+
+Names from the wire are untrusted. :meth:`FileStore.resolve` accepts the forms PXE clients
+really send (a leading ``/``, the root's own absolute path as a prefix, Windows ``\\``
+separators) and refuses everything that could lead out of the root: ``..`` components, NUL
+bytes, symlinks whose target is outside the root. The check is made on the real path before
+opening and again on the opened descriptor (``/proc/self/fd``), so a symlink swapped in between
+is caught too.
+
+Every client fetching the same file shares one read-only ``mmap`` (keyed by device, inode,
+size and mtime, reference counted): memory stays flat however many clients fetch an initrd.
+The mapping is never read by Python on the data path; payload slices go straight to
+``sendmsg``, so a file truncated under a running transfer fails that send with ``EFAULT``
+instead of killing the process with SIGBUS. A file replaced by ``rename`` keeps serving its old
+contents to running transfers while new requests get the new file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import mmap
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from pxed.errors import PxedError
+from pxed.tftp.packet import ErrorCode
+
+NETASCII_MAX = 64 * 1024 * 1024
+"""Largest file served in netascii mode (it is converted in memory; text files are small)."""
+
+
+class FileRefused(PxedError):
+    """A name that is not served; ``error_code`` is the TFTP error to answer with."""
+
+    def __init__(self, reason: str, error_code: ErrorCode) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.error_code = error_code
+
+
+class ServedFile(Protocol):
+    """What a transfer needs from a file: its bytes, its size, a name for the log."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def data(self) -> memoryview: ...
+
+    def close(self) -> None: ...
+
+
+class FileSource(Protocol):
+    """Where the TFTP core gets files (a :class:`FileStore`, or an in-memory one in tests)."""
+
+    def open(self, name: str, *, netascii: bool = False) -> ServedFile: ...
+
+
+def to_netascii(raw: bytes) -> bytes:
+    """RFC 1350 / RFC 764: CR -> CR NUL, LF -> CR LF."""
+    return raw.replace(b"\r", b"\r\0").replace(b"\n", b"\r\n")
+
+
+@dataclass(eq=False)
+class _Entry:
+    key: tuple[int, int, int, int]
+    path: str
+    size: int
+    mapping: mmap.mmap | None
+    view: memoryview
+    refs: int = 0
+    netascii: memoryview | None = None
+
+
+class OpenFile:
+    """One transfer's reference to a shared file; :meth:`close` exactly once (idempotent)."""
+
+    __slots__ = ("_closed", "_data", "_entry", "_name", "_store")
+
+    def __init__(self, store: FileStore, entry: _Entry, name: str, data: memoryview) -> None:
+        self._store = store
+        self._entry = entry
+        self._name = name
+        self._data = data
+        self._closed = False
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def size(self) -> int:
+        return len(self._data)
+
+    @property
+    def data(self) -> memoryview:
+        return self._data
+
+    @property
+    def path(self) -> str:
+        return self._entry.path
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._store._release(self._entry)
+
+
+class FileStore:
+    """The TFTP root: resolves names safely and shares one mapping per file."""
+
+    def __init__(self, root: Path | str) -> None:
+        self._given = os.path.abspath(os.fspath(root))
+        self._root = os.path.realpath(self._given)
+        self._entries: dict[tuple[int, int, int, int], _Entry] = {}
+
+    @property
+    def root(self) -> str:
+        """The real path of the root."""
+        return self._root
+
+    @property
+    def open_files(self) -> int:
+        """Distinct files currently mapped (however many transfers use each)."""
+        return len(self._entries)
+
+    @property
+    def references(self) -> int:
+        return sum(entry.refs for entry in self._entries.values())
+
+    def _inside(self, path: str) -> bool:
+        return path == self._root or path.startswith(self._root.rstrip("/") + "/")
+
+    def resolve(self, name: str) -> str:
+        """The real path ``name`` designates under the root, or :class:`FileRefused`."""
+        if "\0" in name:
+            raise FileRefused("NUL in filename", ErrorCode.ACCESS_VIOLATION)
+        name = name.replace("\\", "/")
+        for prefix in {self._given, self._root}:
+            prefix = prefix.rstrip("/")
+            if prefix and (name == prefix or name.startswith(prefix + "/")):
+                name = name[len(prefix):]
+                break
+        parts = [part for part in name.split("/") if part not in ("", ".")]
+        if ".." in parts:
+            raise FileRefused("'..' in filename", ErrorCode.ACCESS_VIOLATION)
+        if not parts:
+            raise FileRefused("no file named", ErrorCode.FILE_NOT_FOUND)
+        try:
+            real = os.path.realpath(os.path.join(self._root, *parts))
+        except (OSError, ValueError) as exc:
+            raise FileRefused(f"unusable name: {exc}", ErrorCode.ACCESS_VIOLATION) from None
+        if not self._inside(real) or real == self._root:
+            raise FileRefused("leads out of the root", ErrorCode.ACCESS_VIOLATION)
+        return real
+
+    def open(self, name: str, *, netascii: bool = False) -> OpenFile:
+        real = self.resolve(name)
+        try:
+            fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except FileNotFoundError:
+            raise FileRefused("file not found", ErrorCode.FILE_NOT_FOUND) from None
+        except NotADirectoryError:
+            raise FileRefused("file not found", ErrorCode.FILE_NOT_FOUND) from None
+        except PermissionError:
+            raise FileRefused("permission denied", ErrorCode.ACCESS_VIOLATION) from None
+        except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:
+                raise FileRefused("name too long", ErrorCode.FILE_NOT_FOUND) from None
+            if exc.errno == errno.ELOOP:
+                raise FileRefused("symlink swapped in", ErrorCode.ACCESS_VIOLATION) from None
+            raise FileRefused(f"cannot open: {exc.strerror}", ErrorCode.ACCESS_VIOLATION) from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise FileRefused("not a regular file", ErrorCode.ACCESS_VIOLATION)
+            try:
+                opened = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                opened = real
+            if not self._inside(opened):
+                raise FileRefused("leads out of the root", ErrorCode.ACCESS_VIOLATION)
+            key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            entry = self._entries.get(key)
+            if entry is None:
+                entry = self._map(fd, key, real, st.st_size)
+                self._entries[key] = entry
+            entry.refs += 1
+            try:
+                if netascii and entry.netascii is None:
+                    if entry.size > NETASCII_MAX:
+                        raise FileRefused(
+                            f"netascii of a file over {NETASCII_MAX} octets",
+                            ErrorCode.ACCESS_VIOLATION,
+                        )
+                    entry.netascii = memoryview(to_netascii(_read_all(fd, entry.size)))
+            except BaseException:
+                self._release(entry)
+                raise
+        except OSError as exc:
+            raise FileRefused(f"cannot read: {exc.strerror}", ErrorCode.ACCESS_VIOLATION) from None
+        finally:
+            os.close(fd)
+        data = entry.netascii if netascii and entry.netascii is not None else entry.view
+        rel = os.path.relpath(real, self._root)
+        return OpenFile(self, entry, rel, data)
+
+    @staticmethod
+    def _map(fd: int, key: tuple[int, int, int, int], real: str, size: int) -> _Entry:
+        if size == 0:
+            return _Entry(key, real, 0, None, memoryview(b""))
+        mapping = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
+        return _Entry(key, real, size, mapping, memoryview(mapping))
+
+    def _release(self, entry: _Entry) -> None:
+        entry.refs -= 1
+        if entry.refs > 0:
+            return
+        if self._entries.get(entry.key) is entry:
+            del self._entries[entry.key]
+        with contextlib.suppress(BufferError):
+            entry.view.release()
+        entry.netascii = None
+        if entry.mapping is not None:
+            # A slice still referenced somewhere keeps the mapping until it goes.
+            with contextlib.suppress(BufferError):
+                entry.mapping.close()
+
+    def close(self) -> None:
+        """Drop every mapping (transfers must be ended first)."""
+        for entry in list(self._entries.values()):
+            entry.refs = 1
+            self._release(entry)
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    chunks: list[bytes] = []
+    offset = 0
+    while offset < size:
+        chunk = os.pread(fd, min(size - offset, 1 << 20), offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,228 @@
+"""The TFTP server core: read requests to transfers, limits, per-client caps, timers. No I/O.
+
+The glue hands every datagram that is not for a running transfer to :meth:`TftpServer.request`
+and gets one decision back:
+
+- :class:`Accepted`: a new :class:`~pxed.tftp.transfer.Transfer` (the glue opens its TID,
+  calls ``start``); ``replaced`` is an earlier transfer of the same client port that the new
+  request ends (a firmware that asked for ``tsize`` only and came back from the same port).
+- :class:`Duplicate`: the client sent its RRQ again; its transfer retransmits on its own timer.
+- :class:`Refused`: ERROR to send back (or nothing for a broken ERROR packet), with the log
+  event and reason.
+
+The server never raises on input: a Hypothesis test drives it with random datagrams.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from pxed.config import TftpConfig
+from pxed.errors import MalformedPacket
+from pxed.tftp import packet as tp
+from pxed.tftp.files import FileRefused, FileSource
+from pxed.tftp.packet import ErrorCode, Opcode
+from pxed.tftp.transfer import Address, Burst, Settings, Transfer, negotiate
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    transfer: Transfer
+    replaced: Transfer | None = None
+    """An earlier transfer of the same client (address, port), already ended (not removed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    transfer: Transfer
+    """The transfer the retransmitted RRQ belongs to."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    reply: bytes | None
+    """ERROR datagram to answer with; None to drop silently (never answer an ERROR)."""
+    event: str
+    """``tftp.refused`` (a valid request not served) or ``tftp.malformed``."""
+    reason: str
+    code: int | None = None
+    filename: str | None = None
+
+
+Decision = Accepted | Duplicate | Refused
+
+
+@dataclass(frozen=True, slots=True)
+class TftpStats:
+    active: int
+    """Transfers running now."""
+    started: int
+    done: int
+    failed: int
+    refused: int
+    malformed: int
+    open_files: int = 0
+
+
+def settings_from(config: TftpConfig) -> Settings:
+    return Settings(
+        max_blksize=max(tp.BLKSIZE_MIN, min(config.max_blksize, tp.BLKSIZE_MAX)),
+        max_windowsize=max(1, min(config.max_windowsize, tp.WINDOWSIZE_MAX)),
+        default_timeout=config.default_timeout,
+        retries=config.retries,
+    )
+
+
+def _refuse(event: str, reason: str, code: int | None, filename: str | None = None) -> Refused:
+    reply = tp.encode_error(code, reason) if code is not None else None
+    return Refused(reply, event, reason, code, filename)
+
+
+class TftpServer:
+    """All transfers of one TFTP endpoint, keyed by client (address, port)."""
+
+    def __init__(
+        self, config: TftpConfig, files: FileSource, *, settings: Settings | None = None
+    ) -> None:
+        self.config = config
+        self.files = files
+        self.settings = settings or settings_from(config)
+        self.transfers: dict[Address, Transfer] = {}
+        self._per_client: dict[str, int] = {}
+        self.started = self.done = self.failed = self.refused = self.malformed = 0
+
+    def stats(self) -> TftpStats:
+        open_files = getattr(self.files, "open_files", 0)
+        return TftpStats(
+            len(self.transfers), self.started, self.done, self.failed, self.refused,
+            self.malformed, open_files if isinstance(open_files, int) else 0,
+        )
+
+    # -- requests -------------------------------------------------------------------------
+
+    def request(self, datagram: bytes, client: Address, now: float) -> Decision:
+        """A datagram from a peer that has no transfer here (or a new RRQ). Never raises."""
+        try:
+            return self._request(bytes(datagram), client, now)
+        except MalformedPacket as exc:
+            self.malformed += 1
+            return _refuse("tftp.malformed", str(exc), exc.error_code)
+        except Exception as exc:  # a bug must cost one request, not the server
+            self.refused += 1
+            return _refuse("tftp.refused", f"internal error: {exc!r}", ErrorCode.NOT_DEFINED)
+
+    def _request(self, datagram: bytes, client: Address, now: float) -> Decision:
+        if len(datagram) >= 2 and datagram[0] == 0 and datagram[1] == Opcode.WRQ:
+            # Refuse before decoding: a broken WRQ gets the same answer.
+            self.refused += 1
+            return _refuse("tftp.refused", "read-only server", ErrorCode.ACCESS_VIOLATION)
+        pkt = tp.decode(datagram)
+        if not isinstance(pkt, tp.ReadRequest):
+            if isinstance(pkt, tp.Error):
+                self.malformed += 1
+                return Refused(None, "tftp.malformed", "ERROR from an unknown peer")
+            self.malformed += 1
+            return _refuse(
+                "tftp.malformed",
+                f"{type(pkt).__name__} from an unknown transfer ID",
+                ErrorCode.UNKNOWN_TID,
+            )
+        existing = self.transfers.get(client)
+        if existing is not None and existing.request_bytes == datagram:
+            return Duplicate(existing)
+        replaced = existing
+        count = self._per_client.get(client[0], 0) - (1 if replaced is not None else 0)
+        active = len(self.transfers) - (1 if replaced is not None else 0)
+        if active >= self.config.max_transfers:
+            self.refused += 1
+            return _refuse(
+                "tftp.refused",
+                f"server busy: {active} transfers running",
+                ErrorCode.NOT_DEFINED,
+                pkt.filename,
+            )
+        if count >= self.config.max_transfers_per_client:
+            self.refused += 1
+            return _refuse(
+                "tftp.refused",
+                f"too many transfers from {client[0]} ({count})",
+                ErrorCode.NOT_DEFINED,
+                pkt.filename,
+            )
+        try:
+            negotiation = negotiate(pkt)
+        except MalformedPacket as exc:
+            self.refused += 1
+            return _refuse("tftp.refused", str(exc), exc.error_code, pkt.filename)
+        try:
+            served = self.files.open(pkt.filename, netascii=pkt.mode == "netascii")
+        except FileRefused as exc:
+            self.refused += 1
+            return _refuse("tftp.refused", exc.reason, exc.error_code, pkt.filename)
+        if replaced is not None:
+            replaced.fail("replaced", "a new request came from the same client port", now)
+            self.finish(replaced)
+        transfer = Transfer(
+            client, pkt, served, self.settings, now,
+            negotiation=negotiation, request_bytes=datagram,
+        )
+        self.transfers[client] = transfer
+        self._per_client[client[0]] = self._per_client.get(client[0], 0) + 1
+        self.started += 1
+        return Accepted(transfer, replaced)
+
+    # -- transfers ending -----------------------------------------------------------------
+
+    def finish(self, transfer: Transfer) -> None:
+        """Forget a finished transfer and release its file (idempotent)."""
+        if self.transfers.get(transfer.client) is not transfer:
+            return
+        del self.transfers[transfer.client]
+        ip = transfer.client[0]
+        left = self._per_client.get(ip, 1) - 1
+        if left > 0:
+            self._per_client[ip] = left
+        else:
+            self._per_client.pop(ip, None)
+        if transfer.outcome == "ok":
+            self.done += 1
+        else:
+            self.failed += 1
+        transfer.file.close()
+
+    def close_all(self, now: float, message: str = "server shutting down") -> list[
+        tuple[Transfer, Burst]
+    ]:
+        """End every transfer; the bursts are the ERRORs to send."""
+        out = []
+        for transfer in list(self.transfers.values()):
+            burst = transfer.abort(ErrorCode.NOT_DEFINED, message, now, outcome="shutdown")
+            out.append((transfer, burst))
+        return out
+
+    # -- timers ---------------------------------------------------------------------------
+
+    def next_timer(self) -> float | None:
+        """The earliest deadline of all transfers, or None."""
+        soonest: float | None = None
+        for transfer in self.transfers.values():
+            deadline = transfer.next_timer()
+            if deadline is not None and (soonest is None or deadline < soonest):
+                soonest = deadline
+        return soonest
+
+    def on_timer(self, now: float) -> list[tuple[Transfer, Burst]]:
+        """Run every transfer whose deadline passed; finished ones are in the list too."""
+        out: list[tuple[Transfer, Burst]] = []
+        for transfer in self._due(now):
+            burst = transfer.on_timer(now)
+            if burst or transfer.finished:
+                out.append((transfer, burst))
+        return out
+
+    def _due(self, now: float) -> Iterable[Transfer]:
+        return [
+            t for t in self.transfers.values()
+            if (d := t.next_timer()) is not None and d <= now
+        ]

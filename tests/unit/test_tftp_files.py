@@ -1,0 +1,211 @@
+"""Safe names under the TFTP root (40 hostile ones), the shared mapping cache, netascii."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pxed.tftp.files import FileRefused, FileStore, to_netascii
+from pxed.tftp.packet import ErrorCode
+
+SECRET = b"outside the root"
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    """root/ with boot files and traps; outside/ beside it with a secret."""
+    root = tmp_path / "root"
+    outside = tmp_path / "outside"
+    (root / "boot").mkdir(parents=True)
+    (root / "sub" / "dir").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret").write_bytes(SECRET)
+    (root / "boot" / "pxelinux.0").write_bytes(b"PXELINUX")
+    (root / "sub" / "dir" / "file").write_bytes(b"deep")
+    (root / "a.txt").write_bytes(b"line1\nline2\r\n")
+    (root / "empty").write_bytes(b"")
+    os.symlink("boot/pxelinux.0", root / "link_inside")
+    os.symlink(str(root / "boot" / "pxelinux.0"), root / "link_abs_inside")
+    os.symlink("/etc/passwd", root / "link_passwd")
+    os.symlink("/", root / "link_root")
+    os.symlink(str(outside), root / "link_outside")
+    os.symlink("..", root / "link_up")
+    os.symlink("../../outside", root / "sub" / "link_up2")
+    os.symlink("/dev/zero", root / "link_dev")
+    os.symlink("link_loop", root / "link_loop")
+    os.symlink("missing-target", root / "dangling")
+    os.mkfifo(root / "fifo")
+    return root
+
+
+ACCEPTED = [
+    ("boot/pxelinux.0", b"PXELINUX"),
+    ("/boot/pxelinux.0", b"PXELINUX"),
+    ("\\boot\\pxelinux.0", b"PXELINUX"),
+    ("boot\\pxelinux.0", b"PXELINUX"),
+    ("boot//pxelinux.0", b"PXELINUX"),
+    ("./boot/./pxelinux.0", b"PXELINUX"),
+    ("link_inside", b"PXELINUX"),
+    ("link_abs_inside", b"PXELINUX"),
+    ("/sub/dir/file", b"deep"),
+    ("empty", b""),
+]
+
+
+@pytest.mark.parametrize(("name", "content"), ACCEPTED)
+def test_accepted_names(tree: Path, name: str, content: bytes) -> None:
+    store = FileStore(tree)
+    f = store.open(name)
+    assert bytes(f.data) == content
+    assert f.size == len(content)
+    f.close()
+
+
+def test_root_own_path_is_the_root(tree: Path) -> None:
+    store = FileStore(tree)
+    for name in (f"{tree}/boot/pxelinux.0", f"{os.path.realpath(tree)}/boot/pxelinux.0",
+                 f"{tree}\\boot\\pxelinux.0".replace("/", "\\")):
+        f = store.open(name)
+        assert bytes(f.data) == b"PXELINUX"
+        f.close()
+
+
+# (name, the code it must get; None: 1 or 2, whichever, as long as nothing is served)
+HOSTILE: list[tuple[str, int | None]] = [
+    ("../outside/secret", 2),
+    ("../../etc/passwd", 2),
+    ("/../outside/secret", 2),
+    ("..", 2),
+    ("../", 2),
+    ("a/../../outside/secret", 2),
+    ("sub/../../outside/secret", 2),
+    ("sub/dir/../../../outside/secret", 2),
+    ("..\\outside\\secret", 2),
+    ("\\..\\outside\\secret", 2),
+    ("sub\\..\\..\\outside\\secret", 2),
+    ("./../outside/secret", 2),
+    ("sub/./../../outside/secret", 2),
+    ("../" * 20 + "etc/passwd", 2),
+    ("/boot/../../outside/secret", 2),
+    ("boot/pxelinux.0/../../../outside/secret", 2),
+    ("{root}/../outside/secret", 2),
+    ("{root}/..", 2),
+    ("a\0b", 2),
+    ("boot/pxelinux.0\0.txt", 2),
+    ("\0", 2),
+    ("link_passwd", 2),
+    ("link_root/etc/passwd", 2),
+    ("link_root", 2),
+    ("link_outside/secret", 2),
+    ("link_up/outside/secret", 2),
+    ("sub/link_up2/secret", 2),
+    ("link_dev", 2),
+    ("link_loop", 2),
+    ("fifo", 2),
+    ("sub", 2),
+    ("boot/", 2),
+    ("/etc/passwd", None),
+    ("etc/passwd", None),
+    ("//etc//passwd", None),
+    ("/proc/self/environ", None),
+    ("{outside}/secret", None),
+    ("....//outside/secret", None),
+    ("%2e%2e/outside/secret", None),
+    ("~/.bashrc", None),
+    ("C:\\Windows\\System32\\config\\SAM", None),
+    ("dangling", None),
+    ("", None),
+    ("/", None),
+    ("x" * 600, None),
+    ("sub/" + "y" * 300 + "/z", None),
+]
+
+
+@pytest.mark.parametrize(("name", "code"), HOSTILE)
+def test_hostile_names_are_refused(tree: Path, name: str, code: int | None) -> None:
+    store = FileStore(tree)
+    name = name.format(root=tree, outside=tree.parent / "outside")
+    with pytest.raises(FileRefused) as info:
+        f = store.open(name)
+        f.close()
+    assert info.value.error_code in (ErrorCode.FILE_NOT_FOUND, ErrorCode.ACCESS_VIOLATION)
+    if code is not None:
+        assert info.value.error_code == code, info.value.reason
+    assert store.open_files == 0
+
+
+def test_at_least_thirty_hostile_names() -> None:
+    assert len(HOSTILE) >= 30
+
+
+def test_unreadable_file_is_access_violation(tree: Path) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root reads everything")
+    (tree / "locked").write_bytes(b"x")
+    (tree / "locked").chmod(0)
+    with pytest.raises(FileRefused) as info:
+        FileStore(tree).open("locked")
+    assert info.value.error_code == ErrorCode.ACCESS_VIOLATION
+
+
+def test_one_mapping_shared_by_many_transfers(tree: Path) -> None:
+    (tree / "initrd").write_bytes(os.urandom(1 << 20))
+    store = FileStore(tree)
+    handles = [store.open("/initrd") for _ in range(50)]
+    assert store.open_files == 1
+    assert store.references == 50
+    assert all(h.data.obj is handles[0].data.obj for h in handles)
+    for h in handles:
+        h.close()
+        h.close()  # idempotent
+    assert store.open_files == 0 and store.references == 0
+
+
+def test_replaced_file_keeps_old_contents_for_running_transfers(tree: Path) -> None:
+    target = tree / "boot" / "initrd"
+    target.write_bytes(b"old" * 1000)
+    store = FileStore(tree)
+    old = store.open("boot/initrd")
+    tmp = tree / "boot" / "initrd.new"
+    tmp.write_bytes(b"new" * 1000)
+    tmp.rename(target)
+    new = store.open("boot/initrd")
+    assert bytes(old.data[:3]) == b"old" and bytes(new.data[:3]) == b"new"
+    assert store.open_files == 2
+    old.close()
+    new.close()
+    assert store.open_files == 0
+
+
+def test_slice_alive_at_close_does_not_break(tree: Path) -> None:
+    store = FileStore(tree)
+    f = store.open("boot/pxelinux.0")
+    piece = f.data[0:3]
+    f.close()  # the mapping stays until the slice goes
+    assert bytes(piece) == b"PXE"
+    assert store.open_files == 0
+
+
+def test_netascii_conversion(tree: Path) -> None:
+    assert to_netascii(b"a\nb\rc\r\n") == b"a\r\nb\r\0c\r\0\r\n"
+    store = FileStore(tree)
+    f = store.open("a.txt", netascii=True)
+    assert bytes(f.data) == b"line1\r\nline2\r\0\r\n"
+    g = store.open("a.txt")
+    assert bytes(g.data) == b"line1\nline2\r\n"
+    assert store.open_files == 1
+    f.close()
+    g.close()
+
+
+def test_root_symlink_itself_is_followed(tmp_path: Path, tree: Path) -> None:
+    link = tmp_path / "tftproot"
+    os.symlink(tree, link)
+    store = FileStore(link)
+    f = store.open(f"{link}/boot/pxelinux.0")
+    assert bytes(f.data) == b"PXELINUX"
+    f.close()
+    with pytest.raises(FileRefused):
+        store.open("link_outside/secret")

@@ -1,0 +1,270 @@
+"""The TFTP server core: requests to transfers, refusals, limits, timers; hostile input."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pxed.config import TftpConfig
+from pxed.tftp import packet as tp
+from pxed.tftp.files import FileRefused, FileStore
+from pxed.tftp.packet import ErrorCode
+from pxed.tftp.server import Accepted, Duplicate, Refused, TftpServer
+
+CLIENT = ("198.18.0.2", 40000)
+
+
+@dataclass
+class MemFile:
+    name: str
+    content: bytes
+    closed: int = 0
+
+    @property
+    def size(self) -> int:
+        return len(self.content)
+
+    @property
+    def data(self) -> memoryview:
+        return memoryview(self.content)
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+class MemFiles:
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+        self.opened: list[MemFile] = []
+
+    def open(self, name: str, *, netascii: bool = False) -> MemFile:
+        if name not in self.files:
+            raise FileRefused("file not found", ErrorCode.FILE_NOT_FOUND)
+        f = MemFile(name, self.files[name])
+        self.opened.append(f)
+        return f
+
+
+def rrq(name: str = "pxelinux.0", *opts: str, mode: str = "octet") -> bytes:
+    return b"\x00\x01" + b"\x00".join(x.encode() for x in (name, mode, *opts)) + b"\x00"
+
+
+def server(**cfg: object) -> tuple[TftpServer, MemFiles]:
+    files = MemFiles({"pxelinux.0": b"P" * 2000, "empty": b""})
+    return TftpServer(TftpConfig(**cfg), files), files  # type: ignore[arg-type]
+
+
+def error_of(decision: object) -> tuple[int, str]:
+    assert isinstance(decision, Refused), decision
+    assert decision.reply is not None
+    pkt = tp.decode(decision.reply)
+    assert isinstance(pkt, tp.Error)
+    return pkt.code, pkt.message
+
+
+def test_rrq_accepted_and_finished() -> None:
+    srv, files = server()
+    d = srv.request(rrq(), CLIENT, 0.0)
+    assert isinstance(d, Accepted) and d.replaced is None
+    t = d.transfer
+    assert srv.stats().active == 1
+    assert b"".join(bytes(b) for b in t.start(0.0)[0])[:4] == b"\x00\x03\x00\x01"
+    t.receive(tp.encode_ack(1), 0.01)
+    t.receive(tp.encode_ack(2), 0.02)
+    t.receive(tp.encode_ack(3), 0.03)
+    t.receive(tp.encode_ack(4), 0.04)
+    assert t.finished and t.outcome == "ok"
+    srv.finish(t)
+    srv.finish(t)
+    assert srv.stats().active == 0 and srv.stats().done == 1
+    assert files.opened[0].closed == 1
+
+
+def test_file_not_found_is_error_1() -> None:
+    srv, _ = server()
+    assert error_of(srv.request(rrq("nope"), CLIENT, 0.0))[0] == ErrorCode.FILE_NOT_FOUND
+
+
+def test_wrq_refused_read_only() -> None:
+    srv, _ = server()
+    assert error_of(srv.request(b"\x00\x02up\x00octet\x00", CLIENT, 0.0))[0] == 2
+    assert error_of(srv.request(b"\x00\x02", CLIENT, 0.0))[0] == 2
+
+
+def test_data_or_ack_to_the_server_port_is_unknown_tid() -> None:
+    srv, _ = server()
+    assert error_of(srv.request(tp.encode_ack(1), CLIENT, 0.0))[0] == ErrorCode.UNKNOWN_TID
+    assert error_of(srv.request(b"\x00\x03\x00\x01x", CLIENT, 0.0))[0] == ErrorCode.UNKNOWN_TID
+
+
+def test_error_is_never_answered() -> None:
+    srv, _ = server()
+    for raw in (tp.encode_error(0, "x"), b"\x00\x05\x00"):
+        d = srv.request(raw, CLIENT, 0.0)
+        assert isinstance(d, Refused) and d.reply is None
+
+
+def test_retransmitted_rrq_is_a_duplicate_and_a_new_one_replaces() -> None:
+    srv, files = server()
+    first = srv.request(rrq(), CLIENT, 0.0)
+    assert isinstance(first, Accepted)
+    dup = srv.request(rrq(), CLIENT, 0.5)
+    assert isinstance(dup, Duplicate) and dup.transfer is first.transfer
+    # Same port, other request (firmware asked tsize first, now the real transfer).
+    second = srv.request(rrq("pxelinux.0", "blksize", "1468"), CLIENT, 1.0)
+    assert isinstance(second, Accepted) and second.replaced is first.transfer
+    assert first.transfer.finished and first.transfer.outcome == "replaced"
+    assert files.opened[0].closed == 1
+    assert srv.stats().active == 1
+
+
+def test_limits_answer_with_an_error() -> None:
+    srv, _ = server(max_transfers=3, max_transfers_per_client=2)
+    accepted = [srv.request(rrq(), ("198.18.0.2", p), 0.0) for p in (1, 2)]
+    assert all(isinstance(d, Accepted) for d in accepted)
+    code, message = error_of(srv.request(rrq(), ("198.18.0.2", 3), 0.0))
+    assert code == ErrorCode.NOT_DEFINED and "too many" in message
+    assert isinstance(srv.request(rrq(), ("198.18.0.3", 1), 0.0), Accepted)
+    code, message = error_of(srv.request(rrq(), ("198.18.0.4", 1), 0.0))
+    assert "busy" in message
+    # One finishes: room again.
+    t = accepted[0]
+    assert isinstance(t, Accepted)
+    t.transfer.fail("timeout", "x", 1.0)
+    srv.finish(t.transfer)
+    assert isinstance(srv.request(rrq(), ("198.18.0.4", 1), 1.0), Accepted)
+
+
+def test_flood_of_rrqs_beyond_the_limit() -> None:
+    srv, _ = server(max_transfers=10, max_transfers_per_client=1000)
+    decisions = [srv.request(rrq(), ("198.18.0.9", p), 0.0) for p in range(1000, 2000)]
+    assert sum(isinstance(d, Accepted) for d in decisions) == 10
+    refused = [d for d in decisions if isinstance(d, Refused)]
+    assert len(refused) == 990 and all(d.reply for d in refused)
+    assert srv.stats().refused == 990
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (b"", 4), (b"\x00", 4), (b"\x00\x01", 4), (b"\x00\x01x", 4),
+        (b"\x00\x04", 4), (b"\x00\x04\x00", 4),  # ACK without block number
+        (b"\x00\x01file-without-nul", 4), (b"\x00\x01file\x00octet", 4),
+        (b"\x00\x01" + b"f" * 520 + b"\x00octet\x00", 4),
+        (rrq("pxelinux.0", "blksize"), 8),
+        (rrq("pxelinux.0", "blksize", "512", "blksize", "1024"), 8),
+        (rrq("pxelinux.0", "blksize", "0"), 8),
+        (rrq("pxelinux.0", "blksize", "7"), 8),
+        (rrq("pxelinux.0", "blksize", "65465"), 8),
+        (rrq("pxelinux.0", "blksize", "abc"), 8),
+        (rrq("pxelinux.0", "windowsize", "0"), 8),
+        (rrq("pxelinux.0", "windowsize", "65536"), 8),
+        (rrq("pxelinux.0", "timeout", "0"), 8),
+        (rrq("pxelinux.0", "timeout", "256"), 8),
+        (rrq("pxelinux.0", "tsize", "-1"), 8),
+        (rrq("pxelinux.0", mode="mail"), 4),
+    ],
+)
+def test_hostile_requests_get_an_error(raw: bytes, code: int) -> None:
+    srv, files = server()
+    assert error_of(srv.request(raw, CLIENT, 0.0))[0] == code
+    assert srv.stats().active == 0 and files.opened == []
+    # ... and the server keeps serving.
+    assert isinstance(srv.request(rrq(), ("198.18.0.7", 1), 0.0), Accepted)
+
+
+def test_timers_run_due_transfers_only() -> None:
+    srv, _ = server(retries=1)
+    a = srv.request(rrq(), ("198.18.0.2", 1), 0.0)
+    b = srv.request(rrq(), ("198.18.0.3", 1), 0.5)
+    assert isinstance(a, Accepted) and isinstance(b, Accepted)
+    a.transfer.start(0.0)
+    b.transfer.start(0.5)
+    assert srv.next_timer() == pytest.approx(1.0)
+    out = srv.on_timer(1.0)
+    assert [t for t, _ in out] == [a.transfer]
+    # Idle transfers are reaped: keep firing timers until both gave up.
+    now = 1.0
+    while srv.transfers:
+        nxt = srv.next_timer()
+        assert nxt is not None
+        now = nxt
+        for t, _ in srv.on_timer(now):
+            if t.finished:
+                srv.finish(t)
+    assert srv.stats().failed == 2 and now < 30
+
+
+def test_close_all_sends_errors() -> None:
+    srv, _ = server()
+    d = srv.request(rrq(), CLIENT, 0.0)
+    assert isinstance(d, Accepted)
+    d.transfer.start(0.0)
+    out = srv.close_all(1.0)
+    assert len(out) == 1
+    t, burst = out[0]
+    assert tp.decode(bytes(burst[0][0])) == tp.Error(0, "server shutting down")
+    assert t.outcome == "shutdown"
+
+
+def test_with_a_real_file_store(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"abc")
+    srv = TftpServer(TftpConfig(root=tmp_path), FileStore(tmp_path))
+    d = srv.request(rrq("/f"), CLIENT, 0.0)
+    assert isinstance(d, Accepted)
+    assert error_of(srv.request(rrq("../etc/passwd"), ("198.18.0.5", 1), 0.0))[0] == 2
+
+
+_packets = st.one_of(
+    st.binary(max_size=60),
+    st.builds(
+        lambda name, opts: rrq(name, *opts),
+        st.sampled_from(["pxelinux.0", "empty", "nope", "../x"]),
+        st.lists(st.sampled_from(["blksize", "tsize", "windowsize", "timeout", "0", "8", "512",
+                                  "1468", "65464", "abc", "64", "x"]), max_size=6),
+    ),
+    st.integers(0, 6).map(tp.encode_ack),
+    st.just(tp.encode_error(0, "bye")),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 3), st.sampled_from([1, 2, 3]), _packets,
+                  st.floats(0, 2, allow_nan=False)),
+        max_size=40,
+    )
+)
+def test_random_datagrams_never_raise(steps: list[tuple[int, int, bytes, float]]) -> None:
+    """Random packets from a few peers, routed as the glue does: no exception escapes."""
+    srv, files = server(max_transfers=3, max_transfers_per_client=2)
+    now = 0.0
+    for kind, port, raw, dt in steps:
+        now += dt
+        client = ("198.18.0.2", port)
+        if kind == 0:
+            for t, _ in srv.on_timer(now):
+                if t.finished:
+                    srv.finish(t)
+            continue
+        running = srv.transfers.get(client)
+        if running is not None and kind == 1:
+            running.receive(raw, now)
+            if running.finished:
+                srv.finish(running)
+            continue
+        d = srv.request(raw, client, now)
+        if isinstance(d, Accepted):
+            d.transfer.start(now, 1500)
+        elif isinstance(d, Refused) and d.reply is not None:
+            assert isinstance(tp.decode(d.reply), tp.Error)
+        assert srv.stats().active <= 3
+    for t, _ in srv.close_all(now):
+        srv.finish(t)
+    assert srv.stats().active == 0
+    assert all(f.closed == 1 for f in files.opened)
