@@ -44,7 +44,7 @@ def test_enum_values_from_the_brief() -> None:
     for name, value in expected.items():
         assert OptionCode[name] == value
     assert [m.value for m in list(MessageType)[:8]] == list(range(1, 9))
-    assert MessageType.DISCOVER == 1 and MessageType.INFORM == 8
+    assert (int(MessageType.DISCOVER), int(MessageType.INFORM)) == (1, 8)
 
 
 def test_table_covers_rfc2132_and_the_named_codes() -> None:
