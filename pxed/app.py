@@ -18,10 +18,12 @@ import structlog
 from pxed import __version__
 from pxed.boot import BootPolicy, ConfigBootPolicy
 from pxed.config import Config
+from pxed.dhcp.proxy import PROXY_PORT, ProxyServer
 from pxed.dhcp.server import DhcpServer
 from pxed.errors import ConfigError
 from pxed.leases import LeaseStore, LeaseTable
 from pxed.net.dhcp import DhcpEndpoint
+from pxed.net.probe import ForeignServerWatcher, probe
 from pxed.netinfo import InterfaceInfo, interface_info
 
 log = structlog.get_logger("pxed")
@@ -46,7 +48,10 @@ class Server:
         self.store: LeaseStore | None = None
         self.tables: dict[str, LeaseTable] = {}
         self.dhcp: DhcpServer | None = None
+        self.proxy: ProxyServer | None = None
         self.endpoints: list[Any] = []
+        self.mode: str = config.mode if config.dhcp_enabled else "tftp-only"
+        """The mode running: "dhcp" or "proxy" once auto mode has decided."""
         self._stopped = asyncio.Event()
 
     async def __aenter__(self) -> Server:
@@ -73,8 +78,12 @@ class Server:
         if problems:
             raise ConfigError(problems)
         try:
-            if cfg.dhcp_enabled and cfg.subnets:
-                await self._start_dhcp()
+            if cfg.dhcp_enabled:
+                self.mode = await self._resolve_mode()
+                if self.mode == "proxy":
+                    await self._start_proxy()
+                elif cfg.subnets:
+                    await self._start_dhcp()
             if cfg.tftp.enabled:
                 await self._start_tftp()
         except BaseException:
@@ -84,11 +93,41 @@ class Server:
             "pxed.ready",
             version=__version__,
             interfaces=list(cfg.interfaces),
-            mode=cfg.mode if cfg.dhcp_enabled else "tftp-only",
+            mode=self.mode,
             subnets=[str(s.network) for s in cfg.subnets] if cfg.dhcp_enabled else [],
             leases=sum(len(t) for t in self.tables.values()),
             tftp_root=str(cfg.tftp.root) if cfg.tftp.enabled else None,
         )
+
+    async def _resolve_mode(self) -> str:
+        """Auto mode: probe every interface; any other server's offer means ProxyDHCP."""
+        cfg = self.config
+        if cfg.mode != "auto":
+            return cfg.mode
+        results = await asyncio.gather(
+            *(probe(info, cfg.probe_timeout) for info in self.interfaces.values())
+        )
+        servers = sorted({str(s) for found in results for s in found})
+        if servers:
+            log.info(
+                "pxed.mode", mode="proxy", reason="another DHCP server answered", servers=servers
+            )
+            return "proxy"
+        log.info(
+            "pxed.mode",
+            mode="dhcp",
+            reason="no other DHCP server answered the probe",
+            waited=cfg.probe_timeout,
+        )
+        return "dhcp"
+
+    async def _start_proxy(self) -> None:
+        self.proxy = ProxyServer(self.config, self.interfaces, self.policy)
+        for name in self.config.interfaces:
+            for port in (self.config.dhcp_port, PROXY_PORT):
+                endpoint = DhcpEndpoint(self.proxy, None, name, port)
+                await endpoint.start()
+                self.endpoints.append(endpoint)
 
     async def _start_dhcp(self) -> None:
         cfg = self.config
@@ -113,6 +152,11 @@ class Server:
             endpoint = DhcpEndpoint(self.dhcp, self.store, name, cfg.dhcp_port)
             await endpoint.start()
             self.endpoints.append(endpoint)
+        own = {a.ip for info in self.interfaces.values() for a in info.addresses}
+        for info in self.interfaces.values():
+            watcher = ForeignServerWatcher(info, own)
+            await watcher.start()
+            self.endpoints.append(watcher)
 
     async def _start_tftp(self) -> None:
         from pxed.net.tftp import TftpEndpoint

@@ -89,7 +89,10 @@ class Config:
     """The whole configuration of one pxed process."""
 
     interfaces: tuple[str, ...] = ()
-    mode: Mode = "dhcp"
+    mode: Mode = "auto"
+    """"dhcp" (authoritative), "proxy" (beside another server), "auto" (probe, then pick)."""
+    probe_timeout: float = 3.0
+    """Seconds auto mode listens for another DHCP server's offer before choosing."""
     dhcp_enabled: bool = True
     """False runs the TFTP server alone (``--no-dhcp``, ``[dhcp] enabled = false``)."""
     state_dir: Path = Path("/var/lib/pxed")

@@ -30,7 +30,15 @@ from pxed.netinfo import InterfaceInfo, interface_info
 InterfaceLookup = Callable[[str], InterfaceInfo | None]
 
 # The keys each table accepts; anything else is an "unknown key" problem.
-SERVER_KEYS = {"interfaces", "mode", "state_dir", "log_format", "log_level", "dhcp_port"}
+SERVER_KEYS = {
+    "interfaces",
+    "mode",
+    "state_dir",
+    "log_format",
+    "log_level",
+    "dhcp_port",
+    "probe_timeout",
+}
 SUBNET_KEYS = {
     "range",
     "lease_time",
@@ -199,12 +207,13 @@ def build_config(
     if not isinstance(dhcp_enabled, bool):
         problems.add(f"[dhcp] enabled: {dhcp_enabled!r} is not true or false")
         dhcp_enabled = True
-    mode = server.get("mode", "dhcp")
+    mode = server.get("mode", "auto")
     if mode not in ("dhcp", "proxy", "auto"):
         problems.add(f"[server] mode: {mode!r} is not one of 'dhcp', 'proxy', 'auto'")
-        mode = "dhcp"
-    elif mode != "dhcp":
-        problems.add(f"[server] mode: {mode!r} is not available yet; use mode = 'dhcp'")
+        mode = "auto"
+    probe_timeout = problems.check(
+        "[server] probe_timeout", partial(parse_duration, server.get("probe_timeout", 3))
+    )
     log_format = server.get("log_format", "console")
     if log_format not in ("console", "json"):
         problems.add(f"[server] log_format: {log_format!r} is not 'console' or 'json'")
@@ -244,6 +253,8 @@ def build_config(
     if check_files:
         boot = _check_boot_files(problems, boot, hosts, tftp, notes)
 
+    if dhcp_enabled and not interfaces and mode != "dhcp" and not problems.lines:
+        problems.add(f"[server] interfaces: mode {mode!r} needs an interface (--iface)")
     if dhcp_enabled and not subnets and mode == "dhcp" and not problems.lines:
         problems.add(
             "[dhcp] range: no address pool (give --iface, or a range inside an interface's subnet)"
@@ -254,6 +265,7 @@ def build_config(
     return Config(
         interfaces=interfaces,
         mode=mode,
+        probe_timeout=float(probe_timeout or 3),
         dhcp_enabled=dhcp_enabled,
         state_dir=Path(str(server.get("state_dir", "/var/lib/pxed"))),
         subnets=tuple(subnets),

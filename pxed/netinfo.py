@@ -24,6 +24,13 @@ class InterfaceInfo:
     def primary(self) -> IPv4Interface | None:
         return self.addresses[0] if self.addresses else None
 
+    def address_in_same_net(self, peer: IPv4Address) -> IPv4Address | None:
+        """Our address on the peer's subnet (to answer from the address the peer can reach)."""
+        for iface in self.addresses:
+            if peer in iface.network:
+                return iface.ip
+        return None
+
     def address_in(self, network: IPv4Network) -> IPv4Address | None:
         for iface in self.addresses:
             if iface.ip in network:

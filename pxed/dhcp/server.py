@@ -16,11 +16,12 @@ from typing import Any
 
 import structlog
 
-from pxed.boot import BootChoice, BootPolicy, BootRequest
+from pxed.boot import BootChoice, BootPolicy
 from pxed.config import Config, HostConfig, SubnetConfig
 from pxed.dhcp import options as o
 from pxed.dhcp.options import MessageType, OptionCode
 from pxed.dhcp.packet import DhcpPacket, build, parse
+from pxed.dhcp.pxe import add_boot_options, choose_boot
 from pxed.errors import MalformedPacket
 from pxed.leases import Lease, LeaseTable
 from pxed.netinfo import InterfaceInfo
@@ -50,6 +51,8 @@ class Source:
     interface: str
     address: IPv4Address
     port: int
+    local_port: int = SERVER_PORT
+    """The port it arrived on: 67, or 4011 for ProxyDHCP requests."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,24 +358,6 @@ class DhcpServer:
         assert info.primary is not None
         return info.primary.ip
 
-    def _boot(self, p: DhcpPacket, host: HostConfig | None) -> BootChoice | None:
-        vendor = p.vendor_class or b""
-        is_pxe = vendor.startswith((b"PXEClient", b"HTTPClient"))
-        wants = set(p.parameter_request_list)
-        if not (
-            is_pxe
-            or p.is_ipxe
-            or (host is not None and host.boot)
-            or OptionCode.BOOTFILE_NAME in wants
-        ):
-            return None
-        choice = self.policy.choose(
-            BootRequest(mac=p.mac, arch=p.client_arch, is_ipxe=p.is_ipxe, is_pxe=is_pxe, host=host)
-        )
-        if choice is not None and choice.warning:
-            log.warning("dhcp.boot_warning", mac=p.mac, xid=_xid(p), detail=choice.warning)
-        return choice
-
     def _reply(
         self,
         p: DhcpPacket,
@@ -384,7 +369,7 @@ class DhcpServer:
         host: HostConfig | None,
     ) -> tuple[Reply, BootChoice | None]:
         server_ip = self._server_ip(subnet, src)
-        boot = self._boot(p, host)
+        boot = choose_boot(self.policy, p, host)
         next_server = self.config.boot.next_server or server_ip
         wants = p.parameter_request_list
 
@@ -409,14 +394,7 @@ class DhcpServer:
                     opts[code] = optional[code]
         file_field = b""
         if boot is not None:
-            if (p.vendor_class or b"").startswith(b"PXEClient"):
-                opts[OptionCode.VENDOR_CLASS_ID] = b"PXEClient"
-            name = boot.file.encode()
-            if len(name) < 128:
-                file_field = name
-            if OptionCode.TFTP_SERVER_NAME in wants or (p.vendor_class or b"").startswith(b"PXE"):
-                opts[OptionCode.TFTP_SERVER_NAME] = str(next_server).encode()
-            opts[OptionCode.BOOTFILE_NAME] = name
+            file_field = add_boot_options(opts, p, boot, next_server)
         if p.client_id is not None:
             opts[OptionCode.CLIENT_ID] = p.client_id  # RFC 6842
         relay = p.relay_agent_info
@@ -505,22 +483,7 @@ class DhcpServer:
         self, event: str, p: DhcpPacket, ip: IPv4Address, boot: BootChoice | None, **extra: Any
     ) -> None:
         self._count(event)
-        mtype = p.message_type
-        fields: dict[str, Any] = {
-            "mac": p.mac,
-            "xid": _xid(p),
-            "msg_type": mtype.name if mtype is not None else None,
-            "ip": str(ip),
-            "arch": _arch(p),
-            "boot_file": boot.file if boot else None,
-        }
-        # Only what applies: fewer keys keep the per-decision log line cheap and readable.
-        if boot is not None:
-            fields["boot_reason"] = boot.reason
-        if p.is_ipxe:
-            fields["ipxe"] = True
-        if p.giaddr != ZERO:
-            fields["giaddr"] = str(p.giaddr)
+        fields = decision_fields(p, ip, boot)
         log.info(event, **fields, **extra)
 
     def _drop(self, p: DhcpPacket, why: str, **extra: Any) -> None:
@@ -537,6 +500,27 @@ class DhcpServer:
 
     def _count(self, what: str) -> None:
         self.stats[what] = self.stats.get(what, 0) + 1
+
+
+def decision_fields(p: DhcpPacket, ip: IPv4Address, boot: BootChoice | None) -> dict[str, Any]:
+    """The fields of a DHCP decision event: who asked, what it got."""
+    mtype = p.message_type
+    fields: dict[str, Any] = {
+        "mac": p.mac,
+        "xid": _xid(p),
+        "msg_type": mtype.name if mtype is not None else None,
+        "ip": str(ip),
+        "arch": _arch(p),
+        "boot_file": boot.file if boot else None,
+    }
+    # Only what applies: fewer keys keep the per-decision log line cheap and readable.
+    if boot is not None:
+        fields["boot_reason"] = boot.reason
+    if p.is_ipxe:
+        fields["ipxe"] = True
+    if p.giaddr != ZERO:
+        fields["giaddr"] = str(p.giaddr)
+    return fields
 
 
 def _xid(p: DhcpPacket) -> str:

@@ -17,10 +17,11 @@ import struct
 import time
 from collections.abc import Callable
 from ipaddress import IPv4Address
+from typing import Protocol
 
 import structlog
 
-from pxed.dhcp.server import BROADCAST, DhcpServer, Outcome, Reply, Source
+from pxed.dhcp.server import BROADCAST, Outcome, Reply, Source
 from pxed.leases import LeaseStore
 
 log = structlog.get_logger("pxed.net")
@@ -69,13 +70,22 @@ def set_arp_entry(sock: socket.socket, interface: str, ip: bytes, mac: str) -> N
     fcntl.ioctl(sock.fileno(), SIOCSARP, req)
 
 
+class DatagramCore(Protocol):
+    """What an endpoint feeds: the full DHCP server or the ProxyDHCP."""
+
+    def receive(self, data: bytes, source: Source, now: float) -> Outcome: ...
+
+
 class DhcpEndpoint:
-    """Feeds one interface's socket to the core and sends what it answers."""
+    """Feeds one interface's socket to a core and sends what it answers.
+
+    ``store`` is None for cores that never write leases (ProxyDHCP).
+    """
 
     def __init__(
         self,
-        core: DhcpServer,
-        store: LeaseStore,
+        core: DatagramCore,
+        store: LeaseStore | None,
         interface: str,
         port: int = 67,
         clock: Callable[[], float] = time.time,
@@ -122,11 +132,12 @@ class DhcpEndpoint:
                 # A bug in the core must cost one datagram, never the daemon.
                 log.exception("dhcp.core_error", iface=self.interface, src=addr)
                 continue
-            for lease in outcome.writes:
-                self.store.stage(lease)
-                writes += 1
+            if outcome.writes and self.store is not None:
+                for lease in outcome.writes:
+                    self.store.stage(lease)
+                writes += len(outcome.writes)
             replies.extend(outcome.replies)
-        if writes:
+        if writes and self.store is not None:
             # Durable before any ACK of the burst leaves: one fsync for the whole burst.
             self.store.commit()
         for reply in replies:
@@ -139,7 +150,9 @@ class DhcpEndpoint:
         if src is None:
             if len(self._sources) > 1024:
                 self._sources.clear()
-            src = self._sources[(addr, port)] = Source(self.interface, IPv4Address(addr), port)
+            src = self._sources[(addr, port)] = Source(
+                self.interface, IPv4Address(addr), port, self.port
+            )
         return src
 
     def _send(self, sock: socket.socket, reply: Reply) -> None:

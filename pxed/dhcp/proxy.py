@@ -1,0 +1,144 @@
+"""ProxyDHCP: PXE boot answers beside a DHCP server that keeps handing out the addresses.
+
+The router's server gives the address; this core answers only PXE firmware (option 60
+"PXEClient"/"HTTPClient"), with an offer that carries no address (yiaddr 0) but the boot
+server and file, and PXE vendor options telling the ROM to skip boot-server discovery. On
+port 4011 it answers the firmware's REQUEST with an ACK carrying the boot file again: several
+firmwares (UEFI's EDK2 among them) only take the file from that exchange. It never allocates
+and never stores anything (PXE 2.1 §2.2-2.4, RFC 4578; dnsmasq's `dhcp-range=...,proxy`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from ipaddress import IPv4Address
+
+import structlog
+
+from pxed.boot import BootPolicy
+from pxed.config import Config, HostConfig
+from pxed.dhcp.options import MessageType, OptionCode, encode_pxe_vendor_options
+from pxed.dhcp.packet import DhcpPacket, build, parse
+from pxed.dhcp.pxe import add_boot_options, choose_boot, is_pxe_client
+from pxed.dhcp.server import (
+    BROADCAST,
+    CLIENT_PORT,
+    MIN_MESSAGE,
+    SERVER_PORT,
+    ZERO,
+    Destination,
+    Outcome,
+    Reply,
+    Source,
+    decision_fields,
+)
+from pxed.errors import MalformedPacket
+from pxed.netinfo import InterfaceInfo
+
+PROXY_PORT = 4011  # PXE 2.1: boot server / proxyDHCP requests once the client has an address
+# PXE_DISCOVERY_CONTROL bit 3: the offer names the boot file: download it, no discovery/menu.
+DISCOVERY_USE_OFFERED_FILE = 8
+
+log = structlog.get_logger("pxed.dhcp")
+
+
+class ProxyServer:
+    """The ProxyDHCP core: same boot policy as the full server, no leases."""
+
+    def __init__(
+        self, config: Config, interfaces: Mapping[str, InterfaceInfo], policy: BootPolicy
+    ) -> None:
+        self.config = config
+        self.interfaces = dict(interfaces)
+        self.policy = policy
+        self.hosts: dict[str, HostConfig] = {h.mac: h for h in config.hosts}
+        self.vendor = encode_pxe_vendor_options(DISCOVERY_USE_OFFERED_FILE)
+        self.stats: dict[str, int] = {}
+
+    def receive(self, data: bytes, source: Source, now: float) -> Outcome:
+        out = Outcome()
+        info = self.interfaces.get(source.interface)
+        if info is None or info.primary is None:
+            return out
+        try:
+            p = parse(data)
+        except MalformedPacket as exc:
+            self._count("malformed")
+            log.debug("dhcp.drop", reason=str(exc), src=str(source.address), mode="proxy")
+            return out
+        if p.op != 1:
+            return out
+        if not is_pxe_client(p):
+            # Never a second DHCP server for ordinary clients: they are the router's.
+            self._count("not-pxe")
+            return out
+        server_ip = info.address_in_same_net(source.address) or info.primary.ip
+        mtype = p.message_type
+        if source.local_port == PROXY_PORT:
+            if mtype in (MessageType.REQUEST, MessageType.INFORM):
+                self._answer(p, source, server_ip, MessageType.ACK, out)
+            return out
+        if mtype is MessageType.DISCOVER:
+            self._answer(p, source, server_ip, MessageType.OFFER, out)
+        elif mtype is MessageType.REQUEST and p.server_id == server_ip:
+            # Some ROMs send the proxy's REQUEST to port 67 rather than 4011.
+            self._answer(p, source, server_ip, MessageType.ACK, out)
+        return out
+
+    def _answer(
+        self,
+        p: DhcpPacket,
+        src: Source,
+        server_ip: IPv4Address,
+        mtype: MessageType,
+        out: Outcome,
+    ) -> None:
+        host = self.hosts.get(p.mac)
+        boot = choose_boot(self.policy, p, host, pxe_only=True)
+        if boot is None:
+            log.info("proxy.no_boot_file", mac=p.mac, xid=f"0x{p.xid:08x}", arch=p.client_arch)
+            return
+        next_server = self.config.boot.next_server or server_ip
+        opts: dict[int, bytes] = {
+            OptionCode.MESSAGE_TYPE: bytes([mtype]),
+            OptionCode.SERVER_ID: server_ip.packed,
+        }
+        file_field = add_boot_options(opts, p, boot, next_server)
+        opts[OptionCode.VENDOR_SPECIFIC] = self.vendor
+        if p.client_id is not None:
+            opts[OptionCode.CLIENT_ID] = p.client_id
+        reply = DhcpPacket(
+            op=2,
+            htype=p.htype,
+            hlen=p.hlen,
+            xid=p.xid,
+            flags=p.flags,
+            ciaddr=p.ciaddr if mtype is MessageType.ACK else ZERO,
+            yiaddr=ZERO,
+            siaddr=next_server,
+            giaddr=p.giaddr,
+            chaddr=p.chaddr,
+            file=file_field,
+            options=opts,
+        )
+        data = build(reply, max(p.max_message_size or MIN_MESSAGE, MIN_MESSAGE))
+        out.replies.append(Reply(data, self._destination(p, src, mtype), mtype))
+        event = "proxy.offer" if mtype is MessageType.OFFER else "proxy.ack"
+        self._count(event)
+        fields = decision_fields(p, p.ciaddr, boot)
+        fields["port"] = src.local_port
+        log.info(event, **fields)
+
+    @staticmethod
+    def _destination(p: DhcpPacket, src: Source, mtype: MessageType) -> Destination:
+        if src.local_port == PROXY_PORT:
+            # The client has its address now and listens where it sent from.
+            addr = p.ciaddr if p.ciaddr != ZERO else src.address
+            return Destination(addr, src.port, src.interface)
+        if p.giaddr != ZERO:
+            return Destination(p.giaddr, SERVER_PORT, src.interface)
+        # No address of its own yet, and it is not ours to give: broadcast on the segment.
+        return Destination(BROADCAST, CLIENT_PORT, src.interface)
+
+    def _count(self, what: str) -> None:
+        self.stats[what] = self.stats.get(what, 0) + 1

@@ -1,0 +1,75 @@
+"""PXE boot information in DHCP replies, shared by the full server and the ProxyDHCP.
+
+Who counts as a boot client (RFC 4578: option 60 "PXEClient", iPXE, or a client asking for
+a boot file), which file it gets (the injected BootPolicy), and how the answer is carried:
+siaddr, the file field, options 60/66/67, and for PXE ROMs the client UUID (97) echoed.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+
+import structlog
+
+from pxed.boot import BootChoice, BootPolicy, BootRequest
+from pxed.config import HostConfig
+from pxed.dhcp.options import OptionCode
+from pxed.dhcp.packet import DhcpPacket
+
+log = structlog.get_logger("pxed.dhcp")
+
+PXE_VENDOR_PREFIXES = (b"PXEClient", b"HTTPClient")
+
+
+def is_pxe_client(p: DhcpPacket) -> bool:
+    """Option 60 says PXE firmware (or UEFI HTTP boot)."""
+    return (p.vendor_class or b"").startswith(PXE_VENDOR_PREFIXES)
+
+
+def choose_boot(
+    policy: BootPolicy, p: DhcpPacket, host: HostConfig | None, *, pxe_only: bool = False
+) -> BootChoice | None:
+    """The boot file for this client, or None when it is not a boot client.
+
+    ``pxe_only`` (ProxyDHCP): only PXE firmware and iPXE count; the full server also gives a
+    file to a host with its own ``boot`` and to clients that ask for option 67.
+    """
+    is_pxe = is_pxe_client(p)
+    if pxe_only:
+        wanted = is_pxe
+    else:
+        wanted = (
+            is_pxe
+            or p.is_ipxe
+            or (host is not None and bool(host.boot))
+            or OptionCode.BOOTFILE_NAME in p.parameter_request_list
+        )
+    if not wanted:
+        return None
+    choice = policy.choose(
+        BootRequest(mac=p.mac, arch=p.client_arch, is_ipxe=p.is_ipxe, is_pxe=is_pxe, host=host)
+    )
+    if choice is not None and choice.warning:
+        log.warning("dhcp.boot_warning", mac=p.mac, xid=f"0x{p.xid:08x}", detail=choice.warning)
+    return choice
+
+
+def add_boot_options(
+    opts: dict[int, bytes], p: DhcpPacket, boot: BootChoice, next_server: IPv4Address
+) -> bytes:
+    """Put the boot answer into ``opts``; returns the value for the BOOTP file field."""
+    vendor = p.vendor_class or b""
+    if vendor.startswith(b"PXEClient"):
+        # PXE ROMs only accept an offer that says PXEClient back (PXE 2.1 §2.2).
+        opts[OptionCode.VENDOR_CLASS_ID] = b"PXEClient"
+    elif vendor.startswith(b"HTTPClient"):
+        opts[OptionCode.VENDOR_CLASS_ID] = b"HTTPClient"
+    name = boot.file.encode()
+    if vendor.startswith(b"PXE") or OptionCode.TFTP_SERVER_NAME in p.parameter_request_list:
+        opts[OptionCode.TFTP_SERVER_NAME] = str(next_server).encode()
+    opts[OptionCode.BOOTFILE_NAME] = name
+    uuid = p.options.get(OptionCode.CLIENT_UUID)
+    if uuid is not None and vendor.startswith(b"PXEClient"):
+        opts[OptionCode.CLIENT_UUID] = uuid  # PXE 2.1: the machine identifier is echoed
+    # Names that do not fit the 128-byte field travel in option 67 only.
+    return name if len(name) < 128 else b""
