@@ -303,6 +303,11 @@ class DhcpServer:
         return {lease.ip: lease for lease in self.leases()}
 
 
+def udp_port_bound(ns: Netns, port: int) -> bool:
+    res = ns.run("ss", "-Hlun", f"sport = :{port}", check=False)
+    return res.returncode == 0 and bool(res.stdout.strip())
+
+
 def proc_rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -395,6 +400,8 @@ class PxedServer(DhcpServer):
         return obj if isinstance(obj, dict) else None
 
     def is_ready(self) -> bool:
+        if self.quiet:  # at level warning "pxed.ready" (info) is not logged
+            return udp_port_bound(self.ns, 67)
         return self.log is not None and any(
             e.get("event") == "pxed.ready" for e in self.log.snapshot()
         )
@@ -410,10 +417,17 @@ class PxedServer(DhcpServer):
         finally:
             conn.close()
         return [
-            Lease(str(ip), norm_mac(mac if isinstance(mac, str) else bytes(mac)), str(state),
-                  float(expires or 0), hostname)
+            Lease(_ip_text(ip), norm_mac(mac if isinstance(mac, str) else bytes(mac)),
+                  str(state).upper(), float(expires or 0), hostname)
             for ip, mac, state, expires, hostname in rows
         ]
+
+
+def _ip_text(value: Any) -> str:
+    """pxed stores addresses as integers (compact); accept text too."""
+    if isinstance(value, int):
+        return str(ipaddress.IPv4Address(value))
+    return str(value)
 
 
 _DNSMASQ_RE = re.compile(
@@ -1014,9 +1028,20 @@ def parse_perfdhcp(output: str, returncode: int = 0) -> PerfResult:
 def perfdhcp_command(
     server_ip: str = SERVER_IP, local: str = RELAY_IP, *, rate: int | None = None,
     clients: int | None = None, period: float | None = None, num: int | None = None,
-    base_mac: str | None = None, extra: Sequence[str] = (),
+    base_mac: str | None = None, drop_time: float | None = None, exit_wait: float = 2.0,
+    extra: Sequence[str] = (),
 ) -> list[str]:
+    """The perfdhcp command line (relay mode: ``-l`` is the relay's own address).
+
+    ``exit_wait`` (-W) lets replies to the last requests arrive before the report: without
+    it, perfdhcp counts every request still in flight at the end as a drop. ``drop_time``
+    (-d, default 1 s) is how late a reply may be and still count.
+    """
     cmd = ["perfdhcp", "-4", "-l", local]
+    if exit_wait:
+        cmd += ["-W", str(int(exit_wait * 1_000_000))]
+    if drop_time is not None:
+        cmd += ["-d", str(drop_time)]
     if rate is not None:
         cmd += ["-r", str(rate)]
     if clients is not None:
