@@ -1,0 +1,351 @@
+"""The lease database: SQLite under the state directory, the only lease I/O in pxed.
+
+Durability contract with the DHCP server: a lease is acknowledged (DHCPACK sent) only after
+the ``commit()`` that contains it has returned. WAL journal + ``synchronous=FULL`` make the
+commit durable (WAL fsynced) before it returns, so a ``kill -9`` or power loss at any moment
+never loses an acknowledged lease. An fsync costs about as much as 30 DHCP exchanges, so the
+server stages the leases of a whole burst and commits them together: one fsync for all.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from ipaddress import IPv4Address
+from pathlib import Path
+from types import TracebackType
+
+from pxed.errors import PxedError
+from pxed.leases.model import Lease, LeaseState
+
+SCHEMA_VERSION = 1
+"""``PRAGMA user_version`` of the schema this code writes; bump it with a migration."""
+
+APPLICATION_ID = 0x70786564
+"""``PRAGMA application_id`` ("pxed"): tells our database from any other SQLite file."""
+
+_SCHEMA_V1 = """
+CREATE TABLE leases (
+    subnet     TEXT    NOT NULL,
+    ip         INTEGER NOT NULL,   -- IPv4 address as an int: compact, fast to load
+    client_key BLOB    NOT NULL,
+    mac        TEXT    NOT NULL,
+    hostname   TEXT,
+    expires    REAL    NOT NULL,   -- epoch seconds
+    state      TEXT    NOT NULL CHECK (state IN ('active', 'released', 'declined')),
+    updated    REAL    NOT NULL,   -- epoch seconds
+    PRIMARY KEY (subnet, ip)
+) WITHOUT ROWID;
+
+-- For people with the sqlite3 shell: SELECT * FROM leases_readable;
+CREATE VIEW leases_readable AS
+SELECT subnet,
+       (ip >> 24) || '.' || ((ip >> 16) & 255) || '.' || ((ip >> 8) & 255) || '.' || (ip & 255)
+           AS ip,
+       hex(client_key) AS client_key,
+       mac,
+       hostname,
+       datetime(expires, 'unixepoch') AS expires,
+       state,
+       datetime(updated, 'unixepoch') AS updated
+FROM leases;
+
+-- Finds a client's other ACTIVE row when it is bound to a new address (see _RELEASE_OTHERS).
+-- Partial: only ACTIVE rows, the ones the lookup wants, cost index space and writes.
+CREATE INDEX leases_active_by_client ON leases (subnet, client_key) WHERE state = 'active';
+"""
+# No index on expires: prune() runs rarely and scans 100000 rows in milliseconds, while an
+# index would cost another B-tree write for every lease of every commit.
+
+_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
+"""``from_version -> step`` that upgrades a database to ``from_version + 1`` (none yet)."""
+
+_UPSERT = """
+INSERT INTO leases (subnet, ip, client_key, mac, hostname, expires, state, updated)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (subnet, ip) DO UPDATE SET
+    client_key = excluded.client_key,
+    mac = excluded.mac,
+    hostname = excluded.hostname,
+    expires = excluded.expires,
+    state = excluded.state,
+    updated = excluded.updated
+"""
+
+# A client has one binding per subnet: LeaseTable.ack releases the client's other address in
+# memory, but returns only the new lease for the server to stage. Writing the release here,
+# in the transaction that stores the new binding, keeps the file equal to the table without
+# the server having to know about it; the new lease's ``updated`` is the moment of release.
+_RELEASE_OTHERS = """
+UPDATE leases SET state = 'released', expires = min(expires, ?1), updated = ?1
+WHERE subnet = ?2 AND client_key = ?3 AND state = 'active' AND ip != ?4
+"""
+
+_SELECT = "SELECT subnet, ip, client_key, mac, hostname, expires, state, updated FROM leases"
+
+_STATES = {state.value: state for state in LeaseState if state is not LeaseState.OFFERED}
+
+LeaseRow = tuple[str, int, bytes, str, str | None, float, str, float]
+
+
+class LeaseStore:
+    """Leases of every subnet in one SQLite file.
+
+    Not a connection pool: one process, one store. ``stage`` may be called from the event
+    loop while ``commit`` runs in a worker thread (``asyncio.to_thread``); everything else
+    is meant to be called from one thread at a time.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._conn: sqlite3.Connection | None = None
+        self._staged: dict[tuple[str, int], Lease] = {}
+        # Guards swapping the staging buffer against a stage() from another thread.
+        self._lock = threading.Lock()
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def open(self) -> None:
+        """Open (creating directories, file and schema as needed); refuse what is not ours."""
+        if self._conn is not None:
+            return
+        try:
+            # 0o750: leases name the machines on the network; not for every local user.
+            self.path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PxedError(f"cannot create lease directory {self.path.parent}: {exc}") from exc
+        try:
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves, so it is plain which
+            # statements share a transaction (and an fsync). check_same_thread=False lets the
+            # server run commit() in a worker thread.
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise PxedError(f"cannot open lease database {self.path}: {exc}") from exc
+        try:
+            self._prepare(conn)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise PxedError(
+                f"{self.path} is not a usable pxed lease database (corrupt, or not ours): {exc}"
+            ) from exc
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        # Reading the header is the first thing that fails on a file that is not SQLite.
+        application_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        conn.execute("PRAGMA busy_timeout = 5000")
+        if application_id == 0 and version == 0:
+            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            if tables:
+                raise PxedError(
+                    f"{self.path} is an SQLite database of something else, not pxed's leases; "
+                    "move it away or choose another state directory"
+                )
+            self._create(conn)
+        elif application_id != APPLICATION_ID:
+            raise PxedError(
+                f"{self.path} is an SQLite database of something else "
+                f"(application_id {application_id:#x}), not pxed's leases"
+            )
+        elif version > SCHEMA_VERSION:
+            raise PxedError(
+                f"{self.path} has lease schema version {version}, written by a newer pxed; "
+                f"this one knows up to version {SCHEMA_VERSION}"
+            )
+        elif version < SCHEMA_VERSION:
+            self._migrate(conn, version)
+        check = conn.execute("PRAGMA quick_check").fetchall()
+        if check != [("ok",)]:
+            problems = "; ".join(str(row[0]) for row in check[:5])
+            raise PxedError(f"{self.path} is corrupt (sqlite quick_check: {problems})")
+        # WAL: a commit appends to the log and fsyncs it once; readers (an admin's sqlite3
+        # shell) do not block the daemon. The mode is stored in the file.
+        conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        # FULL (not WAL's usual NORMAL): the WAL is fsynced at every commit, so a commit is
+        # durable when it returns; NORMAL could lose the last commits on power loss.
+        conn.execute("PRAGMA synchronous = FULL")
+
+    def _create(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        # executescript() would COMMIT first on its own; run the statements one by one
+        # inside our transaction so that a half-created schema never exists.
+        for statement in _split_sql(_SCHEMA_V1):
+            conn.execute(statement)
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+
+    def _migrate(self, conn: sqlite3.Connection, version: int) -> None:
+        while version < SCHEMA_VERSION:
+            step = _MIGRATIONS.get(version)
+            if step is None:
+                raise PxedError(f"{self.path}: no migration from lease schema version {version}")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                step(conn)
+                version += 1
+                conn.execute(f"PRAGMA user_version = {version}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        """Commit what is staged, then close. Closing a closed store does nothing."""
+        if self._conn is None:
+            return
+        try:
+            self.commit()
+        finally:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> LeaseStore:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- leases
+
+    def load(self) -> list[Lease]:
+        """Every stored lease (what was committed; not what is only staged)."""
+        conn = self._connection()
+        subnets: dict[str, str] = {}
+        leases: list[Lease] = []
+        try:
+            rows: Iterator[LeaseRow] = conn.execute(_SELECT)
+            for subnet, ip, key, mac, hostname, expires, state, updated in rows:
+                # One string object per subnet, not one per lease.
+                subnet = subnets.setdefault(subnet, subnet)
+                leases.append(
+                    Lease(
+                        ip=IPv4Address(ip),
+                        client_key=key,
+                        mac=mac,
+                        hostname=hostname,
+                        expires=expires,
+                        state=_STATES[state],
+                        subnet=subnet,
+                        updated=updated,
+                    )
+                )
+        except sqlite3.DatabaseError as exc:
+            raise PxedError(f"cannot read leases from {self.path}: {exc}") from exc
+        except (KeyError, ValueError, TypeError) as exc:
+            raise PxedError(f"{self.path} holds a malformed lease row: {exc!r}") from exc
+        return leases
+
+    def stage(self, lease: Lease) -> None:
+        """Buffer an upsert of ``lease`` (keyed by subnet + ip) for the next ``commit``.
+
+        Staging the same address twice keeps the later lease: a burst writes each row once.
+        """
+        if lease.state is LeaseState.OFFERED:
+            raise ValueError(f"OFFERED holds are never stored ({lease.ip})")
+        key = (lease.subnet, int(lease.ip))
+        with self._lock:
+            # Re-insert at the end: rows are written in staging order, which matters for
+            # the release of a client's other binding (a client bound to A, then B, then A
+            # again in one burst must end bound to A).
+            self._staged.pop(key, None)
+            self._staged[key] = lease
+
+    @property
+    def pending(self) -> int:
+        """Leases staged and not yet committed."""
+        return len(self._staged)
+
+    def commit(self) -> int:
+        """Write everything staged in one transaction (one fsync); returns how many rows.
+
+        Durable when it returns. Without anything staged: no transaction, returns 0.
+        On failure the leases stay staged (newer stagings win) and PxedError is raised.
+        """
+        if not self._staged:
+            return 0
+        conn = self._connection()
+        with self._lock:
+            batch, self._staged = self._staged, {}
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for lease in batch.values():
+                    if lease.state is LeaseState.ACTIVE and lease.client_key:
+                        conn.execute(
+                            _RELEASE_OTHERS,
+                            (lease.updated, lease.subnet, lease.client_key, int(lease.ip)),
+                        )
+                    conn.execute(_UPSERT, _row(lease))
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except BaseException as exc:
+            with self._lock:
+                for key, lease in batch.items():
+                    self._staged.setdefault(key, lease)
+            if isinstance(exc, sqlite3.Error):
+                raise PxedError(
+                    f"could not commit {len(batch)} leases to {self.path}: {exc}"
+                ) from exc
+            raise
+        return len(batch)
+
+    def prune(self, older_than: float) -> int:
+        """Delete records whose ``expires`` is before ``older_than``; returns how many.
+
+        Only long-dead records should go (``older_than`` well in the past): a released or
+        expired record is how a returning client gets its previous address back.
+        """
+        conn = self._connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                deleted = conn.execute(
+                    "DELETE FROM leases WHERE expires < ?", (older_than,)
+                ).rowcount
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise PxedError(f"could not prune leases in {self.path}: {exc}") from exc
+        return deleted
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError(f"lease store {self.path} is not open")
+        return self._conn
+
+
+def _row(lease: Lease) -> LeaseRow:
+    return (
+        lease.subnet,
+        int(lease.ip),
+        lease.client_key,
+        lease.mac,
+        lease.hostname,
+        lease.expires,
+        lease.state.value,
+        lease.updated,
+    )
+
+
+def _split_sql(script: str) -> list[str]:
+    """Statements of a script without semicolons inside literals (true of our schema)."""
+    lines = [line.split("--", 1)[0] for line in script.splitlines()]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
