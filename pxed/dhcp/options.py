@@ -548,6 +548,9 @@ def decode_options_into(
 
     ``area`` names the field in error messages ("options", "file", "sname").
     """
+    # Repeats are joined once at the end: `+=` per instance is quadratic, and a 64 KiB
+    # datagram of one-octet instances would cost tens of milliseconds.
+    repeats: dict[int, list[bytes]] | None = None
     i = start
     while i < stop:
         code = data[i]
@@ -555,17 +558,26 @@ def decode_options_into(
             i += 1
             continue
         if code == 255:  # END
-            return
+            break
         if i + 1 >= stop:
             raise MalformedPacket(f"option {code} without length byte in {area}")
         end = i + 2 + data[i + 1]
         if end > stop:
             raise MalformedPacket(f"option {code} length {data[i + 1]} runs past end of {area}")
         if code in out:
-            out[code] += data[i + 2 : end]
+            if repeats is None:
+                repeats = {}
+            parts = repeats.get(code)
+            if parts is None:
+                repeats[code] = [out[code], data[i + 2 : end]]
+            else:
+                parts.append(data[i + 2 : end])
         else:
             out[code] = data[i + 2 : end]
         i = end
+    if repeats is not None:
+        for code, parts in repeats.items():
+            out[code] = b"".join(parts)
 
 
 def decode_options(data: bytes) -> dict[int, bytes]:
