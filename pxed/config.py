@@ -91,7 +91,7 @@ class Config:
     interfaces: tuple[str, ...] = ()
     mode: Mode = "auto"
     """"dhcp" (authoritative), "proxy" (beside another server), "auto" (probe, then pick)."""
-    probe_timeout: float = 3.0
+    probe_timeout: float = 5.0
     """Seconds auto mode listens for another DHCP server's offer before choosing."""
     dhcp_enabled: bool = True
     """False runs the TFTP server alone (``--no-dhcp``, ``[dhcp] enabled = false``)."""

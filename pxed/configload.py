@@ -212,7 +212,7 @@ def build_config(
         problems.add(f"[server] mode: {mode!r} is not one of 'dhcp', 'proxy', 'auto'")
         mode = "auto"
     probe_timeout = problems.check(
-        "[server] probe_timeout", partial(parse_duration, server.get("probe_timeout", 3))
+        "[server] probe_timeout", partial(parse_duration, server.get("probe_timeout", 5))
     )
     log_format = server.get("log_format", "console")
     if log_format not in ("console", "json"):
@@ -265,7 +265,7 @@ def build_config(
     return Config(
         interfaces=interfaces,
         mode=mode,
-        probe_timeout=float(probe_timeout or 3),
+        probe_timeout=float(probe_timeout or 5),
         dhcp_enabled=dhcp_enabled,
         state_dir=Path(str(server.get("state_dir", "/var/lib/pxed"))),
         subnets=tuple(subnets),

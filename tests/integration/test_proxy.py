@@ -1,0 +1,206 @@
+"""ProxyDHCP and auto mode on a LAN whose "router" keeps its own DHCP server.
+
+Topology, all in namespaces this test makes: a switch namespace holding a bridge, and three
+hosts plugged into it: the router (dnsmasq handing out addresses, no boot information),
+pxed, and a client (dhclient, or a scapy PXE client).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.lab import Lab, Netns, have, wait_for
+
+ROUTER_IP = "198.19.0.1"
+PXED_IP = "198.19.0.5"
+ROUTER_POOL = ("198.19.2.1", "198.19.2.50")
+PROBE = Path(__file__).parent / "clients" / "pxe_probe.py"
+
+
+@dataclass
+class Segment:
+    lab: Lab
+    router: Netns
+    pxed: Netns
+    client: Netns
+    root: Path
+
+
+@pytest.fixture
+def segment(lab: Lab) -> Iterator[Segment]:
+    sw = lab.ns("sw")
+    lab.bridge(sw, "br0")
+    hosts = {}
+    for role, ifname in (("rt", "lan0"), ("px", "pxs0"), ("cl", "eth0")):
+        host = lab.ns(role)
+        lab.veth(host, ifname, sw, f"p-{role}")
+        sw.run("ip", "link", "set", f"p-{role}", "master", "br0")
+        hosts[role] = host
+    lab.addr(hosts["rt"], "lan0", f"{ROUTER_IP}/16")
+    lab.addr(hosts["px"], "pxs0", f"{PXED_IP}/16")
+    root = lab.tmp / "tftp"
+    root.mkdir()
+    for name in ("pxelinux.0", "ipxe.efi", "boot.ipxe"):
+        (root / name).write_bytes(b"boot")
+    yield Segment(lab, hosts["rt"], hosts["px"], hosts["cl"], root)
+
+
+def start_router(seg: Segment) -> subprocess.Popen[bytes]:
+    if not have("dnsmasq"):
+        pytest.skip("dnsmasq missing: apt-get install dnsmasq-base (make test installs it)")
+    return seg.router.popen(
+        "dnsmasq",
+        "--no-daemon",
+        "--port=0",
+        "--bind-interfaces",
+        "--interface=lan0",
+        f"--dhcp-range={ROUTER_POOL[0]},{ROUTER_POOL[1]},1h",
+        f"--dhcp-leasefile={seg.lab.tmp / 'router.leases'}",
+        "--log-dhcp",
+    )
+
+
+class Pxed:
+    def __init__(self, seg: Segment, *args: str) -> None:
+        self.lines: list[str] = []
+        self.proc = seg.pxed.popen(
+            sys.executable,
+            "-m",
+            "pxed",
+            "--iface",
+            "pxs0",
+            "--tftp-root",
+            str(seg.root),
+            "--state-dir",
+            str(seg.lab.tmp / "state"),
+            "--no-tftp",
+            "--log-format",
+            "json",
+            *args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        import threading
+
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            self.lines.append(raw.decode(errors="replace").rstrip())
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        out = []
+        for line in list(self.lines):
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("event") == name:
+                out.append(event)
+        return out
+
+    def wait_ready(self) -> dict[str, Any]:
+        assert wait_for(lambda: self.events("pxed.ready") or self.proc.poll() is not None, 20), (
+            "pxed not ready:\n" + "\n".join(self.lines)
+        )
+        assert self.proc.poll() is None, "pxed exited:\n" + "\n".join(self.lines)
+        return self.events("pxed.ready")[0]
+
+    def log(self) -> str:
+        return "\n".join(self.lines)
+
+
+def pxe_client(seg: Segment, *args: str) -> list[dict[str, Any]]:
+    res = seg.client.run(sys.executable, str(PROBE), "eth0", *args, timeout=60)
+    return [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+
+
+def dhclient(seg: Segment) -> str:
+    if not have("dhclient"):
+        pytest.skip("dhclient missing: apt-get install isc-dhcp-client (make test installs it)")
+    lf, pf = seg.lab.tmp / "dhclient.leases", seg.lab.tmp / "dhclient.pid"
+    seg.client.run(
+        "dhclient",
+        "-1",
+        "-v",
+        "-lf",
+        str(lf),
+        "-pf",
+        str(pf),
+        "-sf",
+        "/bin/true",
+        "eth0",
+        timeout=60,
+    )
+    seg.client.run("dhclient", "-x", "-pf", str(pf), check=False)
+    return lf.read_text()
+
+
+def test_auto_mode_becomes_proxy_beside_a_router_and_leaves_plain_clients_alone(
+    segment: Segment,
+) -> None:
+    start_router(segment)
+    pxed = Pxed(segment)  # no --mode: auto is the default
+    ready = pxed.wait_ready()
+    assert ready["mode"] == "proxy", pxed.log()
+    (mode,) = pxed.events("pxed.mode")
+    assert ROUTER_IP in mode["servers"]
+
+    leases = dhclient(segment)
+    assert f"option dhcp-server-identifier {ROUTER_IP};" in leases
+    assert "fixed-address 198.19.2." in leases
+    # pxed said nothing to the ordinary client.
+    assert not pxed.events("proxy.offer") and not pxed.events("dhcp.offer"), pxed.log()
+
+
+def test_proxy_answers_pxe_firmware_with_boot_info_only(segment: Segment) -> None:
+    start_router(segment)
+    pxed = Pxed(segment, "--mode", "proxy")
+    assert pxed.wait_ready()["mode"] == "proxy"
+
+    replies = pxe_client(segment, "--arch", "0")
+    by_src = {r["src"]: r for r in replies}
+    assert set(by_src) == {ROUTER_IP, PXED_IP}, replies
+    router, proxy = by_src[ROUTER_IP], by_src[PXED_IP]
+    assert router["yiaddr"].startswith("198.19.2.")
+    assert proxy["yiaddr"] == "0.0.0.0"
+    assert proxy["siaddr"] == PXED_IP and proxy["file"] == "pxelinux.0"
+    assert proxy["options"]["vendor_class_id"] == "PXEClient"
+    assert "lease_time" not in proxy["options"]
+
+    # The firmware then asks the proxy on port 4011 from its new address (UEFI needs this).
+    segment.client.run("ip", "addr", "add", f"{router['yiaddr']}/16", "dev", "eth0")
+    (ack,) = pxe_client(segment, "--arch", "7", "--proxy", PXED_IP, "--ciaddr", router["yiaddr"])
+    assert ack.get("file") == "ipxe.efi", ack
+    assert ack["src"] == PXED_IP and ack["siaddr"] == PXED_IP
+    assert [e["port"] for e in pxed.events("proxy.ack")] == [4011]
+
+
+def test_auto_mode_serves_dhcp_when_alone(segment: Segment) -> None:
+    pxed = Pxed(segment, "--range", "198.19.3.1-198.19.3.50")
+    ready = pxed.wait_ready()
+    assert ready["mode"] == "dhcp", pxed.log()
+    leases = dhclient(segment)
+    assert f"option dhcp-server-identifier {PXED_IP};" in leases
+    assert "fixed-address 198.19.3." in leases
+
+
+def test_full_mode_warns_about_another_server_once(segment: Segment) -> None:
+    pxed = Pxed(segment, "--mode", "dhcp", "--range", "198.19.3.1-198.19.3.50")
+    pxed.wait_ready()
+    start_router(segment)
+    # Two PXE-ish clients make the router broadcast two offers; one warning names it.
+    pxe_client(segment)
+    pxe_client(segment)
+    assert wait_for(lambda: pxed.events("dhcp.other_server"), 5), pxed.log()
+    warnings = pxed.events("dhcp.other_server")
+    assert [w["server"] for w in warnings] == [ROUTER_IP]
