@@ -1047,7 +1047,7 @@ def perfdhcp_command(
     if clients is not None:
         cmd += ["-R", str(clients)]
     if period is not None:
-        cmd += ["-p", str(period)]
+        cmd += ["-p", str(max(1, round(period)))]  # perfdhcp takes whole seconds only
     if num is not None:
         cmd += ["-n", str(num)]
     if base_mac is not None:
