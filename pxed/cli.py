@@ -22,6 +22,8 @@ pxed: a PXE boot server (DHCP + TFTP) in one process.
   pxed --iface pxs0 --range 198.19.1.0-198.19.254.254 --tftp-root /srv/tftp
   pxed --config /etc/pxed/pxed.toml         flags given beside it override the file
   pxed check --config FILE                  validate a configuration and exit
+  pxed stage [DIR]                          stage a TFTP root (default /srv/tftp): pxelinux,
+                                            iPXE, netboot.xyz, menu and boot.ipxe
 """
 
 
@@ -93,6 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "check":
         return _check(argv[1:])
+    if argv and argv[0] == "stage":
+        from pxed.stage import main as stage_main
+
+        return stage_main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="pxed", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
