@@ -14,8 +14,8 @@ from pxed.dhcp.options import decode_options, decode_routes, parse_relay_agent_i
 from pxed.dhcp.packet import DhcpPacket, build, parse
 from pxed.errors import MalformedPacket
 
-FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-ROUND_TRIP = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+ROUND_TRIP = settings(max_examples=75, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 COOKIE = b"\x63\x82\x53\x63"
 

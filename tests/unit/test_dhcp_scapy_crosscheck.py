@@ -253,7 +253,7 @@ packets = st.builds(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(packets)
 def test_random_packets_agree_with_scapy(p: DhcpPacket) -> None:
     data = build(p)
