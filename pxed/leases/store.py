@@ -77,8 +77,11 @@ ON CONFLICT (subnet, ip) DO UPDATE SET
 # memory, but returns only the new lease for the server to stage. Writing the release here,
 # in the transaction that stores the new binding, keeps the file equal to the table without
 # the server having to know about it; the new lease's ``updated`` is the moment of release.
+# INDEXED BY: without statistics the planner prefers the primary key (subnet = ?), a scan of
+# the whole subnet for every lease written; this way it fails loudly if the index is gone.
 _RELEASE_OTHERS = """
-UPDATE leases SET state = 'released', expires = min(expires, ?1), updated = ?1
+UPDATE leases INDEXED BY leases_active_by_client
+SET state = 'released', expires = min(expires, ?1), updated = ?1
 WHERE subnet = ?2 AND client_key = ?3 AND state = 'active' AND ip != ?4
 """
 
