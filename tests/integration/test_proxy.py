@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.pxedproc import Pxed
 from tests.lab import Lab, Netns, have, wait_for
 
 ROUTER_IP = "198.19.0.1"
@@ -32,6 +33,10 @@ class Segment:
     pxed: Netns
     client: Netns
     root: Path
+
+    @property
+    def args(self) -> tuple[str, ...]:
+        return ("--tftp-root", str(self.root), "--no-tftp")
 
 
 @pytest.fixture
@@ -68,57 +73,6 @@ def start_router(seg: Segment) -> subprocess.Popen[bytes]:
     )
 
 
-class Pxed:
-    def __init__(self, seg: Segment, *args: str) -> None:
-        self.lines: list[str] = []
-        self.proc = seg.pxed.popen(
-            sys.executable,
-            "-m",
-            "pxed",
-            "--iface",
-            "pxs0",
-            "--tftp-root",
-            str(seg.root),
-            "--state-dir",
-            str(seg.lab.tmp / "state"),
-            "--no-tftp",
-            "--log-format",
-            "json",
-            *args,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        import threading
-
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            self.lines.append(raw.decode(errors="replace").rstrip())
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        out = []
-        for line in list(self.lines):
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if event.get("event") == name:
-                out.append(event)
-        return out
-
-    def wait_ready(self) -> dict[str, Any]:
-        assert wait_for(lambda: self.events("pxed.ready") or self.proc.poll() is not None, 20), (
-            "pxed not ready:\n" + "\n".join(self.lines)
-        )
-        assert self.proc.poll() is None, "pxed exited:\n" + "\n".join(self.lines)
-        return self.events("pxed.ready")[0]
-
-    def log(self) -> str:
-        return "\n".join(self.lines)
-
-
 def pxe_client(seg: Segment, *args: str) -> list[dict[str, Any]]:
     res = seg.client.run(sys.executable, str(PROBE), "eth0", *args, timeout=60)
     return [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
@@ -149,7 +103,7 @@ def test_auto_mode_becomes_proxy_beside_a_router_and_leaves_plain_clients_alone(
     segment: Segment,
 ) -> None:
     start_router(segment)
-    pxed = Pxed(segment)  # no --mode: auto is the default
+    pxed = Pxed(segment.pxed, segment.lab.tmp, "--iface", "pxs0", *segment.args)  # auto
     ready = pxed.wait_ready()
     assert ready["mode"] == "proxy", pxed.log()
     (mode,) = pxed.events("pxed.mode")
@@ -164,7 +118,7 @@ def test_auto_mode_becomes_proxy_beside_a_router_and_leaves_plain_clients_alone(
 
 def test_proxy_answers_pxe_firmware_with_boot_info_only(segment: Segment) -> None:
     start_router(segment)
-    pxed = Pxed(segment, "--mode", "proxy")
+    pxed = Pxed(segment.pxed, segment.lab.tmp, "--iface", "pxs0", "--mode", "proxy", *segment.args)
     assert pxed.wait_ready()["mode"] == "proxy"
 
     replies = pxe_client(segment, "--arch", "0")
@@ -186,7 +140,15 @@ def test_proxy_answers_pxe_firmware_with_boot_info_only(segment: Segment) -> Non
 
 
 def test_auto_mode_serves_dhcp_when_alone(segment: Segment) -> None:
-    pxed = Pxed(segment, "--range", "198.19.3.1-198.19.3.50")
+    pxed = Pxed(
+        segment.pxed,
+        segment.lab.tmp,
+        "--iface",
+        "pxs0",
+        "--range",
+        "198.19.3.1-198.19.3.50",
+        *segment.args,
+    )
     ready = pxed.wait_ready()
     assert ready["mode"] == "dhcp", pxed.log()
     leases = dhclient(segment)
@@ -195,7 +157,17 @@ def test_auto_mode_serves_dhcp_when_alone(segment: Segment) -> None:
 
 
 def test_full_mode_warns_about_another_server_once(segment: Segment) -> None:
-    pxed = Pxed(segment, "--mode", "dhcp", "--range", "198.19.3.1-198.19.3.50")
+    pxed = Pxed(
+        segment.pxed,
+        segment.lab.tmp,
+        "--iface",
+        "pxs0",
+        "--mode",
+        "dhcp",
+        "--range",
+        "198.19.3.1-198.19.3.50",
+        *segment.args,
+    )
     pxed.wait_ready()
     start_router(segment)
     # Two PXE-ish clients make the router broadcast two offers; one warning names it.
