@@ -464,14 +464,12 @@ class LeaseTable:
                 return ipi
         return self._take_free(now)
 
-    def _free_for_anyone(self, ipi: int, now: float) -> bool:
+    def _unclaimed(self, ipi: int, now: float) -> bool:
+        """Neither reserved nor held: the pool may hand out this (otherwise free) address."""
         if ipi in self._reserved:
             return False
         hold = self._holds.get(ipi)
-        if hold is not None and hold.expires > now:
-            return False
-        lease = self._leases.get(ipi)
-        return lease is None or _is_free(lease, now)
+        return hold is None or hold.expires <= now
 
     def _take_free(self, now: float) -> int | None:
         # 1. Never used: walk the ranges once. Addresses with a record are skipped for
@@ -485,13 +483,13 @@ class LeaseTable:
                     self._cursor = self._range_starts[self._cursor_range]
                 continue
             self._cursor = ipi + 1
-            if ipi not in self._leases and self._free_for_anyone(ipi, now):
+            if ipi not in self._leases and self._unclaimed(ipi, now):
                 return ipi
         # 2. Never leased, only held by someone who did not come back.
         returned = self._returned
         while returned:
             ipi = returned.pop()
-            if ipi not in self._leases and self._free_for_anyone(ipi, now):
+            if ipi not in self._leases and self._unclaimed(ipi, now):
                 return ipi
         # 3. Leased before: the one free for the longest time.
         reuse = self._reuse
@@ -506,7 +504,7 @@ class LeaseTable:
                 # The oldest record is not free yet, so none is. Leave it in place.
                 return None
             heapq.heappop(reuse)
-            if self._free_for_anyone(ipi, now):
+            if self._unclaimed(ipi, now):
                 return ipi
             # Held (via a requested/previous address): it comes back when the hold ends.
         return None

@@ -160,6 +160,16 @@ def test_new_offer_moves_the_hold_and_frees_the_old_address() -> None:
     assert t.offer(key(2), mac(2), None, T0 + 3, HOLD) == ip(10)
 
 
+def test_hold_moving_to_the_reservation_frees_the_first_address() -> None:
+    # 10 is reserved for client 1 but still leased to client 2 from before the reservation
+    t = table(10, 11, reserved={ip(10): key(1)})
+    t.load([Lease(ip(10), key(2), mac(2), None, T0 + 100, LeaseState.ACTIVE, str(NET), T0)])
+    assert t.offer(key(1), mac(1), None, T0, HOLD) == ip(11)
+    assert t.release(key(2), ip(10), T0 + 1) is not None
+    assert t.offer(key(1), mac(1), None, T0 + 2, HOLD) == ip(10)  # its reservation now
+    assert t.offer(key(3), mac(3), None, T0 + 3, HOLD) == ip(11)  # the first hold let go
+
+
 def test_ack_releases_the_clients_other_address() -> None:
     t = table()
     first = bind(t, 1)
@@ -331,6 +341,28 @@ def test_load_keeps_only_the_newest_active_lease_of_a_key() -> None:
     assert was is not None and was.state is LeaseState.RELEASED and was.expires == T0 + 100
     assert t.available_for(ip(10), key(2), T0 + 200)
     assert t.stats(T0 + 200).active == 1
+
+
+def test_load_a_binding_outranks_a_newer_released_record() -> None:
+    # Bound to 11, released it, then bound to 10 by an ack after the wall clock stepped
+    # back: the binding has the older ``updated``, and is still the binding.
+    bound = Lease(ip(10), key(1), mac(1), None, T0 + 3600, LeaseState.ACTIVE, str(NET), T0)
+    newer = Lease(ip(11), key(1), mac(1), None, T0 + 50, LeaseState.RELEASED, str(NET), T0 + 50)
+    t = table()
+    t.load([newer, bound])
+    assert t.by_client(key(1)) == bound
+    assert t.by_ip(ip(10)) == bound
+    assert not t.available_for(ip(10), key(2), T0 + 60)
+
+
+def test_load_forgets_a_previous_address_taken_by_another_client() -> None:
+    t = table(10, 10)
+    bind(t, 1)
+    t.release(key(1), ip(10), T0 + 1)
+    bind(t, 2, T0 + 2)  # the only address goes to client 2
+    assert t.by_client(key(1)) is None
+    t.decline(ip(10), T0 + 3, 10)
+    assert t.by_client(key(2)) is None
 
 
 def test_load_then_expiry_reuse_and_cursor_skip() -> None:
