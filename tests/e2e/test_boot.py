@@ -1,0 +1,165 @@
+"""Real firmware PXE-boots a Linux kernel through pxed (QEMU, -accel tcg).
+
+1. BIOS: SeaBIOS -> QEMU's iPXE option ROM -> DHCP -> pxelinux.0 (the machine's host entry)
+   -> ldlinux.c32 -> pxelinux.cfg/default (menu.c32) -> vmlinuz -> "Linux version".
+   A second BIOS machine without a host entry takes the iPXE path: boot.ipxe -> vmlinuz.
+2. UEFI: OVMF's own EDK2 PXE client (arch 7; virtio-net without option ROM) -> ipxe.efi ->
+   iPXE asks again with user class "iPXE" -> boot.ipxe -> vmlinuz -> "Linux version".
+3. Boot file selection with a plain DHCP client (busybox udhcpc): a reserved MAC gets its own
+   file whatever it says it is; an unknown architecture gets the default (BIOS) file.
+
+Each boot asserts on the serial console and on pxed's own log events (the lease, the files
+sent with their sizes) and fails with both attached.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+
+from pxed.qemu import Firmware, Machine
+from tests.e2e.conftest import (
+    POOL,
+    SERVER_IP,
+    BootLab,
+    in_pool,
+    staged_size,
+    udhcpc_available,
+)
+from tests.lab import wait_for
+
+RESERVED_BIOS_MAC = "52:54:00:e2:e0:01"
+RESERVED_IP = "198.19.0.50"
+PLAIN_BIOS_MAC = "52:54:00:e2:e0:02"
+UEFI_MAC = "52:54:00:e2:e0:03"
+
+HOSTS = f"""
+[[dhcp.host]]
+mac = "{RESERVED_BIOS_MAC}"
+ip = "{RESERVED_IP}"
+hostname = "bios-pxelinux"
+boot = "pxelinux.0"
+"""
+
+PXELINUX_FILES = ("pxelinux.0", "ldlinux.c32", "pxelinux.cfg/default", "menu.c32",
+                  "libutil.c32", "vmlinuz")
+
+
+def assert_files(boot_files: dict[str, int], root: Path, names: tuple[str, ...], why: str) -> None:
+    for name in names:
+        assert name in boot_files, f"{name} was not sent in full ({why})"
+        assert boot_files[name] == staged_size(root, name), (
+            f"{name}: {boot_files[name]} bytes sent, {staged_size(root, name)} staged ({why})"
+        )
+
+
+def test_bios_reserved_host_boots_through_pxelinux(bootlab: BootLab) -> None:
+    bootlab.start_pxed(HOSTS)
+    boot = bootlab.boot(Machine("bios-pxelinux", RESERVED_BIOS_MAC, Firmware.BIOS))
+    why = boot.explain()
+    assert boot.ok, f"no 'Linux version' on the serial console{why}"
+    serial = boot.serial.text()
+    assert "PXELINUX" in serial, f"pxelinux's banner is missing from the console{why}"
+    assert "pxed_e2e=1" in serial, f"the kernel did not get the menu's APPEND line{why}"
+
+    acks = boot.acks()
+    assert acks, f"no dhcp.ack for {RESERVED_BIOS_MAC}{why}"
+    for ack in acks:  # QEMU's ROM is iPXE: without the host entry it would get boot.ipxe
+        assert ack["ip"] == RESERVED_IP, why
+        assert ack["boot_file"] == "pxelinux.0" and ack["boot_reason"] == "host", why
+    assert_files(boot.files(), bootlab.root, PXELINUX_FILES, "pxelinux path" + why)
+
+
+def test_bios_without_host_entry_runs_boot_ipxe(bootlab: BootLab) -> None:
+    bootlab.start_pxed(HOSTS)
+    boot = bootlab.boot(Machine("bios-ipxe", PLAIN_BIOS_MAC, Firmware.BIOS))
+    why = boot.explain()
+    assert boot.ok, f"no 'Linux version' on the serial console{why}"
+    assert "pxed_e2e=1" in boot.serial.text(), f"kernel line not from boot.ipxe{why}"
+
+    acks = boot.acks()
+    assert acks, f"no dhcp.ack for {PLAIN_BIOS_MAC}{why}"
+    ack = acks[-1]
+    assert in_pool(ack["ip"]), f"{ack['ip']} is outside the pool {POOL}{why}"
+    assert ack["boot_file"] == "boot.ipxe" and ack["boot_reason"] == "ipxe", why
+    assert ack.get("ipxe") is True, why
+    files = boot.files()
+    assert_files(files, bootlab.root, ("boot.ipxe", "vmlinuz"), "iPXE script path" + why)
+    assert "pxelinux.0" not in files, why
+
+
+def test_uefi_edk2_pxe_chains_ipxe_efi(bootlab: BootLab) -> None:
+    bootlab.start_pxed(HOSTS)
+    boot = bootlab.boot(Machine("uefi", UEFI_MAC, Firmware.UEFI))
+    why = boot.explain()
+    serial = boot.serial.text()
+    assert "Start PXE over IPv4" in serial, f"OVMF's own PXE client did not run{why}"
+    assert boot.ok, f"no 'Linux version' on the serial console{why}"
+
+    acks = boot.acks()
+    firmware_acks = [a for a in acks if not a.get("ipxe")]
+    ipxe_acks = [a for a in acks if a.get("ipxe")]
+    assert firmware_acks, f"no dhcp.ack for the EDK2 PXE client{why}"
+    assert firmware_acks[0]["arch"] == 7, why
+    assert firmware_acks[0]["boot_file"] == "ipxe.efi", why
+    assert firmware_acks[0]["boot_reason"] == "uefi_x64", why
+    assert ipxe_acks, f"iPXE (ipxe.efi) did not ask again with user class iPXE{why}"
+    assert ipxe_acks[-1]["boot_file"] == "boot.ipxe", why
+    assert ipxe_acks[-1]["ip"] == firmware_acks[0]["ip"], f"iPXE got another address{why}"
+    assert_files(boot.files(), bootlab.root, ("ipxe.efi", "boot.ipxe", "vmlinuz"),
+                 "UEFI path" + why)
+
+
+UDHCPC_SCRIPT = """#!/bin/sh
+# udhcpc calls this with the lease in the environment; keep what the test looks at.
+[ "$1" = bound ] || exit 0
+echo "ip=$ip boot_file=$boot_file siaddr=$siaddr" >> "$OUT"
+"""
+
+
+@pytest.mark.skipif(not udhcpc_available(), reason="busybox not installed: apt-get install busybox")
+def test_boot_file_by_host_and_architecture(bootlab: BootLab) -> None:
+    """A reserved MAC gets its own file; arch 7 gets ipxe.efi; an unknown arch the default."""
+    reserved = "52:54:00:e2:e0:10"
+    bootlab.start_pxed(HOSTS + f"""
+[[dhcp.host]]
+mac = "{reserved}"
+ip = "198.19.0.60"
+boot = "undionly.kpxe"
+""")
+    lab = bootlab.lab
+    client = lab.ns("cli")
+    lab.veth(bootlab.machines_ns, "c0", client, "eth0")
+    bootlab.machines_ns.run("ip", "link", "set", "c0", "master", "br0")
+    script = lab.tmp / "udhcpc.script"
+    script.write_text(UDHCPC_SCRIPT)
+    script.chmod(0o755)
+
+    def ask(mac: str, arch_hex: str, label: str) -> dict[str, str]:
+        client.run("ip", "link", "set", "eth0", "down")
+        client.run("ip", "link", "set", "eth0", "address", mac)
+        client.run("ip", "link", "set", "eth0", "up")
+        out = lab.tmp / f"{label}.env"
+        vendor = f"PXEClient:Arch:{int(arch_hex, 16):05d}:UNDI:002001"
+        cmd = (f"OUT={shlex.quote(str(out))} busybox udhcpc -f -q -n -t 5 -T 1 -i eth0 "
+               f"-s {shlex.quote(str(script))} -V {vendor} -x 0x5d:{arch_hex}")
+        res = client.run("sh", "-c", cmd, check=False, timeout=60)
+        assert wait_for(out.exists, 5), (
+            f"udhcpc ({label}) got no lease:\n{res.stdout}{res.stderr}\n{bootlab.pxed_tail(30)}")
+        return dict(kv.split("=", 1) for kv in out.read_text().split())
+
+    unknown = ask("52:54:00:e2:e0:11", "00ff", "unknown-arch")
+    assert unknown["boot_file"] == "pxelinux.0", unknown  # [boot] bios, the default
+    assert unknown["siaddr"] == SERVER_IP, unknown
+    uefi = ask("52:54:00:e2:e0:12", "0007", "uefi")
+    assert uefi["boot_file"] == "ipxe.efi", uefi
+    host = ask(reserved, "0007", "reserved")
+    assert host == {"ip": "198.19.0.60", "boot_file": "undionly.kpxe", "siaddr": SERVER_IP}, host
+
+    decided = {e["mac"]: e for e in bootlab.pxed_events("dhcp.ack")}
+    assert decided["52:54:00:e2:e0:11"]["boot_reason"] == "bios", decided
+    assert decided["52:54:00:e2:e0:11"]["arch"] in (255, [255]), decided
+    assert decided[reserved]["boot_reason"] == "host", decided
+
