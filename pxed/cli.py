@@ -24,6 +24,8 @@ pxed: a PXE boot server (DHCP + TFTP) in one process.
   pxed check --config FILE                  validate a configuration and exit
   pxed stage [DIR]                          stage a TFTP root (default /srv/tftp): pxelinux,
                                             iPXE, netboot.xyz, menu and boot.ipxe
+  pxed demo                                 boot a QEMU machine through pxed in a private
+                                            namespace lab and print the boot's timeline
 """
 
 
@@ -99,6 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pxed.stage import main as stage_main
 
         return stage_main(argv[1:])
+    if argv and argv[0] == "demo":
+        from pxed.demo import main as demo_main
+
+        return demo_main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="pxed", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
