@@ -64,6 +64,32 @@ BIOS_ROMS = (
 
 KERNEL_MARK = "Linux version"
 
+FATAL_MARKS = ("PXE-E", "Could not boot", "No configuration methods succeeded")
+"""Firmware (EDK2's PXE-Exx) or iPXE giving up: a boot that shows one has failed (UEFI
+firmware would go on to try IPv6 and HTTP boot for minutes)."""
+
+HINTS = {
+    "PXE-E16": "EDK2 took the lease but found no usable offer. An offer carrying option 60 "
+    "'PXEClient' without option 43 is a 'BINL' offer to EDK2, which then asks the server on "
+    "port 4011 for the boot file and gives up without an answer. Full-DHCP offers should "
+    "either leave option 60 out (as dnsmasq's dhcp-boot does) or add option 43 with "
+    "PXE_DISCOVERY_CONTROL (sub-option 6) = 8: boot from the offer's file name.",
+    "PXE-E53": "the firmware got no boot file name in the offer.",
+    "PXE-E36": "the TFTP server answered with an ERROR packet.",
+    "PXE-E18": "the firmware timed out waiting for the TFTP server.",
+    "No configuration methods succeeded": "iPXE got no DHCP answer it accepted.",
+    "Could not boot": "iPXE could not fetch or run what the offer or script named.",
+}
+"""Serial console text -> what it probably means (shown beside a failed boot)."""
+
+
+def gave_up(serial_text: str) -> bool:
+    return any(mark in serial_text for mark in FATAL_MARKS)
+
+
+def hints(serial_text: str) -> list[str]:
+    return [text for mark, text in HINTS.items() if mark in serial_text]
+
 
 class Firmware(Enum):
     BIOS = "bios"
@@ -169,6 +195,14 @@ class SerialLog:
             if needle in line:
                 return re.sub(r"^\s*\[\s*[\d.]+\]\s*", "", strip_ansi(line)).strip()
         return None
+
+    def kernel_banner(self) -> str | None:
+        """The whole "Linux version ..." line once it is complete on the console."""
+        text = self.text()
+        at = text.find(KERNEL_MARK)
+        if at < 0 or "\n" not in text[at:]:
+            return None
+        return text[at : text.index("\n", at)].strip()
 
     def tail(self, n: int = 40) -> str:
         lines = strip_ansi(self.text()).splitlines()

@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 
 from pxed import qemu, stage
-from pxed.qemu import KERNEL_MARK, EventLog, Machine, SerialLog, wait_until
+from pxed.qemu import EventLog, Machine, SerialLog, wait_until
 from tests.lab import Lab, Netns, have
 
 REPO = Path(__file__).resolve().parents[2]
@@ -128,7 +128,7 @@ class Boot:
             f"--- pxed log, last lines ---\n{self.lab.pxed_tail(60)}\n"
             + (f"--- dnsmasq (TFTP) log ---\n{self.lab.dnsmasq_tail(40)}\n"
                if self.lab.dnsmasq is not None else "")
-            + "".join(f"hint: {h}\n" for h in hints(self.serial.text()))
+            + "".join(f"hint: {h}\n" for h in qemu.hints(self.serial.text()))
             + f"(full logs kept in {self.lab.keep_dir})"
         )
 
@@ -235,36 +235,12 @@ class BootLab:
         return Boot(machine, serial, seconds, self)
 
 
-HINTS = {
-    "PXE-E16": "EDK2 accepted a lease but found no usable offer. An offer carrying option 60 "
-    "'PXEClient' without option 43 is a 'BINL' offer to EDK2, which then asks the server on "
-    "port 4011 for the boot file and gives up without an answer. Full-DHCP offers should "
-    "either leave option 60 out (as dnsmasq's dhcp-boot does) or add option 43 with "
-    "PXE_DISCOVERY_CONTROL (sub-option 6) = 8: boot from the offer's file name.",
-    "PXE-E53": "the firmware got no boot file name in the offer.",
-    "PXE-E36": "the TFTP server answered with an ERROR packet.",
-    "No configuration methods succeeded": "iPXE got no DHCP answer it accepted.",
-}
-
-
-def hints(serial: str) -> list[str]:
-    return [text for mark, text in HINTS.items() if mark in serial]
-
-
-FATAL_MARKS = ("PXE-E", "Could not boot", "No configuration methods succeeded")
-"""Firmware (EDK2 PXE-Exx) and iPXE giving up: fail now rather than at the timeout (UEFI
-firmware goes on to try IPv6 and HTTP boot for minutes)."""
+def _kernel_line(serial: SerialLog) -> str | None:
+    return serial.kernel_banner()
 
 
 def _fatal(serial: SerialLog) -> bool:
-    text = serial.text()
-    return any(mark in text for mark in FATAL_MARKS)
-
-
-def _kernel_line(serial: SerialLog) -> str | None:
-    text = serial.text()
-    at = text.find(KERNEL_MARK)
-    return text[at:text.find("\n", at)] if at >= 0 and "\n" in text[at:] else None
+    return qemu.gave_up(serial.text())
 
 
 @pytest.fixture
