@@ -9,6 +9,9 @@ The command line is a thin layer over this; other programs run it the same way.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
+import time
 from ipaddress import IPv4Address
 from types import TracebackType
 from typing import Any
@@ -20,7 +23,7 @@ from pxed.boot import BootPolicy, ConfigBootPolicy
 from pxed.config import Config
 from pxed.dhcp.proxy import PROXY_PORT, ProxyServer
 from pxed.dhcp.server import DhcpServer
-from pxed.errors import ConfigError
+from pxed.errors import ConfigError, PxedError
 from pxed.leases import LeaseStore, LeaseTable
 from pxed.net.dhcp import DhcpEndpoint
 from pxed.net.probe import ForeignServerWatcher, probe
@@ -29,6 +32,9 @@ from pxed.netinfo import InterfaceInfo, interface_info
 log = structlog.get_logger("pxed")
 
 LEASE_DB = "leases.sqlite3"
+LOCK_FILE = "pxed.lock"
+PRUNE_AFTER = 30 * 86400  # seconds a lease stays on record after it ended
+PRUNE_EVERY = 3600
 
 
 class Server:
@@ -53,6 +59,8 @@ class Server:
         self.mode: str = config.mode if config.dhcp_enabled else "tftp-only"
         """The mode running: "dhcp" or "proxy" once auto mode has decided."""
         self._stopped = asyncio.Event()
+        self._lock_fd: int | None = None
+        self._prune_task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Server:
         await self.start()
@@ -142,8 +150,10 @@ class Server:
             reserved_by_subnet[str(sub.network)] = reserved
             self.tables[str(sub.network)] = LeaseTable(sub.network, sub.ranges, reserved)
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_state_dir()
         self.store = LeaseStore(cfg.state_dir / LEASE_DB)
         self.store.open()
+        self._prune_task = asyncio.create_task(self._prune_loop())
         leases = self.store.load()
         for table in self.tables.values():
             table.load(leases)
@@ -174,6 +184,32 @@ class Server:
             await endpoint.start()
             self.endpoints.append(endpoint)
 
+    def _lock_state_dir(self) -> None:
+        """One daemon per lease database: two would hand out the same addresses."""
+        path = self.config.state_dir / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ConfigError(
+                [f"state_dir {self.config.state_dir}: another pxed is already using it"]
+            ) from None
+        self._lock_fd = fd
+
+    async def _prune_loop(self) -> None:
+        """Forget leases long dead. Recently expired or released ones stay, so that a
+        returning client gets its previous address back (RFC 2131 §4.3.1)."""
+        while True:
+            if self.store is not None:
+                try:
+                    gone = self.store.prune(time.time() - PRUNE_AFTER)
+                    if gone:
+                        log.info("leases.pruned", count=gone)
+                except PxedError as exc:
+                    log.warning("leases.prune_failed", error=str(exc))
+            await asyncio.sleep(PRUNE_EVERY)
+
     def mac_for(self, ip: str) -> str | None:
         """The MAC that holds a lease on ip, for TFTP's log lines."""
         try:
@@ -200,7 +236,13 @@ class Server:
             except Exception:
                 log.exception("pxed.close_error", endpoint=type(endpoint).__name__)
         self.endpoints.clear()
+        if self._prune_task is not None:
+            self._prune_task.cancel()
+            self._prune_task = None
         if self.store is not None:
             self.store.close()
             self.store = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
         self._stopped.set()

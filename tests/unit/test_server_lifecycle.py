@@ -1,0 +1,47 @@
+"""pxed.Server as a library: start, lease database lock, shutdown (loopback only)."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+
+import pytest
+
+import pxed
+from pxed.config import Config, SubnetConfig, TftpConfig
+from pxed.errors import ConfigError
+
+
+def loopback_config(state: Path) -> Config:
+    sub = SubnetConfig(
+        network=IPv4Network("127.0.0.0/8"),
+        ranges=((IPv4Address("127.0.9.1"), IPv4Address("127.0.9.9")),),
+        interface="lo",
+    )
+    # Port 0: the kernel picks a free port; nothing is sent anywhere.
+    return Config(
+        interfaces=("lo",),
+        mode="dhcp",
+        state_dir=state,
+        subnets=(sub,),
+        tftp=TftpConfig(enabled=False),
+        dhcp_port=0,
+    )
+
+
+async def test_a_second_server_on_the_same_state_dir_is_refused(tmp_path: Path) -> None:
+    cfg = loopback_config(tmp_path)
+    async with pxed.Server(cfg) as first:
+        assert first.mode == "dhcp"
+        with pytest.raises(ConfigError) as info:
+            await pxed.Server(cfg).start()
+        assert "another pxed is already using it" in info.value.problems[0]
+    # Once the first has stopped, the directory is free again.
+    async with pxed.Server(cfg):
+        pass
+
+
+async def test_unknown_interface_is_refused(tmp_path: Path) -> None:
+    cfg = Config(interfaces=("nosuch0",), state_dir=tmp_path, tftp=TftpConfig(enabled=False))
+    with pytest.raises(ConfigError):
+        await pxed.Server(cfg).start()
