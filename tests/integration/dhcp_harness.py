@@ -308,6 +308,15 @@ def udp_port_bound(ns: Netns, port: int) -> bool:
     return res.returncode == 0 and bool(res.stdout.strip())
 
 
+def udp_rcvbuf_errors(ns: Netns) -> int:
+    """The namespace's UDP RcvbufErrors counter (/proc/net/snmp is per network namespace):
+    datagrams dropped because a receiving socket's buffer was full."""
+    lines = [ln.split() for ln in ns.run("cat", "/proc/net/snmp").stdout.splitlines()
+             if ln.startswith("Udp:")]
+    header, values = lines[0], lines[1]
+    return int(values[header.index("RcvbufErrors")])
+
+
 def proc_rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -707,11 +716,17 @@ class Capture:
             "-w", str(path), "udp port 67 or udp port 68",
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
-        # tcpdump says "listening on" once the capture is open.
+        # tcpdump says "listening on" once the capture is open (maybe after warnings).
         assert self.proc.stderr is not None
-        line = self.proc.stderr.readline().decode(errors="replace")
-        if "listening on" not in line:
-            raise RuntimeError(f"tcpdump did not start: {line}")
+        said = []
+        for _ in range(10):
+            line = self.proc.stderr.readline().decode(errors="replace")
+            said.append(line)
+            if "listening on" in line or not line:
+                break
+        if "listening on" not in said[-1]:
+            self.proc.kill()
+            raise RuntimeError(f"tcpdump did not start: {''.join(said)}")
 
     def stop(self) -> None:
         if self.proc.poll() is None:

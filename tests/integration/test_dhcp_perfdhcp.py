@@ -25,6 +25,7 @@ from tests.integration.dhcp_harness import (
     make_dhcp_net,
     run_perfdhcp,
     start_perfdhcp,
+    udp_rcvbuf_errors,
 )
 from tests.lab import Lab, wait_for
 
@@ -65,6 +66,7 @@ def test_perfdhcp_relay_exchanges_without_drops(net: DhcpNet) -> None:
     server.start()
     relay = net.add_relay_address()
     cap = Capture(net.client_ns, CLIENT_IF, net.tmp / "perf.pcap")
+    lost0 = udp_rcvbuf_errors(net.client_ns)
     try:
         # Replies may be up to 3 s late (-d 3) on a busy machine: this asserts that every
         # exchange completes; how fast is for bench/dhcp.
@@ -72,16 +74,27 @@ def test_perfdhcp_relay_exchanges_without_drops(net: DhcpNet) -> None:
                            timeout=60)
     finally:
         cap.stop()
+    # Replies the kernel dropped at perfdhcp's own full socket (the load generator starved of
+    # CPU on a busy machine) are not the server's drops; the capture still saw them.
+    lost_at_perfdhcp = udp_rcvbuf_errors(net.client_ns) - lost0
     assert {"DISCOVER-OFFER", "REQUEST-ACK"} <= res.exchanges.keys(), res.output
     for name, ex in res.exchanges.items():
         assert ex.sent >= 0.75 * RATE * PERIOD, (name, ex, res.output)
-        assert ex.drops == 0, (name, ex, res.output)
-        assert ex.received == ex.sent, (name, ex)
+        assert ex.drops <= lost_at_perfdhcp, (name, ex, lost_at_perfdhcp, res.output)
         assert ex.rejected == 0, (name, ex)
-    assert res.returncode == 0, res.output
+    if lost_at_perfdhcp == 0:
+        assert res.returncode == 0, res.output
 
     msgs = cap.messages()
     assert cap.kernel_drops == 0, cap.stats
+    # On the wire: every DISCOVER answered by an OFFER, every REQUEST by an ACK.
+    answered = {(m.msg_type, m.xid) for m in msgs}
+    unanswered = [
+        (m.msg_type, m.xid, m.chaddr) for m in msgs
+        if (m.msg_type == "DISCOVER" and ("OFFER", m.xid) not in answered)
+        or (m.msg_type == "REQUEST" and ("ACK", m.xid) not in answered)
+    ]
+    assert not unanswered, f"{len(unanswered)} unanswered: {unanswered[:20]}"
     replies = [m for m in msgs if m.msg_type in ("OFFER", "ACK")]
     assert len(acks(msgs)) >= res.ra.received, (len(acks(msgs)), res.ra)
     for m in replies:
