@@ -71,6 +71,9 @@ class State(Enum):
     """Ended early: timeout, client ERROR, shutdown, replaced by a new request..."""
 
 
+_SENDING: Final = State.SENDING
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """The server-side limits a transfer works within (from ``[tftp]``)."""
@@ -153,9 +156,9 @@ class Transfer:
         "_acked",
         "_blksize",
         "_data",
-        "_deadline",
         "_interval",
         "_max_interval",
+        "_min_rto",
         "_nblocks",
         "_oack",
         "_retransmitted",
@@ -171,6 +174,7 @@ class Transfer:
         "_windowsize",
         "client",
         "client_error",
+        "deadline",
         "duplicates",
         "ended_at",
         "error",
@@ -233,12 +237,14 @@ class Transfer:
         neg_timeout = self.negotiation.timeout
         self._timeout = float(neg_timeout) if neg_timeout else settings.default_timeout
         self._max_interval = self._timeout if neg_timeout else self._timeout * 4
+        self._min_rto = settings.min_rto
         self._srtt: float | None = None
         self._rttvar = 0.0
         self._rto = self._timeout
         self._interval = self._rto
         self._tries = 0
-        self._deadline: float | None = None
+        self.deadline: float | None = None
+        """When :meth:`on_timer` wants to run (read-only for the glue; None once finished)."""
 
     # -- what was agreed ------------------------------------------------------------------
 
@@ -278,7 +284,7 @@ class Transfer:
 
     def next_timer(self) -> float | None:
         """When :meth:`on_timer` wants to be called; None once finished."""
-        return self._deadline
+        return self.deadline
 
     # -- driving it -----------------------------------------------------------------------
 
@@ -316,15 +322,41 @@ class Transfer:
         if options:
             self.state = State.OACK_SENT
             self._oack = tp.encode_oack(options)
-            self._deadline = now + self._interval
+            self.deadline = now + self._interval
             return [(self._oack,)]
         self.state = State.SENDING
         return self._window(now, 1)
 
     def receive(self, datagram: bytes, now: float) -> Burst:
-        """A datagram from the client's TID. Never raises."""
+        """A datagram from the client's TID. Never raises.
+
+        The ACK of a sending transfer is the hot path (one call per block): it is kept flat
+        here on purpose, without helper calls.
+        """
         if len(datagram) == 4 and datagram[1] == 4 and datagram[0] == 0:
-            return self._on_ack((datagram[2] << 8) | datagram[3], now)
+            if self.state is not _SENDING:
+                return self._on_ack_other((datagram[2] << 8) | datagram[3], now)
+            acked = self._acked
+            got = acked + ((((datagram[2] << 8) | datagram[3]) - acked) & 0xFFFF)
+            if got == acked or got > self._sent:
+                self.duplicates += 1
+                return []
+            if self._retransmitted or not got & 3 or self._srtt is None:
+                # A round-trip sample every 4th ACK is plenty (RFC 6298 asks one per RTT).
+                self._sample(now)
+            self._acked = got
+            if got >= self._nblocks:
+                self._finish(State.DONE, "ok", "", now)
+                return []
+            if self._windowsize != 1:
+                return self._window(now, got + 1)
+            bs = self._blksize
+            offset = got * bs
+            got += 1
+            self._sent = got
+            self._sent_at = now
+            self.deadline = now + self._interval
+            return [(_DATA_HEADER(_OP_DATA, got & 0xFFFF), self._data[offset:offset + bs])]
         try:
             pkt = tp.decode(datagram)
         except MalformedPacket as exc:
@@ -346,7 +378,7 @@ class Transfer:
 
     def on_timer(self, now: float) -> Burst:
         """Retransmit if the timer has passed (or fail after the last retry)."""
-        deadline = self._deadline
+        deadline = self.deadline
         if deadline is None or now < deadline:
             return []
         expired = self._interval
@@ -361,7 +393,7 @@ class Transfer:
         if self.state is State.OACK_SENT:
             self.retransmissions += 1
             self._sent_at = now
-            self._deadline = now + self._interval
+            self.deadline = now + self._interval
             return [(self._oack,)]
         burst = self._window(now, self._acked + 1)
         self.retransmissions += len(burst)
@@ -394,7 +426,7 @@ class Transfer:
             offset += bs
         self._sent = last
         self._sent_at = now
-        self._deadline = now + self._interval
+        self.deadline = now + self._interval
         return burst
 
     def _sample(self, now: float) -> None:
@@ -414,35 +446,23 @@ class Transfer:
                 srtt = 0.875 * srtt + 0.125 * rtt
             self._srtt = srtt
             rto = srtt + 4 * self._rttvar
-            if rto < self._settings.min_rto:
-                rto = self._settings.min_rto
+            if rto < self._min_rto:
+                rto = self._min_rto
             elif rto > self._timeout:
                 rto = self._timeout
             self._rto = rto
         self._interval = self._rto
         self._tries = 0
 
-    def _on_ack(self, block: int, now: float) -> Burst:
+    def _on_ack_other(self, block: int, now: float) -> Burst:
         state = self.state
-        if state is not State.SENDING:
-            if state is State.OACK_SENT and block == 0:
-                self._sample(now)
-                self.state = State.SENDING
-                return self._window(now, 1)
-            if state is not State.NEW:
-                self.duplicates += 1
-            return []
-        acked = self._acked
-        got = acked + ((block - acked) & 0xFFFF)
-        if got == acked or got > self._sent:
+        if state is State.OACK_SENT and block == 0:
+            self._sample(now)
+            self.state = State.SENDING
+            return self._window(now, 1)
+        if state is not State.NEW:
             self.duplicates += 1
-            return []
-        self._sample(now)
-        self._acked = got
-        if got >= self._nblocks:
-            self._finish(State.DONE, "ok", "", now)
-            return []
-        return self._window(now, got + 1)
+        return []
 
     def _finish(self, state: State, outcome: str, error: str, now: float) -> None:
         self.state = state
@@ -451,7 +471,7 @@ class Transfer:
         if error:
             self.error = error
         self.ended_at = now
-        self._deadline = None
+        self.deadline = None
         self._data = memoryview(b"")
 
     def summary(self) -> dict[str, object]:

@@ -1,0 +1,653 @@
+"""TFTP sockets and the glue around the TFTP core.
+
+Lock-step TFTP costs one ACK in and one DATA out per block, so the per-datagram path decides
+the speed (DESIGN.md; bench/RESULTS.md has the figures). The data path here:
+
+- One socket per transfer (a new TID, RFC 1350), unconnected so that a datagram from a
+  stranger reaches us and gets ERROR 5 while the transfer goes on. With ``[tftp]
+  single_port`` every transfer is served from the listening socket instead.
+- All of an endpoint's sockets sit in one epoll of its own (:class:`_Pump`). A round reads
+  one datagram from each ready transfer socket (level-triggered: what is left comes back next
+  round), drains the listening socket, then runs the transfers whose retransmission deadline
+  passed. One round costs one ``epoll_wait``, and per block one ``recvfrom`` and one
+  ``sendmsg`` -- the system calls dnsmasq makes -- plus the core's few microseconds.
+- DATA goes out with ``sendmsg`` of the 4-octet header beside a ``memoryview`` slice of the
+  shared ``mmap``: the payload is never copied in Python.
+- A window goes out with UDP GSO (``UDP_SEGMENT``): one ``sendmsg`` carries up to 64 blocks
+  and the kernel cuts them into datagrams of ``4 + blksize`` (the last, shorter one rides
+  along). Without GSO (an old kernel, a device without checksum offload) a window is one
+  ``sendmsg`` per block.
+- Timers: every transfer keeps its own deadline; the pump keeps the earliest one and scans
+  only when it has passed (an ACK moves a deadline, it arms nothing).
+
+The pump runs on a thread of its own by default, blocking in ``epoll_wait`` until a datagram
+or the next deadline: measured here, that answers a lock-step ACK with a third less CPU than
+going through the asyncio loop's select/handle machinery, and the loop (DHCP) never waits for
+TFTP. ``PXED_TFTP_THREAD=0`` runs the same pump inside the event loop instead
+(``add_reader`` on its epoll, one asyncio timer). Either way the cores are touched by one
+thread only: the pump's. The loop thread only starts and stops it and writes the log lines,
+which the pump hands over with ``call_soon_threadsafe`` (one per transfer, not per packet).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import resource
+import select
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from pxed.config import TftpConfig
+from pxed.tftp import packet as tp
+from pxed.tftp.files import FileStore
+from pxed.tftp.packet import ErrorCode
+from pxed.tftp.server import Accepted, Duplicate, Refused, TftpServer, TftpStats
+from pxed.tftp.transfer import Address, Burst, Transfer
+
+log = structlog.get_logger("pxed.tftp")
+
+SOL_UDP = 17
+UDP_SEGMENT = 103  # linux/udp.h: GSO segment size (cmsg or sockopt)
+IP_MTU = 14  # linux/in.h: path MTU of a connected socket
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+GSO_MAX_SEGMENTS = 64  # UDP_MAX_SEGMENTS (linux/udp.h) on the kernels we run on
+GSO_MAX_BYTES = 65507 - 8  # what one UDP datagram may carry, the limit of one GSO call
+MAX_EVENTS = 256
+MAX_DRAIN = 256  # datagrams read from the listening socket per round
+RCVBUF = 1 << 20
+SNDBUF = 1 << 20
+MTU_CACHE_SECONDS = 30.0
+IDLE_WAIT = 1.0  # longest epoll wait of the pump thread (it checks for a stop request)
+THREADED = os.environ.get("PXED_TFTP_THREAD", "1") != "0"
+_GSO_ERRNOS = (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP)
+_TRANSIENT_ERRNOS = (errno.ENOBUFS, errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH,
+                     errno.EAGAIN)
+
+Emit = Callable[[int, str, dict[str, Any]], None]
+
+
+def _pktinfo(local_ip: str) -> bytes:
+    """struct in_pktinfo {ifindex, spec_dst, addr}: choose the source address of a reply."""
+    return struct.pack("=I4s4s", 0, socket.inet_aton(local_ip), b"\0\0\0\0")
+
+
+def _peer(addr: Address) -> str:
+    return f"{addr[0]}:{addr[1]}"
+
+
+class _Conn:
+    """The glue's side of one transfer: its socket and how to send from it."""
+
+    __slots__ = ("addr", "cmsg", "fd", "own_socket", "sock", "transfer")
+
+    def __init__(self, transfer: Transfer, sock: socket.socket, own_socket: bool) -> None:
+        self.transfer = transfer
+        self.addr = transfer.client
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.own_socket = own_socket
+        self.cmsg: list[tuple[int, int, bytes]] = []
+        """Ancillary data for every send (IP_PKTINFO from a wildcard single-port socket)."""
+
+
+class _Pump:
+    """Every socket of one endpoint behind one epoll; only ever used by one thread."""
+
+    def __init__(
+        self,
+        config: TftpConfig,
+        host: str,
+        interface: str | None,
+        listen: socket.socket,
+        core: TftpServer,
+        emit: Emit,
+        debug: bool,
+    ) -> None:
+        self.config = config
+        self.host = host
+        self.interface = interface
+        self.wildcard = host in ("", "0.0.0.0")
+        self.single = config.single_port
+        self.listen = listen
+        self.listen_fd = listen.fileno()
+        self.core = core
+        self.emit = emit
+        self.debug = debug
+        self.ep = select.epoll()
+        self.ep.register(self.listen_fd, select.EPOLLIN)
+        self.wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.ep.register(self.wake_fd, select.EPOLLIN)
+        self.by_fd: dict[int, _Conn] = {}
+        self.conns: dict[Address, _Conn] = {}
+        self.next_deadline = float("inf")
+        self.gso = True
+        self.gso_sends = 0
+        self._mtu_cache: dict[str, tuple[int | None, float]] = {}
+
+    # -- the round ------------------------------------------------------------------------
+
+    def poll(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds, serve what is ready, run due timers."""
+        events = self.ep.poll(timeout, MAX_EVENTS)
+        now = time.monotonic()
+        if events:
+            by_fd = self.by_fd
+            for fd, _ in events:
+                conn = by_fd.get(fd)
+                if conn is not None:
+                    self._read_one(conn, now)
+                elif fd == self.listen_fd:
+                    self._on_listen(now)
+                elif fd == self.wake_fd:
+                    with contextlib.suppress(OSError):
+                        os.eventfd_read(self.wake_fd)
+        if now >= self.next_deadline:
+            self._timers(now)
+
+    def timeout(self) -> float:
+        """Seconds until the earliest deadline (what the thread waits at most)."""
+        wait = self.next_deadline - time.monotonic()
+        return 0.0 if wait < 0 else min(wait, IDLE_WAIT)
+
+    def wake(self) -> None:
+        with contextlib.suppress(OSError):
+            os.eventfd_write(self.wake_fd, 1)
+
+    # -- the listening socket -------------------------------------------------------------
+
+    def _on_listen(self, now: float) -> None:
+        sock = self.listen
+        wildcard = self.wildcard
+        single = self.single
+        conns = self.conns
+        local_ip = self.host
+        for _ in range(MAX_DRAIN):
+            try:
+                if wildcard:
+                    data, anc, _flags, addr = sock.recvmsg(2048, 64)
+                    local_ip = _local_address(anc) or "0.0.0.0"
+                else:
+                    data, addr = sock.recvfrom(2048)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if self.debug:
+                    self.emit(logging.DEBUG, "tftp.recv_error", {"error": str(exc)})
+                return
+            if single:
+                conn = conns.get(addr)
+                if conn is not None and not (len(data) >= 2 and data[0] == 0 and data[1] == 1):
+                    self._feed(conn, data, now)
+                    continue
+            self._request(data, addr, local_ip, now)
+
+    def _request(self, data: bytes, addr: Address, local_ip: str, now: float) -> None:
+        decision = self.core.request(data, addr, now)
+        if isinstance(decision, Refused):
+            if decision.reply is not None:
+                self._send_raw(decision.reply, addr)
+            fields: dict[str, Any] = {"client": _peer(addr), "reason": decision.reason}
+            if decision.filename is not None:
+                fields["file"] = decision.filename
+            if decision.code is not None:
+                fields["code"] = int(decision.code)
+            self.emit(logging.INFO, decision.event, fields)
+            return
+        if isinstance(decision, Duplicate):
+            if self.debug:
+                self.emit(logging.DEBUG, "tftp.duplicate_request", {"client": _peer(addr)})
+            return
+        assert isinstance(decision, Accepted)
+        transfer = decision.transfer
+        if decision.replaced is not None:
+            old = self.conns.get(decision.replaced.client)
+            decision.replaced.fail("replaced", "a new request came from the same client port",
+                                   now)
+            if old is not None and old.transfer is decision.replaced:
+                self._end(old)
+            else:
+                self.core.finish(decision.replaced)
+        try:
+            conn = self._open_conn(transfer, local_ip)
+        except OSError as exc:
+            transfer.fail("error", f"no socket: {exc.strerror}", now)
+            self.core.finish(transfer)
+            self._send_raw(tp.encode_error(ErrorCode.NOT_DEFINED, "server busy"), addr)
+            self.emit(logging.WARNING, "tftp.refused", {
+                "client": _peer(addr), "file": transfer.request.filename,
+                "reason": f"no socket: {exc.strerror}"})
+            return
+        burst = transfer.start(now, self._path_mtu(addr[0], now))
+        self._send(conn, burst)
+        self._after(conn)
+
+    def _open_conn(self, transfer: Transfer, local_ip: str) -> _Conn:
+        if self.single:
+            conn = _Conn(transfer, self.listen, False)
+            if self.wildcard and local_ip != "0.0.0.0":
+                conn.cmsg = [(socket.IPPROTO_IP, IP_PKTINFO, _pktinfo(local_ip))]
+        else:
+            bind = local_ip if self.wildcard else self.host
+            sock = open_socket(bind, 0, self.interface)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
+            conn = _Conn(transfer, sock, True)
+            try:
+                self.ep.register(conn.fd, select.EPOLLIN)
+            except OSError:
+                sock.close()
+                raise
+            self.by_fd[conn.fd] = conn
+        self.conns[transfer.client] = conn
+        return conn
+
+    def _path_mtu(self, ip: str, now: float) -> int | None:
+        """The route MTU towards ``ip`` (IP_MTU of a connected socket; no packet is sent)."""
+        cached = self._mtu_cache.get(ip)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        mtu: int | None = None
+        try:
+            probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                if self.interface:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE,
+                                     self.interface.encode() + b"\0")
+                probe.connect((ip, 9))
+                mtu = probe.getsockopt(socket.IPPROTO_IP, IP_MTU)
+            finally:
+                probe.close()
+        except OSError:
+            mtu = None
+        if len(self._mtu_cache) > 4096:
+            self._mtu_cache.clear()
+        self._mtu_cache[ip] = (mtu, now + MTU_CACHE_SECONDS)
+        return mtu
+
+    # -- a transfer's socket --------------------------------------------------------------
+
+    def _read_one(self, conn: _Conn, now: float) -> None:
+        """One datagram from a transfer's own socket: the hot path, one call per block."""
+        sock = conn.sock
+        try:
+            data, addr = sock.recvfrom(2048)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            if self.debug:
+                self.emit(logging.DEBUG, "tftp.recv_error",
+                          {"client": _peer(conn.addr), "error": str(exc)})
+            return
+        if addr != conn.addr:
+            self._stranger(sock, data, addr)
+            return
+        transfer = conn.transfer
+        burst = transfer.receive(data, now)
+        if burst:
+            if len(burst) == 1:
+                try:
+                    sock.sendmsg(burst[0], conn.cmsg, 0, addr)
+                except OSError:
+                    self._send(conn, burst)  # the slow path sorts the error out
+            else:
+                self._send(conn, burst)
+        if transfer.finished:
+            self._end(conn)
+            return
+        deadline = transfer.deadline
+        if deadline is not None and deadline < self.next_deadline:
+            self.next_deadline = deadline
+
+    def _feed(self, conn: _Conn, data: bytes, now: float) -> None:
+        transfer = conn.transfer
+        burst = transfer.receive(data, now)
+        if burst:
+            self._send(conn, burst)
+        self._after(conn)
+
+    def _stranger(self, sock: socket.socket, data: bytes, addr: Address) -> None:
+        """A datagram on a transfer's port from another TID: ERROR 5, the transfer goes on."""
+        if self.debug:
+            self.emit(logging.DEBUG, "tftp.unknown_tid", {"source": _peer(addr)})
+        if len(data) >= 2 and data[0] == 0 and data[1] == tp.Opcode.ERROR:
+            return  # never answer an ERROR
+        with contextlib.suppress(OSError):
+            sock.sendto(tp.encode_error(ErrorCode.UNKNOWN_TID, "unknown transfer ID"), addr)
+
+    def _after(self, conn: _Conn) -> None:
+        transfer = conn.transfer
+        if transfer.finished:
+            self._end(conn)
+            return
+        deadline = transfer.deadline
+        if deadline is not None and deadline < self.next_deadline:
+            self.next_deadline = deadline
+
+    # -- sending --------------------------------------------------------------------------
+
+    def _send_raw(self, datagram: bytes, addr: Address) -> None:
+        try:
+            self.listen.sendto(datagram, addr)
+        except OSError as exc:
+            if self.debug:
+                self.emit(logging.DEBUG, "tftp.send_error",
+                          {"client": _peer(addr), "error": str(exc)})
+
+    def _send(self, conn: _Conn, burst: Burst) -> None:
+        """Send a burst; a lasting failure ends the transfer (the timer would not help)."""
+        sock = conn.sock
+        addr = conn.addr
+        cmsg = conn.cmsg
+        try:
+            if len(burst) == 1:
+                sock.sendmsg(burst[0], cmsg, 0, addr)
+            elif self.gso:
+                self._send_gso(sock, burst, addr, cmsg)
+            else:
+                for datagram in burst:
+                    sock.sendmsg(datagram, cmsg, 0, addr)
+        except (BlockingIOError, InterruptedError):
+            return  # send buffer full: the rest goes out again on the timer
+        except OSError as exc:
+            if exc.errno in _TRANSIENT_ERRNOS:
+                return  # the timer retries, then gives up
+            reason = "file changed on disk" if exc.errno == errno.EFAULT else exc.strerror
+            conn.transfer.fail("error", f"send failed: {reason}", time.monotonic())
+
+    def _send_gso(
+        self, sock: socket.socket, burst: Burst, addr: Address,
+        cmsg: list[tuple[int, int, bytes]],
+    ) -> None:
+        first = burst[0]
+        seg = len(first[0]) + len(first[1]) if len(first) == 2 else len(first[0])
+        per_call = min(GSO_MAX_SEGMENTS, GSO_MAX_BYTES // seg)
+        if per_call < 2:
+            for datagram in burst:
+                sock.sendmsg(datagram, cmsg, 0, addr)
+            return
+        anc = [*cmsg, (SOL_UDP, UDP_SEGMENT, struct.pack("=H", seg))]
+        for i in range(0, len(burst), per_call):
+            chunk = burst[i:i + per_call]
+            if len(chunk) == 1:
+                sock.sendmsg(chunk[0], cmsg, 0, addr)
+                continue
+            buffers = [buf for datagram in chunk for buf in datagram]
+            try:
+                sock.sendmsg(buffers, anc, 0, addr)
+                self.gso_sends += 1
+            except OSError as exc:
+                if exc.errno not in _GSO_ERRNOS:
+                    raise
+                self.gso = False
+                self.emit(logging.INFO, "tftp.gso_off", {"error": str(exc)})
+                for datagram in burst[i:]:
+                    sock.sendmsg(datagram, cmsg, 0, addr)
+                return
+
+    # -- timers and the end of a transfer -------------------------------------------------
+
+    def _timers(self, now: float) -> None:
+        for transfer, burst in self.core.on_timer(now):
+            conn = self.conns.get(transfer.client)
+            if conn is None or conn.transfer is not transfer:
+                transfer.fail("error", "lost its socket", now)
+                self.core.finish(transfer)
+                continue
+            if burst:
+                self._send(conn, burst)
+            if transfer.finished:
+                self._end(conn)
+        nxt = self.core.next_timer()
+        self.next_deadline = float("inf") if nxt is None else nxt
+
+    def _end(self, conn: _Conn) -> None:
+        transfer = conn.transfer
+        if self.conns.get(conn.addr) is conn:
+            del self.conns[conn.addr]
+        if conn.own_socket:
+            if self.by_fd.pop(conn.fd, None) is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    self.ep.unregister(conn.fd)
+            conn.sock.close()
+        self.core.finish(transfer)
+        self.emit(logging.INFO if transfer.outcome == "ok" else logging.WARNING,
+                  "tftp.done" if transfer.outcome == "ok" else "tftp.failed",
+                  transfer.summary())
+
+    def shutdown(self, now: float) -> None:
+        """End every transfer with ERROR 0 to its client; close the epoll."""
+        for transfer, burst in self.core.close_all(now):
+            conn = self.conns.get(transfer.client)
+            if conn is None:
+                self.core.finish(transfer)
+                continue
+            with contextlib.suppress(OSError):
+                self._send(conn, burst)
+            self._end(conn)
+        self.ep.close()
+        os.close(self.wake_fd)
+
+
+def open_socket(host: str, port: int, interface: str | None) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    try:
+        if port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if interface:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE,
+                            interface.encode() + b"\0")
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class TftpEndpoint:
+    """The TFTP server on one address: port 69 (or ``config.port``) and the transfers' TIDs."""
+
+    def __init__(
+        self,
+        config: TftpConfig,
+        host: str,
+        *,
+        interface: str | None = None,
+        mac_lookup: Callable[[str], str | None] | None = None,
+        threaded: bool | None = None,
+    ) -> None:
+        self.config = config
+        self.host = host
+        self.interface = interface
+        self.mac_lookup = mac_lookup
+        self.threaded = THREADED if threaded is None else threaded
+        """The pump on a thread of its own (default) or inside the event loop."""
+        self.files = FileStore(config.root)
+        self.core = TftpServer(config, self.files)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sock: socket.socket | None = None
+        self._pump: _Pump | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = float("inf")
+        self._port = 0
+        self.errors = 0
+        """Unexpected exceptions caught on the data path (each logged as tftp.bug)."""
+
+    # -- public ---------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (``config.port`` may be 0 in tests)."""
+        return self._port
+
+    @property
+    def stats(self) -> TftpStats:
+        return self.core.stats()
+
+    @property
+    def gso(self) -> bool:
+        """Whether windows still go out with UDP GSO (turned off if the kernel refused it)."""
+        return self._pump.gso if self._pump is not None else True
+
+    @property
+    def gso_sends(self) -> int:
+        return self._pump.gso_sends if self._pump is not None else 0
+
+    async def start(self) -> None:
+        self._loop = loop = asyncio.get_running_loop()
+        _raise_fd_limit(self.config.max_transfers + 256)
+        sock = open_socket(self.host, self.config.port, self.interface)
+        try:
+            if self.host in ("", "0.0.0.0"):
+                sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+        except OSError:
+            sock.close()
+            raise
+        self._sock = sock
+        self._port = sock.getsockname()[1]
+        emit = self._emit_threadsafe if self.threaded else self._log
+        self._pump = pump = _Pump(self.config, self.host, self.interface, sock, self.core,
+                                  emit, _debug_enabled())
+        if self.threaded:
+            self._stop = False
+            self._thread = threading.Thread(target=self._run, name=f"pxed-tftp-{self._port}",
+                                            daemon=True)
+            self._thread.start()
+        else:
+            loop.add_reader(pump.ep.fileno(), self._on_ready)
+        self._log(logging.INFO, "tftp.listening", {
+            "host": self.host, "port": self._port, "interface": self.interface,
+            "root": self.files.root, "single_port": self.config.single_port,
+            "threaded": self.threaded})
+
+    async def close(self) -> None:
+        """End every transfer (ERROR 0 to its client) and close the sockets."""
+        pump = self._pump
+        if pump is None:
+            return
+        if self._thread is not None:
+            self._stop = True
+            pump.wake()
+            await asyncio.to_thread(self._thread.join, 30)
+            self._thread = None
+        else:
+            if self._loop is not None:
+                self._loop.remove_reader(pump.ep.fileno())
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            pump.shutdown(time.monotonic())
+        self._pump = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        self.files.close()
+
+    # -- the pump's thread ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        pump = self._pump
+        assert pump is not None
+        while not self._stop:
+            try:
+                pump.poll(pump.timeout())
+            except Exception as exc:  # a bug costs a round, not the server
+                self._bug(exc)
+        try:
+            pump.shutdown(time.monotonic())
+        except Exception as exc:
+            self._bug(exc)
+
+    def _bug(self, exc: Exception) -> None:
+        self.errors += 1
+        self._emit_threadsafe(logging.ERROR, "tftp.bug", {"error": repr(exc)})
+        time.sleep(0.001)
+
+    # -- the pump inside the loop ---------------------------------------------------------
+
+    def _on_ready(self) -> None:
+        pump = self._pump
+        if pump is None:
+            return
+        try:
+            pump.poll(0)
+        except Exception as exc:
+            self.errors += 1
+            self._log(logging.ERROR, "tftp.bug", {"error": repr(exc)})
+        self._arm()
+
+    def _arm(self) -> None:
+        pump = self._pump
+        if pump is None or self._loop is None:
+            return
+        when = pump.next_deadline
+        if when == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = when
+        if when != float("inf"):
+            self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = float("inf")
+        self._on_ready()
+
+    # -- logging (always on the loop thread) ----------------------------------------------
+
+    def _emit_threadsafe(self, level: int, event: str, fields: dict[str, Any]) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._log, level, event, fields)
+
+    def _log(self, level: int, event: str, fields: dict[str, Any]) -> None:
+        if self.mac_lookup is not None and event in ("tftp.done", "tftp.failed"):
+            client = str(fields.get("client", "")).rpartition(":")[0]
+            try:
+                mac = self.mac_lookup(client)
+            except Exception:
+                mac = None
+            if mac:
+                fields["mac"] = mac
+        log.log(level, event, **fields)
+
+
+def _local_address(ancillary: list[tuple[int, int, bytes]]) -> str | None:
+    for level, kind, data in ancillary:
+        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 12:
+            return socket.inet_ntoa(data[4:8])  # ipi_spec_dst: our address it arrived on
+    return None
+
+
+def _debug_enabled() -> bool:
+    try:
+        return bool(log.bind().is_enabled_for(logging.DEBUG))
+    except Exception:
+        return True
+
+
+def _raise_fd_limit(wanted: int) -> None:
+    """One socket per transfer: make room for max_transfers of them if the hard limit allows."""
+    with contextlib.suppress(ValueError, OSError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))

@@ -1,0 +1,425 @@
+"""TFTP integration harness: a server namespace and a client namespace joined by a veth.
+
+The server under test (pxed, or dnsmasq / atftpd for the benchmark) runs as a subprocess in
+the server namespace; real clients (curl, atftp, tftp-hpa, tftpy) run in the client namespace.
+Addresses come from 198.18.0.0/15 only. Used by tests/integration/test_tftp_*.py and by
+bench/tftp (which imports it: one harness for both, so the benchmark measures what the tests
+check).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from tests.lab import Lab, Netns, have, wait_for
+
+SERVER_IF = "pxts0"
+CLIENT_IF = "pxtc0"
+SERVER_IP = "198.18.69.1"
+CLIENT_IP = "198.18.69.2"
+PREFIX = 24
+REPO = Path(__file__).resolve().parents[2]
+
+DEBIAN_PACKAGE = {
+    "curl": "curl",
+    "atftp": "atftp",
+    "atftpd": "atftpd",
+    "tftp": "tftp-hpa",
+    "dnsmasq": "dnsmasq-base",
+    "tc": "iproute2",
+}
+
+
+def require(*tools: str) -> None:
+    for tool in tools:
+        if not have(tool):
+            pytest.skip(f"{tool} not installed: apt-get install {DEBIAN_PACKAGE.get(tool, tool)}")
+
+
+def make_file(path: Path, size: int, seed: int = 0) -> Path:
+    """A file of ``size`` pseudo-random octets (fast: one random MiB repeated with a twist)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    chunk = bytearray(os.urandom(min(size, 1 << 20) or 1))
+    with path.open("wb") as out:
+        written = 0
+        counter = seed
+        while written < size:
+            counter += 1
+            chunk[0:8] = counter.to_bytes(8, "little")
+            piece = chunk[: size - written]
+            out.write(piece)
+            written += len(piece)
+    return path
+
+
+def same_file(a: Path, b: Path) -> bool:
+    if not b.exists() or a.stat().st_size != b.stat().st_size:
+        return False
+    with a.open("rb") as fa, b.open("rb") as fb:
+        while True:
+            x = fa.read(1 << 20)
+            y = fb.read(1 << 20)
+            if x != y:
+                return False
+            if not x:
+                return True
+
+
+def udp_port_bound(ns: Netns, port: int) -> bool:
+    res = ns.run("ss", "-Hlun", f"sport = :{port}", check=False)
+    return res.returncode == 0 and bool(res.stdout.strip())
+
+
+def proc_rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class LogCollector:
+    """Drains a subprocess's output on a thread: JSON objects become events."""
+
+    def __init__(self, stream: Any, path: Path) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.lines: list[str] = []
+        self._path = path
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _run(self, stream: Any) -> None:
+        with self._path.open("a") as out:
+            for raw in iter(stream.readline, b""):
+                line = raw.decode(errors="replace").rstrip("\n")
+                out.write(line + "\n")
+                event = None
+                if line.startswith("{"):
+                    try:
+                        obj = json.loads(line)
+                        event = obj if isinstance(obj, dict) else None
+                    except ValueError:
+                        event = None
+                with self._lock:
+                    self.lines.append(line)
+                    if event is not None:
+                        self.events.append(event)
+
+    def join(self, timeout: float = 5.0) -> None:
+        self._thread.join(timeout)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.events)
+
+    def tail(self, n: int = 40) -> str:
+        with self._lock:
+            return "\n".join(self.lines[-n:])
+
+
+# ---------------------------------------------------------------------------------------------
+# Servers
+
+
+class TftpServerProc:
+    """A TFTP server subprocess in the server namespace."""
+
+    name: ClassVar[str] = "?"
+    tool: ClassVar[str] = "?"
+
+    def __init__(self, ns: Netns, root: Path, workdir: Path, *, quiet: bool = False) -> None:
+        self.ns = ns
+        self.root = root
+        self.workdir = workdir
+        self.quiet = quiet
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log: LogCollector | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def env(self) -> dict[str, str] | None:
+        return None
+
+    def is_ready(self) -> bool:
+        return udp_port_bound(self.ns, 69)
+
+    def start(self, timeout: float = 20.0) -> None:
+        require(self.tool)
+        self.proc = self.ns.popen(
+            *self.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=self.env()
+        )
+        self.log = LogCollector(self.proc.stdout, self.workdir / f"{self.name}.log")
+        ok = wait_for(lambda: self.proc is None or self.proc.poll() is not None
+                      or self.is_ready(), timeout=timeout)
+        if self.proc.poll() is not None:
+            self.log.join(2)
+            raise RuntimeError(f"{self.name} exited at start-up:\n{self.tail()}")
+        if not ok:
+            raise RuntimeError(f"{self.name} not ready after {timeout} s:\n{self.tail()}")
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        if self.log is not None:
+            self.log.join()
+        return self.proc.returncode
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def rss_kib(self) -> int:
+        return proc_rss_kib(self.pid)
+
+    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        every = self.log.snapshot() if self.log is not None else []
+        return every if kind is None else [e for e in every if e.get("event") == kind]
+
+    def tail(self, n: int = 40) -> str:
+        return self.log.tail(n) if self.log is not None else ""
+
+
+class PxedTftp(TftpServerProc):
+    """pxed through its CLI: ``pxed --no-dhcp --iface IF --tftp-root DIR --log-format json``."""
+
+    name = "pxed"
+    tool = "ip"
+    python: ClassVar[str] = os.environ.get("PXED_PYTHON", sys.executable)
+
+    def __init__(
+        self, ns: Netns, root: Path, workdir: Path, *, quiet: bool = False,
+        tftp: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(ns, root, workdir, quiet=quiet)
+        self.tftp = tftp or {}
+
+    def command(self) -> list[str]:
+        cmd = [self.python, "-m", "pxed", "--no-dhcp", "--iface", SERVER_IF,
+               "--tftp-root", str(self.root), "--log-format", "json",
+               "--log-level", "warning" if self.quiet else "debug"]
+        if self.tftp:
+            config = self.workdir / "pxed.toml"
+            lines = ["[tftp]"]
+            for key, value in self.tftp.items():
+                lines.append(f"{key} = {json.dumps(value)}")
+            config.write_text("\n".join(lines) + "\n")
+            cmd += ["--config", str(config)]
+        return cmd
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"]
+                                         if "PYTHONPATH" in env else "")
+        return env
+
+    def is_ready(self) -> bool:
+        if self.quiet:
+            return udp_port_bound(self.ns, 69)
+        return any(e.get("event") == "tftp.listening" for e in self.events())
+
+
+class DnsmasqTftp(TftpServerProc):
+    name = "dnsmasq"
+    tool = "dnsmasq"
+
+    def command(self) -> list[str]:
+        return ["dnsmasq", "--no-daemon", "--port=0", "--conf-file=/dev/null",
+                "--bind-interfaces", f"--interface={SERVER_IF}", "--except-interface=lo",
+                "--enable-tftp", f"--tftp-root={self.root}", "--tftp-max=1000",
+                "--user=root", "--group=root", "--pid-file=", "--log-facility=-"]
+
+
+class AtftpdTftp(TftpServerProc):
+    name = "atftpd"
+    tool = "atftpd"
+    bind = SERVER_IP
+
+    def command(self) -> list[str]:
+        return ["atftpd", "--daemon", "--no-fork", "--port", "69",
+                "--bind-address", self.bind, "--user", "root", "--group", "root",
+                "--maxthread", "200", "--logfile", "-", "--verbose=1", str(self.root)]
+
+
+SERVERS: dict[str, type[TftpServerProc]] = {
+    "pxed": PxedTftp, "dnsmasq": DnsmasqTftp, "atftpd": AtftpdTftp,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Clients
+
+
+@dataclass
+class Fetch:
+    """One client run: what it was asked, what it returned."""
+
+    client: str
+    remote: str
+    out: Path
+    returncode: int
+    seconds: float
+    output: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+def client_command(
+    client: str, remote: str, out: Path, *, blksize: int | None = None,
+    windowsize: int | None = None, server: str = SERVER_IP, port: int = 69,
+) -> list[str]:
+    """The command line of one real client fetching ``remote`` into ``out``."""
+    if client == "curl":
+        cmd = ["curl", "-sS", "--max-time", "600", "-o", str(out)]
+        if blksize:
+            cmd += ["--tftp-blksize", str(blksize)]
+        return [*cmd, f"tftp://{server}:{port}/{remote}"]
+    if client == "atftp":
+        cmd = ["atftp"]
+        if blksize:
+            cmd += ["--option", f"blksize {blksize}"]
+        if windowsize:
+            cmd += ["--option", f"windowsize {windowsize}"]
+        return [*cmd, "-g", "-r", remote, "-l", str(out), server, str(port)]
+    if client == "tftp-hpa":
+        return ["tftp", "-m", "binary", server, str(port), "-c", "get", remote, str(out)]
+    if client == "tftpy":
+        options: dict[str, int] = {}
+        if blksize:
+            options["blksize"] = blksize
+        code = (
+            "import logging, sys, tftpy\n"
+            "logging.getLogger('tftpy').setLevel(logging.ERROR)\n"
+            f"c = tftpy.TftpClient({server!r}, {port}, options={options!r})\n"
+            f"c.download({remote!r}, {str(out)!r}, timeout=5)\n"
+        )
+        return [sys.executable, "-c", code]
+    raise ValueError(client)
+
+
+def fetch(ns: Netns, client: str, remote: str, out: Path, *, timeout: float = 600,
+          **kw: Any) -> Fetch:
+    if out.exists():
+        out.unlink()
+    cmd = client_command(client, remote, out, **kw)
+    start = time.monotonic()
+    res = ns.run(*cmd, check=False, timeout=timeout)
+    return Fetch(client, remote, out, res.returncode, time.monotonic() - start,
+                 (res.stdout + res.stderr)[-2000:])
+
+
+def fetch_many(ns: Netns, cmds: Sequence[list[str]], timeout: float = 600) -> tuple[
+    list[int], float
+]:
+    """Start every command at once; wait for all. Returns the exit codes and the wall time."""
+    start = time.monotonic()
+    procs = [subprocess.Popen(["ip", "netns", "exec", ns.name, *cmd],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for cmd in cmds]
+    codes = []
+    for proc in procs:
+        try:
+            codes.append(proc.wait(timeout=max(1.0, timeout - (time.monotonic() - start))))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            codes.append(-9)
+    return codes, time.monotonic() - start
+
+
+# ---------------------------------------------------------------------------------------------
+# The two-namespace lab
+
+
+class TftpLab:
+    """Server and client namespaces, a veth between them, a TFTP root and a scratch dir.
+
+    ``side_servers`` more server namespaces can be joined to the same client namespace, each
+    on its own veth and subnet (198.18.70+i.0/24), so that a benchmark keeps pxed, dnsmasq and
+    atftpd running side by side on port 69 and interleaves their runs.
+    """
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.server_ns = lab.ns("ts")
+        self.client_ns = lab.ns("tc")
+        lab.veth(self.server_ns, SERVER_IF, self.client_ns, CLIENT_IF)
+        lab.addr(self.server_ns, SERVER_IF, f"{SERVER_IP}/{PREFIX}")
+        lab.addr(self.client_ns, CLIENT_IF, f"{CLIENT_IP}/{PREFIX}")
+        self.root = lab.tmp / "root"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o755)
+        self.out = lab.tmp / "out"
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.servers: list[TftpServerProc] = []
+        self._sides = 0
+
+    def server(self, kind: str = "pxed", **kw: Any) -> TftpServerProc:
+        srv = SERVERS[kind](self.server_ns, self.root, self.lab.tmp / f"srv-{kind}", **kw)
+        srv.start()
+        self.servers.append(srv)
+        return srv
+
+    def side_server(self, kind: str, **kw: Any) -> tuple[TftpServerProc, str]:
+        """Another server in a namespace of its own; returns it and the address to fetch from."""
+        i = self._sides
+        self._sides += 1
+        ns = self.lab.ns(f"s{i}")
+        client_if = f"pxtc{i + 1}"
+        self.lab.veth(ns, SERVER_IF, self.client_ns, client_if)
+        server_ip = f"198.18.{70 + i}.1"
+        self.lab.addr(ns, SERVER_IF, f"{server_ip}/{PREFIX}")
+        self.lab.addr(self.client_ns, client_if, f"198.18.{70 + i}.2/{PREFIX}")
+        srv = SERVERS[kind](ns, self.root, self.lab.tmp / f"srv-{kind}-{i}", **kw)
+        if isinstance(srv, AtftpdTftp):
+            srv.bind = server_ip
+        srv.start()
+        self.servers.append(srv)
+        return srv, server_ip
+
+    def netem(self, spec: str, ns: Netns | None = None) -> None:
+        """tc netem on the server's side of the link (what the server sends)."""
+        require("tc")
+        (ns or self.server_ns).run("tc", "qdisc", "replace", "dev", SERVER_IF, "root",
+                                   "netem", *shlex.split(spec))
+
+    def clear_netem(self, ns: Netns | None = None) -> None:
+        (ns or self.server_ns).run("tc", "qdisc", "del", "dev", SERVER_IF, "root", check=False)
+
+    def close(self) -> None:
+        for srv in self.servers:
+            srv.stop()
+
+
+@pytest.fixture
+def tftp_lab(lab: Lab) -> Iterator[TftpLab]:
+    tl = TftpLab(lab)
+    try:
+        yield tl
+    finally:
+        tl.close()
