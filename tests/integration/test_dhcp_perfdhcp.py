@@ -30,9 +30,10 @@ from tests.integration.dhcp_harness import (
 from tests.lab import Lab, wait_for
 
 # Two disjoint client MAC spaces (perfdhcp -b mac=BASE -R N draws BASE .. BASE+N-1).
-BEFORE_BASE, BEFORE_N = "02:00:00:0a:00:00", 4000
+BEFORE_BASE, BEFORE_N = "02:00:00:0a:00:00", 20000
 AFTER_BASE, AFTER_N = "02:00:00:0b:00:00", 2000
 RATE, PERIOD = 200, 10  # a modest load: exchanges per second, seconds
+CRASH_RATE = 2000
 
 
 @pytest.fixture
@@ -114,9 +115,11 @@ def test_sigkill_loses_no_acked_lease(net: DhcpNet) -> None:
     net.add_relay_address()
     cap = Capture(net.client_ns, CLIENT_IF, net.tmp / "crash.pcap")
     try:
-        load = start_perfdhcp(net.client_ns, rate=300, clients=BEFORE_N, period=6,
+        # A rate near or past what the server sustains, so that it handles requests in
+        # bursts: a daemon that sent a burst's ACKs before committing it would be caught
+        # with ACKs on the wire and nothing on disk. Kill once many exchanges completed.
+        load = start_perfdhcp(net.client_ns, rate=CRASH_RATE, clients=BEFORE_N, period=5,
                               base_mac=BEFORE_BASE)
-        # Kill once a good number of exchanges have completed (and more are in flight).
         time.sleep(2.5)
         server.kill()
         killed_at = time.time()
