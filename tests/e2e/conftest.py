@@ -196,7 +196,8 @@ class BootLab:
     def files_sent(self, mac: str) -> dict[str, int]:
         if self.dnsmasq is None:
             return {
-                str(e["file"]): int(e.get("size") or e.get("bytes") or 0)
+                # bytes acknowledged by the client, compared with the staged size by the tests
+                str(e["file"]): int(e["bytes"] if "bytes" in e else e.get("size", 0))
                 for e in self.pxed_events("tftp.done", mac=mac)
             }
         # TEMPORARY (dnsmasq TFTP): "sent /root/NAME to IP"; the IP comes from pxed's ack.

@@ -382,3 +382,27 @@ def test_cli_stage(tmp_path: Path, distro: Path, capsys: pytest.CaptureFixture[s
 
 def test_cli_initrd_needs_kernel(tmp_path: Path) -> None:
     assert cli.main(["stage", str(tmp_path), "--initrd", str(tmp_path / "x")]) == 2
+
+
+def test_daemon_defaults_point_at_a_staged_root(tmp_path: Path, distro: Path) -> None:
+    """`pxed --iface eth0` after `pxed stage`: the defaults name exactly what stage writes."""
+    from ipaddress import IPv4Interface
+
+    from pxed.config import TftpConfig
+    from pxed.configload import load_config
+    from pxed.netinfo import InterfaceInfo
+
+    assert TftpConfig().root == stage.DEFAULT_ROOT
+    root = tmp_path / "root"
+    run(distro, root=root, netboot_xyz_url=None)
+    eth0 = InterfaceInfo("eth0", "02:00:00:00:00:01", (IPv4Interface("198.19.0.1/16"),), 1500)
+    notes: list[str] = []
+    cfg = load_config(
+        None,
+        {"server": {"interfaces": ["eth0"], "mode": "dhcp"}, "tftp": {"root": str(root)}},
+        lookup=lambda name: eth0 if name == "eth0" else None,
+        notes=notes,
+    )
+    assert (cfg.boot.bios, cfg.boot.uefi_x64, cfg.boot.ipxe) == (
+        "pxelinux.0", "ipxe.efi", "boot.ipxe")
+    assert not [n for n in notes if "not offered" in n], notes
