@@ -25,6 +25,7 @@ from pxed.dhcp.proxy import PROXY_PORT, ProxyServer
 from pxed.dhcp.server import DhcpServer
 from pxed.errors import ConfigError, PxedError
 from pxed.leases import LeaseStore, LeaseTable
+from pxed.net.commit import GroupCommitter
 from pxed.net.dhcp import DhcpEndpoint
 from pxed.net.probe import ForeignServerWatcher, probe
 from pxed.netinfo import InterfaceInfo, interface_info
@@ -52,6 +53,7 @@ class Server:
         self._lookup = lookup
         self.interfaces: dict[str, InterfaceInfo] = {}
         self.store: LeaseStore | None = None
+        self.committer: GroupCommitter | None = None
         self.tables: dict[str, LeaseTable] = {}
         self.dhcp: DhcpServer | None = None
         self.proxy: ProxyServer | None = None
@@ -153,13 +155,14 @@ class Server:
         self._lock_state_dir()
         self.store = LeaseStore(cfg.state_dir / LEASE_DB)
         self.store.open()
+        self.committer = GroupCommitter(self.store)
         self._prune_task = asyncio.create_task(self._prune_loop())
         leases = self.store.load()
         for table in self.tables.values():
             table.load(leases)
         self.dhcp = DhcpServer(cfg, self.interfaces, self.tables, self.policy)
         for name in cfg.interfaces:
-            endpoint = DhcpEndpoint(self.dhcp, self.store, name, cfg.dhcp_port)
+            endpoint = DhcpEndpoint(self.dhcp, self.committer, name, cfg.dhcp_port)
             await endpoint.start()
             self.endpoints.append(endpoint)
         own = {a.ip for info in self.interfaces.values() for a in info.addresses}
@@ -201,9 +204,9 @@ class Server:
         """Forget leases long dead. Recently expired or released ones stay, so that a
         returning client gets its previous address back (RFC 2131 §4.3.1)."""
         while True:
-            if self.store is not None:
+            if self.store is not None and self.committer is not None:
                 try:
-                    gone = self.store.prune(time.time() - PRUNE_AFTER)
+                    gone = await self.committer.run(self.store.prune, time.time() - PRUNE_AFTER)
                     if gone:
                         log.info("leases.pruned", count=gone)
                 except PxedError as exc:
@@ -230,15 +233,22 @@ class Server:
         self._stopped.set()
 
     async def close(self) -> None:
+        if self._prune_task is not None:
+            self._prune_task.cancel()
+            self._prune_task = None
+        # Stop taking requests, let the ACKs waiting on the last transaction go, then close.
+        for endpoint in self.endpoints:
+            if isinstance(endpoint, DhcpEndpoint):
+                endpoint.stop_reading()
+        if self.committer is not None:
+            await self.committer.close()
+            self.committer = None
         for endpoint in reversed(self.endpoints):
             try:
                 await endpoint.close()
             except Exception:
                 log.exception("pxed.close_error", endpoint=type(endpoint).__name__)
         self.endpoints.clear()
-        if self._prune_task is not None:
-            self._prune_task.cancel()
-            self._prune_task = None
         if self.store is not None:
             self.store.close()
             self.store = None

@@ -7,6 +7,7 @@ transaction and only then sends the replies, so an ACK never outruns its lease o
 
 from __future__ import annotations
 
+import logging
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -483,8 +484,8 @@ class DhcpServer:
         self, event: str, p: DhcpPacket, ip: IPv4Address, boot: BootChoice | None, **extra: Any
     ) -> None:
         self._count(event)
-        fields = decision_fields(p, ip, boot)
-        log.info(event, **fields, **extra)
+        if log.is_enabled_for(logging.INFO):  # the fields cost more than a disabled call
+            log.info(event, **decision_fields(p, ip, boot), **extra)
 
     def _drop(self, p: DhcpPacket, why: str, **extra: Any) -> None:
         self._count("dropped")

@@ -3,8 +3,8 @@
 One UDP socket per interface, bound to 0.0.0.0:67 with SO_BINDTODEVICE so that a broadcast
 is known to come from that interface and replies leave through it. The read path drains the
 socket with `loop.add_reader` instead of a DatagramProtocol (see DESIGN.md: about 1 µs per
-datagram instead of 13), and a whole burst's lease writes are committed in one transaction
-before any of the burst's replies is sent.
+datagram instead of 13). Replies that acknowledge a lease wait for the GroupCommitter to make
+it durable; everything else (offers, NAKs, INFORM answers) leaves at once.
 """
 
 from __future__ import annotations
@@ -16,13 +16,15 @@ import socket
 import struct
 import time
 from collections.abc import Callable
+from functools import partial
 from ipaddress import IPv4Address
 from typing import Protocol
 
 import structlog
 
 from pxed.dhcp.server import BROADCAST, Outcome, Reply, Source
-from pxed.leases import LeaseStore
+from pxed.leases import Lease
+from pxed.net.commit import GroupCommitter
 
 log = structlog.get_logger("pxed.net")
 
@@ -79,19 +81,19 @@ class DatagramCore(Protocol):
 class DhcpEndpoint:
     """Feeds one interface's socket to a core and sends what it answers.
 
-    ``store`` is None for cores that never write leases (ProxyDHCP).
+    ``committer`` is None for cores that never write leases (ProxyDHCP).
     """
 
     def __init__(
         self,
         core: DatagramCore,
-        store: LeaseStore | None,
+        committer: GroupCommitter | None,
         interface: str,
         port: int = 67,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.core = core
-        self.store = store
+        self.committer = committer
         self.interface = interface
         self.port = port
         self.clock = clock
@@ -104,10 +106,14 @@ class DhcpEndpoint:
         self.sock = open_dhcp_socket(self.interface, self.port)
         self._loop.add_reader(self.sock.fileno(), self._on_readable)
 
+    def stop_reading(self) -> None:
+        """Take no more requests (shutdown: the last ACKs can still be sent)."""
+        if self.sock is not None and self._loop is not None:
+            self._loop.remove_reader(self.sock.fileno())
+
     async def close(self) -> None:
         if self.sock is not None:
-            if self._loop is not None:
-                self._loop.remove_reader(self.sock.fileno())
+            self.stop_reading()
             self.sock.close()
             self.sock = None
 
@@ -116,7 +122,8 @@ class DhcpEndpoint:
         if sock is None:
             return
         replies: list[Reply] = []
-        writes = 0
+        writes: list[Lease] = []
+        held: list[Reply] = []
         now = self.clock()
         for _ in range(MAX_BURST):
             try:
@@ -132,16 +139,20 @@ class DhcpEndpoint:
                 # A bug in the core must cost one datagram, never the daemon.
                 log.exception("dhcp.core_error", iface=self.interface, src=addr)
                 continue
-            if outcome.writes and self.store is not None:
-                for lease in outcome.writes:
-                    self.store.stage(lease)
-                writes += len(outcome.writes)
-            replies.extend(outcome.replies)
-        if writes and self.store is not None:
-            # Durable before any ACK of the burst leaves: one fsync for the whole burst.
-            self.store.commit()
+            if outcome.writes:
+                writes.extend(outcome.writes)
+                held.extend(outcome.replies)
+            else:
+                replies.extend(outcome.replies)
         for reply in replies:
             self._send(sock, reply)
+        if writes and self.committer is not None:
+            # These replies (ACKs) leave only once their leases are durable.
+            self.committer.submit(writes, [partial(self._send_later, r) for r in held])
+
+    def _send_later(self, reply: Reply) -> None:
+        if self.sock is not None:
+            self._send(self.sock, reply)
 
     def _source(self, addr: str, port: int) -> Source:
         # Clients speak from 0.0.0.0:68 and relays from a handful of addresses: reuse the

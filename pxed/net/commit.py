@@ -1,0 +1,82 @@
+"""Group commit: lease writes go to disk in a worker thread, ACKs leave when they are durable.
+
+The event loop never waits on fsync. While one transaction is being written, the loop goes
+on answering and staging; everything staged meanwhile goes into the next transaction, so
+the batch grows with the load by itself (one fsync for many ACKs, none when idle). A reply
+that waited on a lease is sent only after the transaction holding that lease has returned,
+which is what makes `kill -9` lose no acknowledged lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import structlog
+
+from pxed.leases import Lease, LeaseStore
+
+log = structlog.get_logger("pxed.leases")
+
+T = TypeVar("T")
+Sender = Callable[[], None]
+
+
+class GroupCommitter:
+    """Owns the lease store's writes: one transaction in flight at a time."""
+
+    def __init__(self, store: LeaseStore) -> None:
+        self.store = store
+        # One thread: SQLite transactions on one connection must not interleave.
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="pxed-leases")
+        self._waiting: list[Sender] = []
+        self._inflight: asyncio.Future[int] | None = None
+        self.commits = 0
+
+    def submit(self, writes: Iterable[Lease], senders: Iterable[Sender]) -> None:
+        """Stage ``writes``; call each sender once they (and all staged before) are durable."""
+        for lease in writes:
+            self.store.stage(lease)
+        self._waiting.extend(senders)
+        if self._inflight is None:
+            self._start()
+
+    def _start(self) -> None:
+        batch, self._waiting = self._waiting, []
+        loop = asyncio.get_running_loop()
+        fut = loop.run_in_executor(self._executor, self.store.commit)
+        self._inflight = fut
+        fut.add_done_callback(lambda f: self._done(f, batch))
+
+    def _done(self, fut: asyncio.Future[int], batch: list[Sender]) -> None:
+        self._inflight = None
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:
+            # The leases stay staged for the next try; the clients' retransmissions get
+            # their ACK then. Sending now would acknowledge what is not on disk.
+            log.error("leases.commit_failed", error=str(exc), replies_held_back=len(batch))
+        else:
+            self.commits += 1
+            for send in batch:
+                send()
+        if self._waiting or self.store.pending:
+            self._start()
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        """Run other store work (prune) in the writer thread, between transactions."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def close(self) -> None:
+        """Finish: write what is staged and send what waited on it."""
+        while self._inflight is not None:
+            await asyncio.wait([self._inflight])
+        if self._waiting or self.store.pending:
+            batch, self._waiting = self._waiting, []
+            await self.run(self.store.commit)
+            for send in batch:
+                send()
+        self._executor.shutdown(wait=True)
