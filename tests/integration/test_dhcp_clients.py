@@ -146,6 +146,10 @@ def test_dhclient_lease_renew_release(net: DhcpNet) -> None:
     if server.logs_events:
         assert any(e.get("ip") == ip for e in server.events("dhcp.release")), server.tail()
 
+    # SIGTERM: a clean exit, and the release is still on disk afterwards.
+    assert server.stop() == 0, server.tail()
+    _assert_released(server, ip, net.client_mac)
+
 
 def test_udhcpc_lease_renew_release(net: DhcpNet) -> None:
     setup = net.setup
