@@ -13,7 +13,7 @@ from typing import Any
 from pxed import __version__
 from pxed.config import Config
 from pxed.configload import load_config
-from pxed.errors import ConfigError
+from pxed.errors import ConfigError, PxedError
 
 DESCRIPTION = """\
 pxed: a PXE boot server (DHCP + TFTP) in one process.
@@ -111,12 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"pxed {__version__}")
     _add_common(parser)
     args = parser.parse_args(argv)
-    notes: list[str] = []
-    try:
-        config = load_config(args.config, overrides(args), notes=notes)
-    except ConfigError as exc:
-        for line in exc.problems:
-            print(f"pxed: {line}", file=sys.stderr)
+    config, notes = _load(args, "pxed")
+    if config is None:
         return 2
     from pxed import logs
 
@@ -127,18 +123,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         logs.flush()
 
 
+def _load(args: argparse.Namespace, prefix: str) -> tuple[Config | None, list[str]]:
+    """The validated configuration and its notes; None after printing each problem."""
+    notes: list[str] = []
+    try:
+        return load_config(args.config, overrides(args), notes=notes), notes
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(f"{prefix}: {line}", file=sys.stderr)
+        return None, notes
+
+
 def _check(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="pxed check", description="Validate a configuration; one line per problem."
     )
     _add_common(parser)
     args = parser.parse_args(argv)
-    notes: list[str] = []
-    try:
-        config = load_config(args.config, overrides(args), notes=notes)
-    except ConfigError as exc:
-        for line in exc.problems:
-            print(f"{args.config or 'pxed'}: {line}", file=sys.stderr)
+    config, notes = _load(args, str(args.config or "pxed"))
+    if config is None:
         return 1
     for note in notes:
         print(f"note: {note}")
@@ -176,6 +179,9 @@ async def _run(config: Config, notes: list[str]) -> int:
     except ConfigError as exc:
         for line in exc.problems:
             log.error("pxed.refused", problem=line)
+        return 2
+    except PxedError as exc:  # e.g. a lease database that is not ours
+        log.error("pxed.refused", problem=str(exc))
         return 2
     except PermissionError as exc:
         log.error(

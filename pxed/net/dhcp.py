@@ -35,14 +35,20 @@ MAX_BURST = 256  # datagrams handled per wake-up before yielding to the loop
 RCVBUF = 4 * 1024 * 1024
 
 
-def open_dhcp_socket(interface: str, port: int) -> socket.socket:
+def open_udp_socket(interface: str, port: int, rcvbuf: int | None = None) -> socket.socket:
+    """A non-blocking UDP socket on 0.0.0.0:port that sees and sends only on ``interface``.
+
+    SO_BINDTODEVICE is what lets several pxed sockets (and a local DHCP client) share a
+    port: each sees the broadcasts of its own interface, and broadcasts leave through it.
+    """
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode() + b"\0")
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+        if rcvbuf is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.bind(("0.0.0.0", port))
         sock.setblocking(False)
     except OSError:
@@ -103,7 +109,7 @@ class DhcpEndpoint:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self.sock = open_dhcp_socket(self.interface, self.port)
+        self.sock = open_udp_socket(self.interface, self.port, RCVBUF)
         self._loop.add_reader(self.sock.fileno(), self._on_readable)
 
     def stop_reading(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from collections.abc import Iterator
 from ipaddress import IPv4Address
 
 import structlog
@@ -18,6 +19,7 @@ import structlog
 from pxed.dhcp.options import MessageType, OptionCode
 from pxed.dhcp.packet import DhcpPacket, build, parse
 from pxed.errors import MalformedPacket
+from pxed.net.dhcp import open_udp_socket
 from pxed.netinfo import InterfaceInfo
 
 log = structlog.get_logger("pxed.probe")
@@ -26,19 +28,19 @@ CLIENT_PORT = 68
 SERVER_PORT = 67
 
 
-def open_client_socket(interface: str, port: int = CLIENT_PORT) -> socket.socket:
-    """A UDP socket on the client port of one interface (shared with any local DHCP client)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode() + b"\0")
-        sock.bind(("0.0.0.0", port))
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
+def drain_replies(sock: socket.socket) -> Iterator[tuple[DhcpPacket, str]]:
+    """Every well-formed BOOTREPLY waiting on the socket, with its source address."""
+    while True:
+        try:
+            data, (addr, _port) = sock.recvfrom(4096)
+        except OSError:  # BlockingIOError: drained
+            return
+        try:
+            p = parse(data)
+        except MalformedPacket:
+            continue
+        if p.op == 2:
+            yield p, addr
 
 
 def probe_packet(info: InterfaceInfo, xid: int) -> bytes:
@@ -71,24 +73,14 @@ async def probe(
     xid = int.from_bytes(os.urandom(4), "big")
     found: list[IPv4Address] = []
     try:
-        sock = open_client_socket(info.name, client_port)
+        sock = open_udp_socket(info.name, client_port)
     except OSError as exc:
         log.warning("probe.failed", iface=info.name, error=str(exc))
         return found
 
     def readable() -> None:
-        while True:
-            try:
-                data, (addr, _port) = sock.recvfrom(4096)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return
-            try:
-                p = parse(data)
-            except MalformedPacket:
-                continue
-            if p.op == 2 and p.xid == xid and p.message_type is MessageType.OFFER:
+        for p, addr in drain_replies(sock):
+            if p.xid == xid and p.message_type is MessageType.OFFER:
                 server = p.server_id or IPv4Address(addr)
                 if server not in found:
                     found.append(server)
@@ -124,7 +116,7 @@ class ForeignServerWatcher:
 
     async def start(self) -> None:
         try:
-            self.sock = open_client_socket(self.info.name, self.port)
+            self.sock = open_udp_socket(self.info.name, self.port)
         except OSError as exc:
             # Not fatal: another program holds the client port without SO_REUSEADDR.
             log.warning("watch.unavailable", iface=self.info.name, error=str(exc))
@@ -132,19 +124,10 @@ class ForeignServerWatcher:
         asyncio.get_running_loop().add_reader(self.sock.fileno(), self._readable)
 
     def _readable(self) -> None:
-        sock = self.sock
-        if sock is None:
+        if self.sock is None:
             return
-        while True:
-            try:
-                data, (addr, _port) = sock.recvfrom(4096)
-            except OSError:
-                return
-            try:
-                p = parse(data)
-            except MalformedPacket:
-                continue
-            if p.op != 2 or p.message_type not in (MessageType.OFFER, MessageType.ACK):
+        for p, addr in drain_replies(self.sock):
+            if p.message_type not in (MessageType.OFFER, MessageType.ACK):
                 continue
             server = p.server_id or IPv4Address(addr)
             if server in self.own or server in self.seen:
