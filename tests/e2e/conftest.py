@@ -14,7 +14,6 @@ also kept under tests/.cache/e2e-logs/<test>/ (gitignored) for reading afterward
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import ipaddress
 import os
@@ -48,19 +47,11 @@ BOOT_TIMEOUT = 180.0
 """Seconds from power-on to "Linux version": 20-40 s is usual under TCG; the rest is for a
 loaded CI machine (two cores, other suites running)."""
 
-# TEMPORARY, until pxed's TFTP server (pxed/net/tftp.py) is on main: without it, TFTP comes
-# from dnsmasq (TFTP only: --port=0, no dhcp-range) in the server namespace and pxed runs with
-# --no-tftp. PXED_E2E_TFTP=pxed|dnsmasq forces one. Remove once the TFTP server has landed.
-TFTP_SERVER = os.environ.get("PXED_E2E_TFTP") or (
-    "pxed" if importlib.util.find_spec("pxed.net.tftp") is not None else "dnsmasq"
-)
 
 
 def require_packages() -> None:
     """Skip, naming the Debian packages, when the host cannot run the machines."""
     missing = qemu.missing_requirements()
-    if TFTP_SERVER == "dnsmasq" and not have("dnsmasq"):
-        missing.append("dnsmasq-base")
     if missing:
         pytest.skip(f"needs Debian packages: apt-get install {' '.join(missing)} "
                     "(make deps-debian)")
@@ -126,8 +117,6 @@ class Boot:
             f"\n--- {self.machine.name} ({self.machine.firmware.value}, {self.machine.mac}) "
             f"serial console, last lines ---\n{self.serial.tail(60)}\n"
             f"--- pxed log, last lines ---\n{self.lab.pxed_tail(60)}\n"
-            + (f"--- dnsmasq (TFTP) log ---\n{self.lab.dnsmasq_tail(40)}\n"
-               if self.lab.dnsmasq is not None else "")
             + "".join(f"hint: {h}\n" for h in qemu.hints(self.serial.text()))
             + f"(full logs kept in {self.lab.keep_dir})"
         )
@@ -143,7 +132,6 @@ class BootLab:
     server: Netns = field(init=False)
     machines_ns: Netns = field(init=False)
     pxed: EventLog | None = None
-    dnsmasq: EventLog | None = None
     taps: int = 0
 
     def __post_init__(self) -> None:
@@ -167,14 +155,6 @@ class BootLab:
             "--tftp-root", str(self.root), "--state-dir", str(self.lab.tmp / "state"),
             "--log-format", "json", *extra,
         ]
-        if TFTP_SERVER == "dnsmasq":
-            cmd.append("--no-tftp")
-            proc = self.server.popen(
-                "dnsmasq", "--no-daemon", "--port=0", "--bind-interfaces",
-                f"--interface={SERVER_IF}", "--enable-tftp", f"--tftp-root={self.root}",
-                "--log-facility=-", f"--pid-file={self.lab.tmp / 'dnsmasq.pid'}",
-            )
-            self.dnsmasq = EventLog(proc.stdout, self.keep_dir / "dnsmasq.log")
         proc = self.server.popen(*cmd)
         self.pxed = EventLog(proc.stdout, self.keep_dir / "pxed.log")
         ready = wait_until(lambda: bool(self.pxed_events("pxed.ready")), 30,
@@ -190,25 +170,12 @@ class BootLab:
             return "(pxed not started)"
         return "\n".join(self.pxed.text().splitlines()[-n:])
 
-    def dnsmasq_tail(self, n: int) -> str:
-        return "\n".join(self.dnsmasq.text().splitlines()[-n:]) if self.dnsmasq else ""
-
     def files_sent(self, mac: str) -> dict[str, int]:
-        if self.dnsmasq is None:
-            return {
-                # bytes acknowledged by the client, compared with the staged size by the tests
-                str(e["file"]): int(e["bytes"] if "bytes" in e else e.get("size", 0))
-                for e in self.pxed_events("tftp.done", mac=mac)
-            }
-        # TEMPORARY (dnsmasq TFTP): "sent /root/NAME to IP"; the IP comes from pxed's ack.
-        ips = {e.get("ip") for e in self.pxed_events("dhcp.ack", mac=mac)}
-        out: dict[str, int] = {}
-        for line in self.dnsmasq.text().splitlines():
-            m = re.search(r"sent (\S+) to (\S+)", line)
-            if m and m.group(2) in ips:
-                path = Path(m.group(1))
-                out[str(path.relative_to(self.root))] = path.stat().st_size
-        return out
+        """Files pxed sent to mac in full (tftp.done): name -> bytes acknowledged."""
+        return {
+            str(e["file"]): int(e["bytes"] if "bytes" in e else e.get("size", 0))
+            for e in self.pxed_events("tftp.done", mac=mac)
+        }
 
     # -- machines
     def boot(self, machine: Machine, timeout: float = BOOT_TIMEOUT) -> Boot:
