@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -671,15 +671,6 @@ def make_dhcp_net(
     client_ns.run("ip", "link", "set", CLIENT_IF, "address", client_mac)
     lab.addr(server_ns, SERVER_IF, f"{setup.server_ip}/{setup.prefix}")
     return DhcpNet(lab, server_ns, client_ns, setup, client_mac, server_cls)
-
-
-@pytest.fixture
-def dhcp_net(lab: Lab) -> Iterator[DhcpNet]:
-    net = make_dhcp_net(lab)
-    try:
-        yield net
-    finally:
-        net.close()
 
 
 # ---------------------------------------------------------------------------------------------
