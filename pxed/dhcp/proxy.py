@@ -17,7 +17,7 @@ import structlog
 
 from pxed.boot import BootPolicy
 from pxed.config import Config, HostConfig
-from pxed.dhcp.options import MessageType, OptionCode, encode_pxe_vendor_options
+from pxed.dhcp.options import MessageType, OptionCode
 from pxed.dhcp.packet import DhcpPacket, build, parse
 from pxed.dhcp.pxe import add_boot_options, choose_boot, is_pxe_client
 from pxed.dhcp.server import (
@@ -36,8 +36,6 @@ from pxed.errors import MalformedPacket
 from pxed.netinfo import InterfaceInfo
 
 PROXY_PORT = 4011  # PXE 2.1: boot server / proxyDHCP requests once the client has an address
-# PXE_DISCOVERY_CONTROL bit 3: the offer names the boot file: download it, no discovery/menu.
-DISCOVERY_USE_OFFERED_FILE = 8
 
 log = structlog.get_logger("pxed.dhcp")
 
@@ -52,7 +50,6 @@ class ProxyServer:
         self.interfaces = dict(interfaces)
         self.policy = policy
         self.hosts: dict[str, HostConfig] = {h.mac: h for h in config.hosts}
-        self.vendor = encode_pxe_vendor_options(DISCOVERY_USE_OFFERED_FILE)
         self.stats: dict[str, int] = {}
 
     def receive(self, data: bytes, source: Source, now: float) -> Outcome:
@@ -104,7 +101,6 @@ class ProxyServer:
             OptionCode.SERVER_ID: server_ip.packed,
         }
         file_field = add_boot_options(opts, p, boot, next_server)
-        opts[OptionCode.VENDOR_SPECIFIC] = self.vendor
         if p.client_id is not None:
             opts[OptionCode.CLIENT_ID] = p.client_id
         reply = DhcpPacket(

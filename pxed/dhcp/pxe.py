@@ -13,12 +13,15 @@ import structlog
 
 from pxed.boot import BootChoice, BootPolicy, BootRequest
 from pxed.config import HostConfig
-from pxed.dhcp.options import OptionCode
+from pxed.dhcp.options import OptionCode, encode_pxe_vendor_options
 from pxed.dhcp.packet import DhcpPacket
 
 log = structlog.get_logger("pxed.dhcp")
 
 PXE_VENDOR_PREFIXES = (b"PXEClient", b"HTTPClient")
+# Option 43 for PXE clients: PXE_DISCOVERY_CONTROL (sub-option 6) = 8, "download the boot
+# file named in the offer" (PXE 2.1 §2.4.4.1), then END.
+PXE_USE_OFFERED_FILE = encode_pxe_vendor_options(discovery_control=8)
 
 
 def is_pxe_client(p: DhcpPacket) -> bool:
@@ -60,8 +63,12 @@ def add_boot_options(
     """Put the boot answer into ``opts``; returns the value for the BOOTP file field."""
     vendor = p.vendor_class or b""
     if vendor.startswith(b"PXEClient"):
-        # PXE ROMs only accept an offer that says PXEClient back (PXE 2.1 §2.2).
+        # PXE ROMs only accept an offer that says PXEClient back (PXE 2.1 §2.2), and one
+        # that says PXEClient without option 43 is a "BINL" offer to EDK2 (UEFI): it then
+        # asks port 4011 for the file instead of taking this one, and fails with PXE-E16.
+        # Discovery control 8: boot the file named here, no boot-server discovery.
         opts[OptionCode.VENDOR_CLASS_ID] = b"PXEClient"
+        opts[OptionCode.VENDOR_SPECIFIC] = PXE_USE_OFFERED_FILE
     elif vendor.startswith(b"HTTPClient"):
         opts[OptionCode.VENDOR_CLASS_ID] = b"HTTPClient"
     name = boot.file.encode()

@@ -401,6 +401,8 @@ def test_boot_file_by_architecture(arch: int | None, expected: str) -> None:
     assert offer.siaddr == SERVER_IP
     assert offer.options[OC.VENDOR_CLASS_ID] == b"PXEClient"
     assert offer.options[OC.TFTP_SERVER_NAME] == str(SERVER_IP).encode()
+    # Without option 43 EDK2 takes this for a BINL offer and asks port 4011 instead (PXE-E16).
+    assert offer.options[OC.VENDOR_SPECIFIC] == bytes([6, 1, 8, 255])
 
 
 @pytest.mark.parametrize(
