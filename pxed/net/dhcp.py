@@ -31,7 +31,7 @@ log = structlog.get_logger("pxed.net")
 SIOCSARP = 0x8955  # linux/sockios.h: set an ARP (neighbour) table entry
 ATF_COM = 0x02  # linux/if_arp.h: entry complete
 ARPHRD_ETHER = 1
-MAX_BURST = 256  # datagrams handled per wake-up before yielding to the loop
+MAX_BURST = 64  # datagrams per wake-up: bounds the burst of replies a relay receives at once
 RCVBUF = 4 * 1024 * 1024
 
 
