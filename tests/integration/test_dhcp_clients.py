@@ -126,6 +126,14 @@ def test_dhclient_lease_renew_release(net: DhcpNet) -> None:
         renew = client.wait_reason(["RENEW"], timeout=20)
         assert renew["new_ip_address"] == ip, renew
 
+        # Reboot: a new dhclient with the same lease file asks for its address back
+        # (INIT-REBOOT: REQUEST with requested-address, no ciaddr) and keeps it.
+        client.stop()
+        seen = len(client.records())
+        client.start()
+        reboot = client.wait_reason(["REBOOT", "BOUND"], after=seen)
+        assert reboot["new_ip_address"] == ip, reboot
+
         client.release()
         _assert_released(server, ip, net.client_mac)
     finally:
