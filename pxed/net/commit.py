@@ -22,6 +22,7 @@ log = structlog.get_logger("pxed.leases")
 
 T = TypeVar("T")
 Sender = Callable[[], None]
+SEND_SLICE = 32  # ACKs sent per event-loop turn after a commit
 
 
 class GroupCommitter:
@@ -61,10 +62,19 @@ class GroupCommitter:
             log.error("leases.commit_failed", error=str(exc), replies_held_back=len(batch))
         else:
             self.commits += 1
-            for send in batch:
-                send()
+            self._send_paced(batch)
         if self._waiting or self.store.pending:
             self._start()
+
+    def _send_paced(self, batch: list[Sender]) -> None:
+        """Send in slices with the loop turning in between, so that a relay or a client
+        behind a default-sized socket buffer gets the ACKs of a big transaction as a
+        stream rather than as one burst it overflows on (and so that reading goes on)."""
+        head, rest = batch[:SEND_SLICE], batch[SEND_SLICE:]
+        for send in head:
+            send()
+        if rest:
+            asyncio.get_running_loop().call_soon(self._send_paced, rest)
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """Run other store work (prune) in the writer thread, between transactions."""
