@@ -13,6 +13,7 @@ import fcntl
 import os
 import time
 from ipaddress import IPv4Address
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -36,6 +37,20 @@ LEASE_DB = "leases.sqlite3"
 LOCK_FILE = "pxed.lock"
 PRUNE_AFTER = 30 * 86400  # seconds a lease stays on record after it ended
 PRUNE_EVERY = 3600
+
+
+def neighbour_mac(ip: str, table: Path = Path("/proc/net/arp")) -> str | None:
+    """The MAC the kernel's ARP table has for ip, if any."""
+    try:
+        lines = table.read_text().splitlines()[1:]
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        # IP address, HW type, Flags, HW address, Mask, Device; flags 0x0 = incomplete
+        if len(fields) >= 4 and fields[0] == ip and fields[2] != "0x0":
+            return fields[3].lower()
+    return None
 
 
 class Server:
@@ -214,7 +229,9 @@ class Server:
             await asyncio.sleep(PRUNE_EVERY)
 
     def mac_for(self, ip: str) -> str | None:
-        """The MAC that holds a lease on ip, for TFTP's log lines."""
+        """The MAC behind ip, for TFTP's log lines: our lease, else the kernel's neighbour
+        table (ProxyDHCP and TFTP-only mode give no leases, but the client just talked to us).
+        """
         try:
             addr = IPv4Address(ip)
         except ValueError:
@@ -223,7 +240,7 @@ class Server:
             lease = table.by_ip(addr)
             if lease is not None:
                 return lease.mac
-        return None
+        return neighbour_mac(ip)
 
     async def serve_forever(self) -> None:
         await self._stopped.wait()

@@ -45,3 +45,17 @@ async def test_unknown_interface_is_refused(tmp_path: Path) -> None:
     cfg = Config(interfaces=("nosuch0",), state_dir=tmp_path, tftp=TftpConfig(enabled=False))
     with pytest.raises(ConfigError):
         await pxed.Server(cfg).start()
+
+
+def test_neighbour_table_lookup(tmp_path: Path) -> None:
+    from pxed.app import neighbour_mac
+
+    arp = tmp_path / "arp"
+    arp.write_text(
+        "IP address       HW type     Flags       HW address            Mask     Device\n"
+        "198.19.2.7       0x1         0x2         52:54:00:AA:BB:01     *        pxs0\n"
+        "198.19.2.8       0x1         0x0         00:00:00:00:00:00     *        pxs0\n"
+    )
+    assert neighbour_mac("198.19.2.7", arp) == "52:54:00:aa:bb:01"
+    assert neighbour_mac("198.19.2.8", arp) is None  # incomplete entry
+    assert neighbour_mac("198.19.2.9", arp) is None
