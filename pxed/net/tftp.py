@@ -70,8 +70,17 @@ MTU_CACHE_SECONDS = 30.0
 IDLE_WAIT = 1.0  # longest epoll wait of the pump thread (it checks for a stop request)
 THREADED = os.environ.get("PXED_TFTP_THREAD", "1") != "0"
 _GSO_ERRNOS = (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP)
-_TRANSIENT_ERRNOS = (errno.ENOBUFS, errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH,
-                     errno.EAGAIN)
+# Send errors after which the retransmission timer is the answer (it gives up in the end);
+# EPERM is what a local firewall's drop returns.
+_TRANSIENT_ERRNOS = (
+    errno.ENOBUFS,
+    errno.ECONNREFUSED,
+    errno.EHOSTUNREACH,
+    errno.ENETUNREACH,
+    errno.EAGAIN,
+    errno.EPERM,
+    errno.ENOMEM,
+)
 
 Emit = Callable[[int, str, dict[str, Any]], None]
 
@@ -211,8 +220,7 @@ class _Pump:
         transfer = decision.transfer
         if decision.replaced is not None:
             old = self.conns.get(decision.replaced.client)
-            decision.replaced.fail("replaced", "a new request came from the same client port",
-                                   now)
+            decision.replaced.fail("replaced", "a new request came from the same client port", now)
             if old is not None and old.transfer is decision.replaced:
                 self._end(old)
             else:
@@ -223,9 +231,15 @@ class _Pump:
             transfer.fail("error", f"no socket: {exc.strerror}", now)
             self.core.finish(transfer)
             self._send_raw(tp.encode_error(ErrorCode.NOT_DEFINED, "server busy"), addr)
-            self.emit(logging.WARNING, "tftp.refused", {
-                "client": _peer(addr), "file": transfer.request.filename,
-                "reason": f"no socket: {exc.strerror}"})
+            self.emit(
+                logging.WARNING,
+                "tftp.refused",
+                {
+                    "client": _peer(addr),
+                    "file": transfer.request.filename,
+                    "reason": f"no socket: {exc.strerror}",
+                },
+            )
             return
         burst = transfer.start(now, self._path_mtu(addr[0], now))
         self._send(conn, burst)
@@ -261,8 +275,9 @@ class _Pump:
             probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             try:
                 if self.interface:
-                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE,
-                                     self.interface.encode() + b"\0")
+                    probe.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self.interface.encode() + b"\0"
+                    )
                 probe.connect((ip, 9))
                 mtu = probe.getsockopt(socket.IPPROTO_IP, IP_MTU)
             finally:
@@ -285,8 +300,11 @@ class _Pump:
             return
         except OSError as exc:
             if self.debug:
-                self.emit(logging.DEBUG, "tftp.recv_error",
-                          {"client": _peer(conn.addr), "error": str(exc)})
+                self.emit(
+                    logging.DEBUG,
+                    "tftp.recv_error",
+                    {"client": _peer(conn.addr), "error": str(exc)},
+                )
             return
         if addr != conn.addr:
             self._stranger(sock, data, addr)
@@ -297,8 +315,8 @@ class _Pump:
             if len(burst) == 1:
                 try:
                     sock.sendmsg(burst[0], conn.cmsg, 0, addr)
-                except OSError:
-                    self._send(conn, burst)  # the slow path sorts the error out
+                except OSError as exc:
+                    self._send_failed(conn, exc)
             else:
                 self._send(conn, burst)
         if transfer.finished:
@@ -340,8 +358,9 @@ class _Pump:
             self.listen.sendto(datagram, addr)
         except OSError as exc:
             if self.debug:
-                self.emit(logging.DEBUG, "tftp.send_error",
-                          {"client": _peer(addr), "error": str(exc)})
+                self.emit(
+                    logging.DEBUG, "tftp.send_error", {"client": _peer(addr), "error": str(exc)}
+                )
 
     def _send(self, conn: _Conn, burst: Burst) -> None:
         """Send a burst; a lasting failure ends the transfer (the timer would not help)."""
@@ -356,16 +375,20 @@ class _Pump:
             else:
                 for datagram in burst:
                     sock.sendmsg(datagram, cmsg, 0, addr)
-        except (BlockingIOError, InterruptedError):
-            return  # send buffer full: the rest goes out again on the timer
         except OSError as exc:
-            if exc.errno in _TRANSIENT_ERRNOS:
-                return  # the timer retries, then gives up
-            reason = "file changed on disk" if exc.errno == errno.EFAULT else exc.strerror
-            conn.transfer.fail("error", f"send failed: {reason}", time.monotonic())
+            self._send_failed(conn, exc)
+
+    def _send_failed(self, conn: _Conn, exc: OSError) -> None:
+        if isinstance(exc, BlockingIOError | InterruptedError) or exc.errno in _TRANSIENT_ERRNOS:
+            return  # send buffer full, a firewall drop...: the timer retries, then gives up
+        reason = "file changed on disk" if exc.errno == errno.EFAULT else exc.strerror
+        conn.transfer.fail("error", f"send failed: {reason}", time.monotonic())
 
     def _send_gso(
-        self, sock: socket.socket, burst: Burst, addr: Address,
+        self,
+        sock: socket.socket,
+        burst: Burst,
+        addr: Address,
         cmsg: list[tuple[int, int, bytes]],
     ) -> None:
         first = burst[0]
@@ -377,7 +400,7 @@ class _Pump:
             return
         anc = [*cmsg, (SOL_UDP, UDP_SEGMENT, struct.pack("=H", seg))]
         for i in range(0, len(burst), per_call):
-            chunk = burst[i:i + per_call]
+            chunk = burst[i : i + per_call]
             if len(chunk) == 1:
                 sock.sendmsg(chunk[0], cmsg, 0, addr)
                 continue
@@ -420,9 +443,11 @@ class _Pump:
                     self.ep.unregister(conn.fd)
             conn.sock.close()
         self.core.finish(transfer)
-        self.emit(logging.INFO if transfer.outcome == "ok" else logging.WARNING,
-                  "tftp.done" if transfer.outcome == "ok" else "tftp.failed",
-                  transfer.summary())
+        self.emit(
+            logging.INFO if transfer.outcome == "ok" else logging.WARNING,
+            "tftp.done" if transfer.outcome == "ok" else "tftp.failed",
+            transfer.summary(),
+        )
 
     def shutdown(self, now: float) -> None:
         """End every transfer with ERROR 0 to its client; close the epoll."""
@@ -444,8 +469,7 @@ def open_socket(host: str, port: int, interface: str | None) -> socket.socket:
         if port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if interface:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE,
-                            interface.encode() + b"\0")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode() + b"\0")
         sock.bind((host, port))
         sock.setblocking(False)
     except OSError:
@@ -520,19 +544,29 @@ class TftpEndpoint:
         self._sock = sock
         self._port = sock.getsockname()[1]
         emit = self._emit_threadsafe if self.threaded else self._log
-        self._pump = pump = _Pump(self.config, self.host, self.interface, sock, self.core,
-                                  emit, _debug_enabled())
+        self._pump = pump = _Pump(
+            self.config, self.host, self.interface, sock, self.core, emit, _debug_enabled()
+        )
         if self.threaded:
             self._stop = False
-            self._thread = threading.Thread(target=self._run, name=f"pxed-tftp-{self._port}",
-                                            daemon=True)
+            self._thread = threading.Thread(
+                target=self._run, name=f"pxed-tftp-{self._port}", daemon=True
+            )
             self._thread.start()
         else:
             loop.add_reader(pump.ep.fileno(), self._on_ready)
-        self._log(logging.INFO, "tftp.listening", {
-            "host": self.host, "port": self._port, "interface": self.interface,
-            "root": self.files.root, "single_port": self.config.single_port,
-            "threaded": self.threaded})
+        self._log(
+            logging.INFO,
+            "tftp.listening",
+            {
+                "host": self.host,
+                "port": self._port,
+                "interface": self.interface,
+                "root": self.files.root,
+                "single_port": self.config.single_port,
+                "threaded": self.threaded,
+            },
+        )
 
     async def close(self) -> None:
         """End every transfer (ERROR 0 to its client) and close the sockets."""

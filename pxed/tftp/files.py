@@ -146,7 +146,7 @@ class FileStore:
         for prefix in {self._given, self._root}:
             prefix = prefix.rstrip("/")
             if prefix and (name == prefix or name.startswith(prefix + "/")):
-                name = name[len(prefix):]
+                name = name[len(prefix) :]
                 break
         parts = [part for part in name.split("/") if part not in ("", ".")]
         if ".." in parts:

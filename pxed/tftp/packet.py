@@ -173,9 +173,7 @@ def _decode_request(datagram: bytes, opcode: Opcode) -> ReadRequest | WriteReque
             name = rest[i].decode("ascii").lower()
             value = rest[i + 1].decode("ascii")
         except UnicodeDecodeError:
-            raise MalformedPacket(
-                "option is not ASCII", ErrorCode.OPTION_NEGOTIATION
-            ) from None
+            raise MalformedPacket("option is not ASCII", ErrorCode.OPTION_NEGOTIATION) from None
         if not name:
             raise MalformedPacket("option with an empty name", ErrorCode.OPTION_NEGOTIATION)
         if name in seen:

@@ -95,8 +95,13 @@ class TftpServer:
     def stats(self) -> TftpStats:
         open_files = getattr(self.files, "open_files", 0)
         return TftpStats(
-            len(self.transfers), self.started, self.done, self.failed, self.refused,
-            self.malformed, open_files if isinstance(open_files, int) else 0,
+            len(self.transfers),
+            self.started,
+            self.done,
+            self.failed,
+            self.refused,
+            self.malformed,
+            open_files if isinstance(open_files, int) else 0,
         )
 
     # -- requests -------------------------------------------------------------------------
@@ -164,8 +169,13 @@ class TftpServer:
             replaced.fail("replaced", "a new request came from the same client port", now)
             self.finish(replaced)
         transfer = Transfer(
-            client, pkt, served, self.settings, now,
-            negotiation=negotiation, request_bytes=datagram,
+            client,
+            pkt,
+            served,
+            self.settings,
+            now,
+            negotiation=negotiation,
+            request_bytes=datagram,
         )
         self.transfers[client] = transfer
         self._per_client[client[0]] = self._per_client.get(client[0], 0) + 1
@@ -191,9 +201,9 @@ class TftpServer:
             self.failed += 1
         transfer.file.close()
 
-    def close_all(self, now: float, message: str = "server shutting down") -> list[
-        tuple[Transfer, Burst]
-    ]:
+    def close_all(
+        self, now: float, message: str = "server shutting down"
+    ) -> list[tuple[Transfer, Burst]]:
         """End every transfer; the bursts are the ERRORs to send."""
         out = []
         for transfer in list(self.transfers.values()):
@@ -223,6 +233,5 @@ class TftpServer:
 
     def _due(self, now: float) -> Iterable[Transfer]:
         return [
-            t for t in self.transfers.values()
-            if (d := t.next_timer()) is not None and d <= now
+            t for t in self.transfers.values() if (d := t.next_timer()) is not None and d <= now
         ]

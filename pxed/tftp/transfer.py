@@ -26,10 +26,13 @@ Sending (RFC 1350, RFC 7440):
 Timer (RFC 1123 §4.2.3.2 asks for an adaptive timeout with backoff): the round trip is
 estimated from ACKs of windows sent once (Karn's rule) as in RFC 6298, and the first
 retransmission comes after ``rto = srtt + 4 * rttvar`` (at least :attr:`Settings.min_rto`, at
-most the transfer's timeout: the negotiated RFC 2349 value or the configured default). Each
-further timeout doubles the wait, up to the timeout itself when the client negotiated one and
-to four times the configured default otherwise; once waits have reached the timeout, the
-transfer fails after :attr:`Settings.retries` more of them.
+most the transfer's timeout: the negotiated RFC 2349 value or the configured default; before
+the first sample, the configured default). Each further timeout doubles the wait, up to the
+timeout itself when the client negotiated one and to four times the configured default
+otherwise; once waits have reached the timeout, the transfer fails after
+:attr:`Settings.retries` more of them. Retransmitting sooner than a negotiated timeout is
+harmless for a read (the client drops a block it has), and a loss on a LAN then costs
+milliseconds instead of the seconds a client asks for.
 """
 
 from __future__ import annotations
@@ -240,7 +243,9 @@ class Transfer:
         self._min_rto = settings.min_rto
         self._srtt: float | None = None
         self._rttvar = 0.0
-        self._rto = self._timeout
+        # Before any round-trip sample: the configured default, even when the client asked a
+        # longer timeout (curl asks 6 s): the negotiated value bounds the backoff instead.
+        self._rto = min(self._timeout, settings.default_timeout)
         self._interval = self._rto
         self._tries = 0
         self.deadline: float | None = None
@@ -315,7 +320,9 @@ class Transfer:
                 options.append((name, str(self._windowsize)))
             elif name == "timeout":
                 options.append((name, str(neg.timeout)))
-            elif name == "tsize":
+            elif name == "tsize" and self._size:
+                # Left out for an empty file: curl (7.88) takes "tsize 0" for an invalid
+                # OACK and gives up (dnsmasq and atftpd send it and fail with curl).
                 options.append((name, str(self._size)))
         self._nblocks = self._size // self._blksize + 1
         self._sent_at = now
@@ -356,7 +363,7 @@ class Transfer:
             self._sent = got
             self._sent_at = now
             self.deadline = now + self._interval
-            return [(_DATA_HEADER(_OP_DATA, got & 0xFFFF), self._data[offset:offset + bs])]
+            return [(_DATA_HEADER(_OP_DATA, got & 0xFFFF), self._data[offset : offset + bs])]
         try:
             pkt = tp.decode(datagram)
         except MalformedPacket as exc:
@@ -385,8 +392,9 @@ class Transfer:
         if expired >= self._timeout:
             self._tries += 1
             if self._tries > self._settings.retries:
-                self._finish(State.FAILED, "timeout", f"no ACK after {self._tries - 1} retries",
-                             now)
+                self._finish(
+                    State.FAILED, "timeout", f"no ACK after {self._tries - 1} retries", now
+                )
                 return []
         self._interval = min(expired * 2, self._max_interval)
         self._retransmitted = True
@@ -422,7 +430,7 @@ class Transfer:
         offset = (first - 1) * bs
         burst: Burst = []
         for block in range(first, last + 1):
-            burst.append((_DATA_HEADER(_OP_DATA, block & 0xFFFF), data[offset:offset + bs]))
+            burst.append((_DATA_HEADER(_OP_DATA, block & 0xFFFF), data[offset : offset + bs]))
             offset += bs
         self._sent = last
         self._sent_at = now

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -167,8 +166,10 @@ class TftpServerProc:
             *self.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=self.env()
         )
         self.log = LogCollector(self.proc.stdout, self.workdir / f"{self.name}.log")
-        ok = wait_for(lambda: self.proc is None or self.proc.poll() is not None
-                      or self.is_ready(), timeout=timeout)
+        ok = wait_for(
+            lambda: self.proc is None or self.proc.poll() is not None or self.is_ready(),
+            timeout=timeout,
+        )
         if self.proc.poll() is not None:
             self.log.join(2)
             raise RuntimeError(f"{self.name} exited at start-up:\n{self.tail()}")
@@ -212,16 +213,32 @@ class PxedTftp(TftpServerProc):
     python: ClassVar[str] = os.environ.get("PXED_PYTHON", sys.executable)
 
     def __init__(
-        self, ns: Netns, root: Path, workdir: Path, *, quiet: bool = False,
+        self,
+        ns: Netns,
+        root: Path,
+        workdir: Path,
+        *,
+        quiet: bool = False,
         tftp: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(ns, root, workdir, quiet=quiet)
         self.tftp = tftp or {}
 
     def command(self) -> list[str]:
-        cmd = [self.python, "-m", "pxed", "--no-dhcp", "--iface", SERVER_IF,
-               "--tftp-root", str(self.root), "--log-format", "json",
-               "--log-level", "warning" if self.quiet else "debug"]
+        cmd = [
+            self.python,
+            "-m",
+            "pxed",
+            "--no-dhcp",
+            "--iface",
+            SERVER_IF,
+            "--tftp-root",
+            str(self.root),
+            "--log-format",
+            "json",
+            "--log-level",
+            "warning" if self.quiet else "debug",
+        ]
         if self.tftp:
             config = self.workdir / "pxed.toml"
             lines = ["[tftp]"]
@@ -233,8 +250,9 @@ class PxedTftp(TftpServerProc):
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"]
-                                         if "PYTHONPATH" in env else "")
+        env["PYTHONPATH"] = str(REPO) + (
+            os.pathsep + env["PYTHONPATH"] if "PYTHONPATH" in env else ""
+        )
         return env
 
     def is_ready(self) -> bool:
@@ -248,10 +266,22 @@ class DnsmasqTftp(TftpServerProc):
     tool = "dnsmasq"
 
     def command(self) -> list[str]:
-        return ["dnsmasq", "--no-daemon", "--port=0", "--conf-file=/dev/null",
-                "--bind-interfaces", f"--interface={SERVER_IF}", "--except-interface=lo",
-                "--enable-tftp", f"--tftp-root={self.root}", "--tftp-max=1000",
-                "--user=root", "--group=root", "--pid-file=", "--log-facility=-"]
+        return [
+            "dnsmasq",
+            "--no-daemon",
+            "--port=0",
+            "--conf-file=/dev/null",
+            "--bind-interfaces",
+            f"--interface={SERVER_IF}",
+            "--except-interface=lo",
+            "--enable-tftp",
+            f"--tftp-root={self.root}",
+            "--tftp-max=1000",
+            "--user=root",
+            "--group=root",
+            "--pid-file=",
+            "--log-facility=-",
+        ]
 
 
 class AtftpdTftp(TftpServerProc):
@@ -260,13 +290,31 @@ class AtftpdTftp(TftpServerProc):
     bind = SERVER_IP
 
     def command(self) -> list[str]:
-        return ["atftpd", "--daemon", "--no-fork", "--port", "69",
-                "--bind-address", self.bind, "--user", "root", "--group", "root",
-                "--maxthread", "200", "--logfile", "-", "--verbose=1", str(self.root)]
+        return [
+            "atftpd",
+            "--daemon",
+            "--no-fork",
+            "--port",
+            "69",
+            "--bind-address",
+            self.bind,
+            "--user",
+            "root",
+            "--group",
+            "root",
+            "--maxthread",
+            "200",
+            "--logfile",
+            "-",
+            "--verbose=1",
+            str(self.root),
+        ]
 
 
 SERVERS: dict[str, type[TftpServerProc]] = {
-    "pxed": PxedTftp, "dnsmasq": DnsmasqTftp, "atftpd": AtftpdTftp,
+    "pxed": PxedTftp,
+    "dnsmasq": DnsmasqTftp,
+    "atftpd": AtftpdTftp,
 }
 
 
@@ -291,8 +339,14 @@ class Fetch:
 
 
 def client_command(
-    client: str, remote: str, out: Path, *, blksize: int | None = None,
-    windowsize: int | None = None, server: str = SERVER_IP, port: int = 69,
+    client: str,
+    remote: str,
+    out: Path,
+    *,
+    blksize: int | None = None,
+    windowsize: int | None = None,
+    server: str = SERVER_IP,
+    port: int = 69,
 ) -> list[str]:
     """The command line of one real client fetching ``remote`` into ``out``."""
     if client == "curl":
@@ -323,25 +377,37 @@ def client_command(
     raise ValueError(client)
 
 
-def fetch(ns: Netns, client: str, remote: str, out: Path, *, timeout: float = 600,
-          **kw: Any) -> Fetch:
+def fetch(
+    ns: Netns, client: str, remote: str, out: Path, *, timeout: float = 600, **kw: Any
+) -> Fetch:
     if out.exists():
         out.unlink()
     cmd = client_command(client, remote, out, **kw)
     start = time.monotonic()
     res = ns.run(*cmd, check=False, timeout=timeout)
-    return Fetch(client, remote, out, res.returncode, time.monotonic() - start,
-                 (res.stdout + res.stderr)[-2000:])
+    return Fetch(
+        client,
+        remote,
+        out,
+        res.returncode,
+        time.monotonic() - start,
+        (res.stdout + res.stderr)[-2000:],
+    )
 
 
-def fetch_many(ns: Netns, cmds: Sequence[list[str]], timeout: float = 600) -> tuple[
-    list[int], float
-]:
+def fetch_many(
+    ns: Netns, cmds: Sequence[list[str]], timeout: float = 600
+) -> tuple[list[int], float]:
     """Start every command at once; wait for all. Returns the exit codes and the wall time."""
     start = time.monotonic()
-    procs = [subprocess.Popen(["ip", "netns", "exec", ns.name, *cmd],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-             for cmd in cmds]
+    procs = [
+        subprocess.Popen(
+            ["ip", "netns", "exec", ns.name, *cmd],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for cmd in cmds
+    ]
     codes = []
     for proc in procs:
         try:
@@ -402,14 +468,46 @@ class TftpLab:
         self.servers.append(srv)
         return srv, server_ip
 
-    def netem(self, spec: str, ns: Netns | None = None) -> None:
-        """tc netem on the server's side of the link (what the server sends)."""
-        require("tc")
-        (ns or self.server_ns).run("tc", "qdisc", "replace", "dev", SERVER_IF, "root",
-                                   "netem", *shlex.split(spec))
+    def loss(self, percent: int, ns: Netns | None = None) -> str:
+        """Drop ``percent`` % of what the server sends; returns how ("netem" or "nftables").
 
-    def clear_netem(self, ns: Netns | None = None) -> None:
-        (ns or self.server_ns).run("tc", "qdisc", "del", "dev", SERVER_IF, "root", check=False)
+        ``tc netem loss`` on the server's interface when the kernel has netem; otherwise the
+        same random drop with an nftables rule (``numgen random``) on the server's output.
+        Either way a GSO datagram (a window) is dropped as a whole, as netem would.
+        """
+        ns = ns or self.server_ns
+        if have("tc"):
+            res = ns.run(
+                "tc",
+                "qdisc",
+                "replace",
+                "dev",
+                SERVER_IF,
+                "root",
+                "netem",
+                "loss",
+                f"{percent}%",
+                check=False,
+            )
+            if res.returncode == 0:
+                return "netem"
+        if not have("nft"):
+            pytest.skip("no netem in this kernel and no nft: apt-get install nftables")
+        rules = (
+            "table inet pxedloss {\n"
+            "  chain out {\n"
+            "    type filter hook output priority 0; policy accept;\n"
+            f'    oifname "{SERVER_IF}" meta l4proto udp numgen random mod 100 < {percent} drop\n'
+            "  }\n"
+            "}\n"
+        )
+        ns.run("nft", "-f", "-", input=rules.encode())
+        return "nftables"
+
+    def clear_loss(self, ns: Netns | None = None) -> None:
+        ns = ns or self.server_ns
+        ns.run("tc", "qdisc", "del", "dev", SERVER_IF, "root", check=False)
+        ns.run("nft", "delete", "table", "inet", "pxedloss", check=False)
 
     def close(self) -> None:
         for srv in self.servers:

@@ -27,8 +27,13 @@ tftpy = pytest.importorskip("tftpy")
 logging.getLogger("tftpy").setLevel(logging.CRITICAL)
 
 HOST = "127.0.0.1"
-SIZES = {"small.bin": 1000, "exact.bin": 512 * 8, "exact1468.bin": 1468 * 5, "empty.bin": 0,
-         "big.bin": 3 * 1024 * 1024 + 17}
+SIZES = {
+    "small.bin": 1000,
+    "exact.bin": 512 * 8,
+    "exact1468.bin": 1468 * 5,
+    "empty.bin": 0,
+    "big.bin": 3 * 1024 * 1024 + 17,
+}
 
 
 @pytest.fixture
@@ -43,10 +48,17 @@ def root(tmp_path: Path) -> Path:
 
 @pytest.fixture(params=[True, False], ids=["thread", "loop"])
 async def server(request: pytest.FixtureRequest, root: Path) -> AsyncIterator[TftpEndpoint]:
-    config = TftpConfig(root=root, port=0, max_transfers_per_client=8, max_transfers=12,
-                        default_timeout=0.3, retries=2)
-    ep = TftpEndpoint(config, HOST, threaded=request.param,
-                      mac_lookup=lambda ip: "52:54:00:00:00:01")
+    config = TftpConfig(
+        root=root,
+        port=0,
+        max_transfers_per_client=8,
+        max_transfers=12,
+        default_timeout=0.3,
+        retries=2,
+    )
+    ep = TftpEndpoint(
+        config, HOST, threaded=request.param, mac_lookup=lambda ip: "52:54:00:00:00:01"
+    )
     await ep.start()
     yield ep
     await ep.close()
@@ -124,8 +136,11 @@ async def wait_idle(ep: TftpEndpoint, timeout: float = 5.0) -> None:
 
 
 @pytest.mark.parametrize("name", list(SIZES))
-@pytest.mark.parametrize("options", [{}, {"blksize": 1468}, {"blksize": 1468, "tsize": 0}],
-                         ids=["plain", "blksize", "tsize"])
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"blksize": 1468}, {"blksize": 1468, "tsize": 0}],
+    ids=["plain", "blksize", "tsize"],
+)
 async def test_tftpy_fetches_intact(
     server: TftpEndpoint, root: Path, tmp_path: Path, name: str, options: dict[str, int]
 ) -> None:
@@ -139,13 +154,13 @@ async def test_tftpy_fetches_intact(
 async def test_windowed_transfer_uses_gso(server: TftpEndpoint, root: Path, window: int) -> None:
     client = Client(server.port)
     try:
-        data, oack = await asyncio.to_thread(client.get, "big.bin", blksize=1468,
-                                             windowsize=window, tsize=0)
+        data, oack = await asyncio.to_thread(
+            client.get, "big.bin", blksize=1468, windowsize=window, tsize=0
+        )
     finally:
         client.close()
     assert data == (root / "big.bin").read_bytes()
-    assert oack == {"blksize": "1468", "windowsize": str(window),
-                    "tsize": str(SIZES["big.bin"])}
+    assert oack == {"blksize": "1468", "windowsize": str(window), "tsize": str(SIZES["big.bin"])}
     await wait_idle(server)
     if server.gso:
         assert server.gso_sends > 0
@@ -164,12 +179,14 @@ async def test_blksize_capped_by_loopback_mtu_and_more(server: TftpEndpoint, roo
 async def test_netascii(server: TftpEndpoint) -> None:
     client = Client(server.port)
     try:
+
         def run() -> bytes:
             client.send_request(tp.encode(tp.ReadRequest("text.cfg", "netascii")))
             pkt, client.server = client.recv()
             assert isinstance(pkt, tp.Data)
             client.ack(1)
             return pkt.payload
+
         payload = await asyncio.to_thread(run)
     finally:
         client.close()
@@ -179,11 +196,14 @@ async def test_netascii(server: TftpEndpoint) -> None:
 async def test_refusals(server: TftpEndpoint) -> None:
     client = Client(server.port)
     try:
+
         def ask(raw: bytes) -> Any:
             client.send_request(raw)
             return client.recv()[0]
-        assert await asyncio.to_thread(ask, tp.encode(tp.ReadRequest("nope", "octet"))) == \
-            tp.Error(1, "file not found")
+
+        assert await asyncio.to_thread(ask, tp.encode(tp.ReadRequest("nope", "octet"))) == tp.Error(
+            1, "file not found"
+        )
         wrq = await asyncio.to_thread(ask, b"\x00\x02up.bin\x00octet\x00")
         assert isinstance(wrq, tp.Error) and wrq.code == 2
         bad = await asyncio.to_thread(ask, b"\x00\x01../../etc/passwd\x00octet\x00")
@@ -198,16 +218,24 @@ async def test_refusals(server: TftpEndpoint) -> None:
 async def test_hostile_datagrams_then_a_normal_fetch(
     server: TftpEndpoint, root: Path, tmp_path: Path
 ) -> None:
-    hostile = [b"", b"\x00", b"\x00\x01", b"\x00\x04", b"\x00\x04\x00", b"\x00\x05\x00",
-               b"\x00\x01noterm", b"\x00\x01" + b"a" * 600 + b"\x00octet\x00",
-               b"\x00\x01small.bin\x00octet\x00blksize\x00",
-               b"\x00\x01small.bin\x00octet\x00blksize\x00512\x00blksize\x00512\x00",
-               b"\x00\x01small.bin\x00octet\x00blksize\x000\x00",
-               b"\x00\x01small.bin\x00octet\x00blksize\x0065465\x00",
-               b"\x00\x01small.bin\x00octet\x00blksize\x00abc\x00",
-               b"\x00\x01small.bin\x00octet\x00windowsize\x000\x00",
-               b"\x00\x01small.bin\x00octet\x00windowsize\x0065536\x00",
-               b"\xff" * 3000]
+    hostile = [
+        b"",
+        b"\x00",
+        b"\x00\x01",
+        b"\x00\x04",
+        b"\x00\x04\x00",
+        b"\x00\x05\x00",
+        b"\x00\x01noterm",
+        b"\x00\x01" + b"a" * 600 + b"\x00octet\x00",
+        b"\x00\x01small.bin\x00octet\x00blksize\x00",
+        b"\x00\x01small.bin\x00octet\x00blksize\x00512\x00blksize\x00512\x00",
+        b"\x00\x01small.bin\x00octet\x00blksize\x000\x00",
+        b"\x00\x01small.bin\x00octet\x00blksize\x0065465\x00",
+        b"\x00\x01small.bin\x00octet\x00blksize\x00abc\x00",
+        b"\x00\x01small.bin\x00octet\x00windowsize\x000\x00",
+        b"\x00\x01small.bin\x00octet\x00windowsize\x0065536\x00",
+        b"\xff" * 3000,
+    ]
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind((HOST, 0))
     for raw in hostile:
@@ -228,6 +256,7 @@ async def test_unknown_port_gets_error_5_and_transfer_goes_on(
     stranger.bind((HOST, 0))
     stranger.settimeout(3)
     try:
+
         def run() -> tuple[Any, bytes]:
             client.send_request(tp.encode(tp.ReadRequest("exact.bin", "octet")))
             pkt, client.server = client.recv()
@@ -246,6 +275,7 @@ async def test_unknown_port_gets_error_5_and_transfer_goes_on(
                 if len(pkt.payload) < 512:
                     client.ack(block)
                     return err, out
+
         err, content = await asyncio.to_thread(run)
     finally:
         client.close()
@@ -258,6 +288,7 @@ async def test_sorcerers_apprentice_duplicate_acks_send_nothing(server: TftpEndp
     with structlog.testing.capture_logs() as logs:
         client = Client(server.port, timeout=0.15)
         try:
+
             def run() -> list[int]:
                 client.send_request(tp.encode(tp.ReadRequest("exact.bin", "octet")))
                 pkt, client.server = client.recv()
@@ -282,6 +313,7 @@ async def test_sorcerers_apprentice_duplicate_acks_send_nothing(server: TftpEndp
                     if len(pkt.payload) < 512:
                         client.ack(block)
                         return blocks
+
             extra = await asyncio.to_thread(run)
         finally:
             client.close()
@@ -299,6 +331,7 @@ async def test_retransmits_then_gives_up_and_logs_once(server: TftpEndpoint) -> 
     with structlog.testing.capture_logs() as logs:
         client = Client(server.port, timeout=0.8)
         try:
+
             def run() -> int:
                 client.send_request(tp.encode(tp.ReadRequest("small.bin", "octet")))
                 count = 0
@@ -309,6 +342,7 @@ async def test_retransmits_then_gives_up_and_logs_once(server: TftpEndpoint) -> 
                         count += 1
                 except TimeoutError:
                     return count
+
             copies = await asyncio.to_thread(run)
         finally:
             client.close()
@@ -324,10 +358,12 @@ async def test_retransmits_then_gives_up_and_logs_once(server: TftpEndpoint) -> 
 async def test_limits_answer_with_error(server: TftpEndpoint) -> None:
     clients = [Client(server.port) for _ in range(10)]
     try:
+
         def run() -> list[Any]:
             for c in clients:
                 c.send_request(tp.encode(tp.ReadRequest("big.bin", "octet")))
             return [c.recv()[0] for c in clients]
+
         first = await asyncio.to_thread(run)
     finally:
         for c in clients:
@@ -342,9 +378,11 @@ async def test_close_ends_transfers_with_error(root: Path) -> None:
     await ep.start()
     client = Client(ep.port)
     try:
+
         def begin() -> None:
             client.send_request(tp.encode(tp.ReadRequest("big.bin", "octet")))
             _, client.server = client.recv()
+
         await asyncio.to_thread(begin)
         assert ep.stats.active == 1
         await ep.close()
@@ -364,6 +402,7 @@ async def test_file_truncated_under_a_transfer_fails_it_cleanly(
     victim.write_bytes(os.urandom(1 << 20))
     client = Client(server.port, timeout=1)
     try:
+
         def run() -> Any:
             client.send_request(tp.encode(tp.ReadRequest("victim.bin", "octet")))
             pkt, client.server = client.recv()
@@ -377,6 +416,7 @@ async def test_file_truncated_under_a_transfer_fails_it_cleanly(
                 except TimeoutError:
                     return None
             return pkt
+
         await asyncio.to_thread(run)
     finally:
         client.close()
@@ -393,6 +433,7 @@ async def test_retransmitted_rrq_and_tsize_probe_then_real_request(
     """Firmware style: RRQ tsize (sent twice), abort with ERROR 8, then the real fetch."""
     client = Client(server.port)
     try:
+
         def run() -> bytes:
             probe = tp.encode(tp.ReadRequest("small.bin", "octet", (("tsize", "0"),)))
             client.send_request(probe)
@@ -402,6 +443,7 @@ async def test_retransmitted_rrq_and_tsize_probe_then_real_request(
             client.sock.sendto(tp.encode_error(8, "tsize only"), server_tid)
             data, _ = client.get("small.bin", blksize=1024)
             return data
+
         data = await asyncio.to_thread(run)
     finally:
         client.close()
@@ -422,16 +464,18 @@ async def test_single_port_mode(root: Path, tmp_path: Path, threaded: bool) -> N
         finally:
             client.close()
         assert data == (root / "big.bin").read_bytes()
-        got = await asyncio.gather(*(tftpy_get(ep.port, "exact.bin", tmp_path / f"o{i}")
-                                     for i in range(4)))
+        got = await asyncio.gather(
+            *(tftpy_get(ep.port, "exact.bin", tmp_path / f"o{i}") for i in range(4))
+        )
         assert all(g == (root / "exact.bin").read_bytes() for g in got)
     finally:
         await ep.close()
 
 
 async def test_stats_and_shared_file(server: TftpEndpoint, tmp_path: Path) -> None:
-    results = await asyncio.gather(*(tftpy_get(server.port, "big.bin", tmp_path / f"o{i}",
-                                               blksize=1468) for i in range(6)))
+    results = await asyncio.gather(
+        *(tftpy_get(server.port, "big.bin", tmp_path / f"o{i}", blksize=1468) for i in range(6))
+    )
     assert len(set(results)) == 1
     await wait_idle(server)
     assert server.files.open_files == 0

@@ -65,8 +65,11 @@ def test_accepted_names(tree: Path, name: str, content: bytes) -> None:
 
 def test_root_own_path_is_the_root(tree: Path) -> None:
     store = FileStore(tree)
-    for name in (f"{tree}/boot/pxelinux.0", f"{os.path.realpath(tree)}/boot/pxelinux.0",
-                 f"{tree}\\boot\\pxelinux.0".replace("/", "\\")):
+    for name in (
+        f"{tree}/boot/pxelinux.0",
+        f"{os.path.realpath(tree)}/boot/pxelinux.0",
+        f"{tree}\\boot\\pxelinux.0".replace("/", "\\"),
+    ):
         f = store.open(name)
         assert bytes(f.data) == b"PXELINUX"
         f.close()

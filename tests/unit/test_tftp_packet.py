@@ -76,8 +76,10 @@ def test_error_without_nul_is_read() -> None:
         (b"\x00\x01f\x00mail\x00", ErrorCode.ILLEGAL_OPERATION),
         (b"\x00\x01f\x00\xffoctet\x00", ErrorCode.ILLEGAL_OPERATION),
         (b"\x00\x01f\x00octet\x00blksize\x00", ErrorCode.OPTION_NEGOTIATION),  # no value
-        (b"\x00\x01f\x00octet\x00blksize\x00512\x00BlkSize\x00512\x00",
-         ErrorCode.OPTION_NEGOTIATION),  # repeated
+        (
+            b"\x00\x01f\x00octet\x00blksize\x00512\x00BlkSize\x00512\x00",
+            ErrorCode.OPTION_NEGOTIATION,
+        ),  # repeated
         (b"\x00\x01f\x00octet\x00\x00512\x00", ErrorCode.OPTION_NEGOTIATION),
         (b"\x00\x01f\x00octet\x00bl\xffk\x00512\x00", ErrorCode.OPTION_NEGOTIATION),
         (b"\x00\x01" + b"a" * 600 + b"\x00octet\x00", ErrorCode.ILLEGAL_OPERATION),
@@ -105,8 +107,19 @@ def test_opcodes_and_codes_match_the_rfcs() -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("8", 8), ("65464", 65464), ("0", None), ("7", None), ("65465", None), ("abc", None),
-     ("", None), (" 512", None), ("+512", None), ("1_024", None), ("\u0665\u0661\u0662", None)],
+    [
+        ("8", 8),
+        ("65464", 65464),
+        ("0", None),
+        ("7", None),
+        ("65465", None),
+        ("abc", None),
+        ("", None),
+        (" 512", None),
+        ("+512", None),
+        ("1_024", None),
+        ("\u0665\u0661\u0662", None),
+    ],
 )
 def test_parse_uint_is_strict(value: str, expected: int | None) -> None:
     assert tp.parse_uint(value, tp.BLKSIZE_MIN, tp.BLKSIZE_MAX) == expected
@@ -130,8 +143,11 @@ _name = st.text(
 @given(
     st.binary(min_size=1, max_size=100).filter(lambda b: b"\0" not in b),
     st.sampled_from(["octet", "netascii"]),
-    st.dictionaries(_name.map(str.lower), st.text(
-        alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=10), max_size=5),
+    st.dictionaries(
+        _name.map(str.lower),
+        st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=10),
+        max_size=5,
+    ),
 )
 def test_request_roundtrip(name: bytes, mode: str, options: dict[str, str]) -> None:
     pkt = tp.ReadRequest(name.decode("utf-8", "surrogateescape"), mode, tuple(options.items()))

@@ -151,9 +151,14 @@ def test_flood_of_rrqs_beyond_the_limit() -> None:
 @pytest.mark.parametrize(
     ("raw", "code"),
     [
-        (b"", 4), (b"\x00", 4), (b"\x00\x01", 4), (b"\x00\x01x", 4),
-        (b"\x00\x04", 4), (b"\x00\x04\x00", 4),  # ACK without block number
-        (b"\x00\x01file-without-nul", 4), (b"\x00\x01file\x00octet", 4),
+        (b"", 4),
+        (b"\x00", 4),
+        (b"\x00\x01", 4),
+        (b"\x00\x01x", 4),
+        (b"\x00\x04", 4),
+        (b"\x00\x04\x00", 4),  # ACK without block number
+        (b"\x00\x01file-without-nul", 4),
+        (b"\x00\x01file\x00octet", 4),
         (b"\x00\x01" + b"f" * 520 + b"\x00octet\x00", 4),
         (rrq("pxelinux.0", "blksize"), 8),
         (rrq("pxelinux.0", "blksize", "512", "blksize", "1024"), 8),
@@ -224,8 +229,25 @@ _packets = st.one_of(
     st.builds(
         lambda name, opts: rrq(name, *opts),
         st.sampled_from(["pxelinux.0", "empty", "nope", "../x"]),
-        st.lists(st.sampled_from(["blksize", "tsize", "windowsize", "timeout", "0", "8", "512",
-                                  "1468", "65464", "abc", "64", "x"]), max_size=6),
+        st.lists(
+            st.sampled_from(
+                [
+                    "blksize",
+                    "tsize",
+                    "windowsize",
+                    "timeout",
+                    "0",
+                    "8",
+                    "512",
+                    "1468",
+                    "65464",
+                    "abc",
+                    "64",
+                    "x",
+                ]
+            ),
+            max_size=6,
+        ),
     ),
     st.integers(0, 6).map(tp.encode_ack),
     st.just(tp.encode_error(0, "bye")),
@@ -235,8 +257,12 @@ _packets = st.one_of(
 @settings(max_examples=300, deadline=None)
 @given(
     st.lists(
-        st.tuples(st.integers(0, 3), st.sampled_from([1, 2, 3]), _packets,
-                  st.floats(0, 2, allow_nan=False)),
+        st.tuples(
+            st.integers(0, 3),
+            st.sampled_from([1, 2, 3]),
+            _packets,
+            st.floats(0, 2, allow_nan=False),
+        ),
         max_size=40,
     )
 )

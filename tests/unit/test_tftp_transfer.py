@@ -40,8 +40,9 @@ def rrq(**options: object) -> tp.ReadRequest:
 
 
 def make(content: bytes, settings_: Settings | None = None, **options: object) -> Transfer:
-    return Transfer(("198.18.0.2", 5000), rrq(**options), MemFile(content),
-                    settings_ or Settings(), 0.0)
+    return Transfer(
+        ("198.18.0.2", 5000), rrq(**options), MemFile(content), settings_ or Settings(), 0.0
+    )
 
 
 def flat(burst: Burst) -> list[bytes]:
@@ -205,6 +206,14 @@ def test_tsize_only() -> None:
     assert tp.decode(flat(t.start(0.0))[0]) == tp.OptionAck((("tsize", "3"),))
 
 
+def test_tsize_left_out_for_an_empty_file() -> None:
+    # curl refuses "tsize 0" in an OACK: an empty file answers without it.
+    t = make(b"", tsize=0, blksize=1468)
+    assert tp.decode(flat(t.start(0.0, 1500))[0]) == tp.OptionAck((("blksize", "1468"),))
+    t = make(b"", tsize=0)
+    assert flat(t.start(0.0)) == [b"\x00\x03\x00\x01"]  # nothing left to agree: plain DATA
+
+
 @pytest.mark.parametrize("windowsize", [1, 2, 16, 64])
 @pytest.mark.parametrize("blksize", [512, 1468])
 def test_windowed_transfer_intact(windowsize: int, blksize: int) -> None:
@@ -344,8 +353,17 @@ def test_client_error_ends_transfer() -> None:
 
 @pytest.mark.parametrize(
     "junk",
-    [b"", b"\x00", b"\x00\x04", b"\x00\x04\x00", b"\x00\x05\x00", b"\x00\x03\x00\x01data",
-     b"\x00\x01f\x00octet\x00", b"\xff\xff\xff\xff", b"\x00\x06tsize\x001\x00"],
+    [
+        b"",
+        b"\x00",
+        b"\x00\x04",
+        b"\x00\x04\x00",
+        b"\x00\x05\x00",
+        b"\x00\x03\x00\x01data",
+        b"\x00\x01f\x00octet\x00",
+        b"\xff\xff\xff\xff",
+        b"\x00\x06tsize\x001\x00",
+    ],
 )
 def test_junk_is_ignored_and_transfer_goes_on(junk: bytes) -> None:
     content = pattern(2000)
@@ -373,8 +391,16 @@ def test_summary_fields() -> None:
     client = Client()
     run(t, client)
     s = t.summary()
-    for key in ("client", "file", "bytes", "blksize", "windowsize", "seconds",
-                "retransmissions", "outcome"):
+    for key in (
+        "client",
+        "file",
+        "bytes",
+        "blksize",
+        "windowsize",
+        "seconds",
+        "retransmissions",
+        "outcome",
+    ):
         assert key in s
     assert s["bytes"] == 1000 and s["blksize"] == 600 and s["outcome"] == "ok"
 
