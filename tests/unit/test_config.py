@@ -46,7 +46,7 @@ uefi_arm64 = "ipxe-arm64.efi"    # arch 11
 ipxe = "boot.ipxe"               # any client whose user class (77) is "iPXE" or that sends option 175
 [tftp]
 root = "{root}"
-"""
+"""  # noqa: E501 (the issue's example, character for character)
 
 
 @pytest.fixture
