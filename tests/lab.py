@@ -88,15 +88,12 @@ class Lab:
         return ns
 
     def veth(self, a: Netns, a_if: str, b: Netns, b_if: str) -> None:
-        """A veth pair with one end in each namespace (names are per-namespace)."""
-        tmp_a, tmp_b = f"va{uuid.uuid4().hex[:8]}", f"vb{uuid.uuid4().hex[:8]}"
-        subprocess.run(
-            ["ip", "link", "add", tmp_a, "type", "veth", "peer", "name", tmp_b], check=True
-        )
-        subprocess.run(["ip", "link", "set", tmp_a, "netns", a.name], check=True)
-        subprocess.run(["ip", "link", "set", tmp_b, "netns", b.name], check=True)
-        a.run("ip", "link", "set", tmp_a, "name", a_if)
-        b.run("ip", "link", "set", tmp_b, "name", b_if)
+        """A veth pair with one end in each namespace (names are per-namespace).
+
+        Made inside namespace ``a`` with its peer placed straight into ``b``: the pair never
+        exists in the host's namespace, not even for a moment.
+        """
+        a.run("ip", "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", b.name)
         a.run("ip", "link", "set", a_if, "up")
         b.run("ip", "link", "set", b_if, "up")
 
