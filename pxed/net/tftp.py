@@ -21,12 +21,18 @@ the speed (DESIGN.md; bench/RESULTS.md has the figures). The data path here:
   only when it has passed (an ACK moves a deadline, it arms nothing).
 
 The pump runs on a thread of its own by default, blocking in ``epoll_wait`` until a datagram
-or the next deadline: measured here, that answers a lock-step ACK with a third less CPU than
-going through the asyncio loop's select/handle machinery, and the loop (DHCP) never waits for
-TFTP. ``PXED_TFTP_THREAD=0`` runs the same pump inside the event loop instead
-(``add_reader`` on its epoll, one asyncio timer). Either way the cores are touched by one
-thread only: the pump's. The loop thread only starts and stops it and writes the log lines,
-which the pump hands over with ``call_soon_threadsafe`` (one per transfer, not per packet).
+or the next deadline: measured here (bench/RESULTS.md), that answers a lock-step ACK with a
+third less CPU than going through the asyncio loop's select/handle machinery, and the loop
+(DHCP) never waits for TFTP. While a single transfer runs on its own socket (the common case:
+one firmware fetching its kernel and initrd) the thread serves it in a *lane*: a blocking
+``recvfrom`` on that socket (SO_RCVTIMEO 2 ms) instead of ``epoll_wait``, two system calls per
+block, giving way to an epoll round every 2 ms for new requests and timers. With the lane
+pxed is level with dnsmasq on lock-step transfers (within 1.05x at blksize 1468 and 512).
+``PXED_TFTP_THREAD=0`` runs the same pump inside the event loop instead (``add_reader`` on
+its epoll, one asyncio timer, no lane); ``PXED_TFTP_LANE=0`` turns the lane off. Either way
+the cores are touched by one thread only, the pump's; the loop thread starts and stops it and
+writes the log lines, which the pump hands over with ``call_soon_threadsafe`` (one per
+transfer, not per packet).
 """
 
 from __future__ import annotations
@@ -69,6 +75,10 @@ SNDBUF = 1 << 20
 MTU_CACHE_SECONDS = 30.0
 IDLE_WAIT = 1.0  # longest epoll wait of the pump thread (it checks for a stop request)
 THREADED = os.environ.get("PXED_TFTP_THREAD", "1") != "0"
+LANE = os.environ.get("PXED_TFTP_LANE", "1") != "0"
+LANE_WAIT = 0.002  # longest blocking recvfrom of a lane (SO_RCVTIMEO)
+LANE_SLICE = 0.002  # a lane gives way to an epoll round this often
+_LANE_TIMEVAL = struct.pack("@ll", 0, int(LANE_WAIT * 1e6))
 _GSO_ERRNOS = (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP)
 # Send errors after which the retransmission timer is the answer (it gives up in the end);
 # EPERM is what a local firewall's drop returns.
@@ -257,6 +267,8 @@ class _Pump:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
             conn = _Conn(transfer, sock, True)
             try:
+                # Only a lane's blocking recvfrom uses it (see run_lane).
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _LANE_TIMEVAL)
                 self.ep.register(conn.fd, select.EPOLLIN)
             except OSError:
                 sock.close()
@@ -325,6 +337,60 @@ class _Pump:
         deadline = transfer.deadline
         if deadline is not None and deadline < self.next_deadline:
             self.next_deadline = deadline
+
+    def lane(self) -> _Conn | None:
+        """The transfer to serve in a lane: the only one running, on its own socket."""
+        if len(self.by_fd) != 1 or not LANE:
+            return None
+        return next(iter(self.by_fd.values()))
+
+    def run_lane(self, conn: _Conn, stop: Callable[[], bool]) -> bool:
+        """Serve one transfer alone: block in ``recvfrom`` on its socket, no epoll at all.
+
+        With a single client (a firmware fetching its initrd, lock-step) each block then
+        costs two system calls, ``recvfrom`` and ``sendmsg``, as a blocking per-transfer
+        server would. The socket waits at most LANE_WAIT for a datagram (SO_RCVTIMEO, set
+        when it was made) and the lane gives way to an epoll round every LANE_SLICE seconds,
+        so a new request or a due timer waits at most that long. Returns False when the
+        client went quiet (the caller then waits in epoll instead of coming back here).
+        """
+        sock = conn.sock
+        transfer = conn.transfer
+        client = conn.addr
+        mono = time.monotonic
+        sock.setblocking(True)
+        try:
+            end = mono() + LANE_SLICE
+            while not stop():
+                try:
+                    data, addr = sock.recvfrom(2048)
+                except OSError:
+                    return False  # LANE_WAIT passed (EAGAIN), or an error epoll will report
+                now = mono()
+                if addr != client:
+                    self._stranger(sock, data, addr)
+                else:
+                    burst = transfer.receive(data, now)
+                    if burst:
+                        if len(burst) == 1:
+                            try:
+                                sock.sendmsg(burst[0], conn.cmsg, 0, addr)
+                            except OSError as exc:
+                                self._send_failed(conn, exc)
+                        else:
+                            self._send(conn, burst)
+                    if transfer.finished:
+                        self._end(conn)
+                        return True
+                    deadline = transfer.deadline
+                    if deadline is not None and deadline < self.next_deadline:
+                        self.next_deadline = deadline
+                if now >= end or now >= self.next_deadline:
+                    return True
+            return True
+        finally:
+            if sock.fileno() != -1:
+                sock.setblocking(False)
 
     def _feed(self, conn: _Conn, data: bytes, now: float) -> None:
         transfer = conn.transfer
@@ -596,15 +662,26 @@ class TftpEndpoint:
     def _run(self) -> None:
         pump = self._pump
         assert pump is not None
+        stopping = self._stopping
+        quiet = False  # the lane's client went quiet: wait in epoll until something comes
         while not self._stop:
             try:
-                pump.poll(pump.timeout())
+                conn = None if quiet else pump.lane()
+                if conn is not None:
+                    quiet = not pump.run_lane(conn, stopping)
+                    pump.poll(0)
+                else:
+                    pump.poll(pump.timeout())
+                    quiet = False
             except Exception as exc:  # a bug costs a round, not the server
                 self._bug(exc)
         try:
             pump.shutdown(time.monotonic())
         except Exception as exc:
             self._bug(exc)
+
+    def _stopping(self) -> bool:
+        return self._stop
 
     def _bug(self, exc: Exception) -> None:
         self.errors += 1

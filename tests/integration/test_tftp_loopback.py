@@ -441,6 +441,16 @@ async def test_retransmitted_rrq_and_tsize_probe_then_real_request(
             pkt, server_tid = client.recv()
             assert pkt == tp.OptionAck((("tsize", str(SIZES["small.bin"])),))
             client.sock.sendto(tp.encode_error(8, "tsize only"), server_tid)
+            # The copy of the probe may have been read after the ERROR ended its transfer
+            # (then it started one of its own): answer strays as a client must (ERROR 5).
+            client.sock.settimeout(0.2)
+            try:
+                while True:
+                    _, stray = client.sock.recvfrom(2048)
+                    client.sock.sendto(tp.encode_error(5, "unknown transfer ID"), stray)
+            except TimeoutError:
+                pass
+            client.sock.settimeout(3)
             data, _ = client.get("small.bin", blksize=1024)
             return data
 
@@ -449,7 +459,8 @@ async def test_retransmitted_rrq_and_tsize_probe_then_real_request(
         client.close()
     assert data == (root / "small.bin").read_bytes()
     await wait_idle(server)
-    assert server.stats.started == 2
+    assert server.stats.started in (2, 3)
+    assert server.stats.done == 1
 
 
 @pytest.mark.parametrize("threaded", [True, False], ids=["thread", "loop"])
