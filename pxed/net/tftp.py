@@ -3,14 +3,18 @@
 Lock-step TFTP costs one ACK in and one DATA out per block, so the per-datagram path decides
 the speed (DESIGN.md; bench/RESULTS.md has the figures). The data path here:
 
-- One socket per transfer (a new TID, RFC 1350), unconnected so that a datagram from a
-  stranger reaches us and gets ERROR 5 while the transfer goes on. With ``[tftp]
-  single_port`` every transfer is served from the listening socket instead.
+- Each transfer has its own port (a new TID, RFC 1350) and two sockets on it: one connected
+  to the client, so that reading an ACK is a plain ``recv`` and a DATA a ``sendmsg`` on a
+  cached route (no addresses built or looked up per block), and one unconnected beside it
+  (SO_REUSEADDR), which gets whatever other peers send to that port, so that they get
+  ERROR 5 while the transfer goes on. With ``[tftp] single_port`` every transfer is served
+  from the listening socket instead.
 - All of an endpoint's sockets sit in one epoll of its own (:class:`_Pump`). A round reads
   one datagram from each ready transfer socket (level-triggered: what is left comes back next
   round), drains the listening socket, then runs the transfers whose retransmission deadline
-  passed. One round costs one ``epoll_wait``, and per block one ``recvfrom`` and one
-  ``sendmsg`` -- the system calls dnsmasq makes -- plus the core's few microseconds.
+  passed. One round costs one ``epoll_wait``, and per block one ``recv`` and one ``sendmsg``
+  plus the core's few microseconds (dnsmasq makes four calls a block: it also seeks and reads
+  the file).
 - DATA goes out with ``sendmsg`` of the 4-octet header beside a ``memoryview`` slice of the
   shared ``mmap``: the payload is never copied in Python.
 - A window goes out with UDP GSO (``UDP_SEGMENT``): one ``sendmsg`` carries up to 64 blocks
@@ -25,9 +29,9 @@ or the next deadline: measured here (bench/RESULTS.md), that answers a lock-step
 third less CPU than going through the asyncio loop's select/handle machinery, and the loop
 (DHCP) never waits for TFTP. While a single transfer runs on its own socket (the common case:
 one firmware fetching its kernel and initrd) the thread serves it in a *lane*: a blocking
-``recvfrom`` on that socket (SO_RCVTIMEO 2 ms) instead of ``epoll_wait``, two system calls per
+``recv`` on that socket (SO_RCVTIMEO 2 ms) instead of ``epoll_wait``, two system calls per
 block, giving way to an epoll round every 2 ms for new requests and timers. With the lane
-pxed is level with dnsmasq on lock-step transfers (within 1.05x at blksize 1468 and 512).
+pxed is level with dnsmasq on lock-step transfers.
 ``PXED_TFTP_THREAD=0`` runs the same pump inside the event loop instead (``add_reader`` on
 its epoll, one asyncio timer, no lane); ``PXED_TFTP_LANE=0`` turns the lane off. Either way
 the cores are touched by one thread only, the pump's; the loop thread starts and stops it and
@@ -48,7 +52,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
@@ -58,7 +62,7 @@ from pxed.tftp import packet as tp
 from pxed.tftp.files import FileStore
 from pxed.tftp.packet import ErrorCode
 from pxed.tftp.server import Accepted, Duplicate, Refused, TftpServer, TftpStats
-from pxed.tftp.transfer import Address, Burst, Transfer
+from pxed.tftp.transfer import Address, Buffer, Burst, Transfer
 
 log = structlog.get_logger("pxed.tftp")
 
@@ -105,16 +109,39 @@ def _peer(addr: Address) -> str:
 
 
 class _Conn:
-    """The glue's side of one transfer: its socket and how to send from it."""
+    """The glue's side of one transfer: its socket(s) and how to send from them."""
 
-    __slots__ = ("addr", "cmsg", "fd", "own_socket", "sock", "transfer")
+    __slots__ = (
+        "addr",
+        "catcher",
+        "cmsg",
+        "connected",
+        "fd",
+        "mtu",
+        "own_socket",
+        "sock",
+        "transfer",
+    )
 
-    def __init__(self, transfer: Transfer, sock: socket.socket, own_socket: bool) -> None:
+    def __init__(
+        self,
+        transfer: Transfer,
+        sock: socket.socket,
+        own_socket: bool,
+        catcher: socket.socket | None = None,
+    ) -> None:
         self.transfer = transfer
         self.addr = transfer.client
         self.sock = sock
+        """Per-transfer mode: connected to the client (recv/send without addresses, the
+        kernel keeps the route). Single-port mode: the shared listening socket."""
         self.fd = sock.fileno()
         self.own_socket = own_socket
+        self.connected = catcher is not None
+        self.catcher = catcher
+        """Per-transfer mode: an unconnected socket on the same port, which gets what other
+        peers send there (a connected socket only hears its peer) so they get ERROR 5."""
+        self.mtu: int | None = None
         self.cmsg: list[tuple[int, int, bytes]] = []
         """Ancillary data for every send (IP_PKTINFO from a wildcard single-port socket)."""
 
@@ -147,6 +174,7 @@ class _Pump:
         self.wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.ep.register(self.wake_fd, select.EPOLLIN)
         self.by_fd: dict[int, _Conn] = {}
+        self.catchers: dict[int, _Conn] = {}
         self.conns: dict[Address, _Conn] = {}
         self.next_deadline = float("inf")
         self.gso = True
@@ -167,6 +195,8 @@ class _Pump:
                     self._read_one(conn, now)
                 elif fd == self.listen_fd:
                     self._on_listen(now)
+                elif fd in self.catchers:
+                    self._on_catcher(self.catchers[fd])
                 elif fd == self.wake_fd:
                     with contextlib.suppress(OSError):
                         os.eventfd_read(self.wake_fd)
@@ -251,7 +281,8 @@ class _Pump:
                 },
             )
             return
-        burst = transfer.start(now, self._path_mtu(addr[0], now))
+        mtu = conn.mtu if conn.mtu is not None else self._path_mtu(addr[0], now)
+        burst = transfer.start(now, mtu)
         self._send(conn, burst)
         self._after(conn)
 
@@ -262,18 +293,33 @@ class _Pump:
                 conn.cmsg = [(socket.IPPROTO_IP, IP_PKTINFO, _pktinfo(local_ip))]
         else:
             bind = local_ip if self.wildcard else self.host
-            sock = open_socket(bind, 0, self.interface)
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
-            conn = _Conn(transfer, sock, True)
+            catcher = open_socket(bind, 0, self.interface, reuse=True)
             try:
-                # Only a lane's blocking recvfrom uses it (see run_lane).
+                sock = open_socket(bind, catcher.getsockname()[1], self.interface, reuse=True)
+            except OSError:
+                catcher.close()
+                raise
+            try:
+                sock.connect(transfer.client)
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
+                # Only a lane's blocking recv uses it (see run_lane).
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _LANE_TIMEVAL)
-                self.ep.register(conn.fd, select.EPOLLIN)
+                conn = _Conn(transfer, sock, True, catcher)
+                with contextlib.suppress(OSError):
+                    conn.mtu = sock.getsockopt(socket.IPPROTO_IP, IP_MTU)
+                self.ep.register(sock.fileno(), select.EPOLLIN)
+                try:
+                    self.ep.register(catcher.fileno(), select.EPOLLIN)
+                except OSError:
+                    self.ep.unregister(sock.fileno())
+                    raise
             except OSError:
                 sock.close()
+                catcher.close()
                 raise
             self.by_fd[conn.fd] = conn
+            self.catchers[catcher.fileno()] = conn
         self.conns[transfer.client] = conn
         return conn
 
@@ -307,10 +353,12 @@ class _Pump:
         """One datagram from a transfer's own socket: the hot path, one call per block."""
         sock = conn.sock
         try:
-            data, addr = sock.recvfrom(2048)
+            data = sock.recv(2048)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
+            # ECONNREFUSED: an ICMP port unreachable from the client (it went away); the
+            # retransmission timer decides when to give up.
             if self.debug:
                 self.emit(
                     logging.DEBUG,
@@ -318,15 +366,12 @@ class _Pump:
                     {"client": _peer(conn.addr), "error": str(exc)},
                 )
             return
-        if addr != conn.addr:
-            self._stranger(sock, data, addr)
-            return
         transfer = conn.transfer
         burst = transfer.receive(data, now)
         if burst:
             if len(burst) == 1:
                 try:
-                    sock.sendmsg(burst[0], conn.cmsg, 0, addr)
+                    sock.sendmsg(burst[0])
                 except OSError as exc:
                     self._send_failed(conn, exc)
             else:
@@ -337,6 +382,24 @@ class _Pump:
         deadline = transfer.deadline
         if deadline is not None and deadline < self.next_deadline:
             self.next_deadline = deadline
+
+    def _on_catcher(self, conn: _Conn) -> None:
+        """Datagrams on a transfer's port from other peers (see _Conn.catcher)."""
+        catcher = conn.catcher
+        if catcher is None:
+            return
+        for _ in range(MAX_DRAIN):
+            try:
+                data, addr = catcher.recvfrom(2048)
+            except OSError:
+                return
+            if addr == conn.addr:
+                # Raced in before the connect(): it is the client's, feed it.
+                self._feed(conn, data, time.monotonic())
+                if conn.transfer.finished:
+                    return
+                continue
+            self._stranger(catcher, data, addr)
 
     def lane(self) -> _Conn | None:
         """The transfer to serve in a lane: the only one running, on its own socket."""
@@ -356,35 +419,31 @@ class _Pump:
         """
         sock = conn.sock
         transfer = conn.transfer
-        client = conn.addr
         mono = time.monotonic
         sock.setblocking(True)
         try:
             end = mono() + LANE_SLICE
             while not stop():
                 try:
-                    data, addr = sock.recvfrom(2048)
+                    data = sock.recv(2048)
                 except OSError:
                     return False  # LANE_WAIT passed (EAGAIN), or an error epoll will report
                 now = mono()
-                if addr != client:
-                    self._stranger(sock, data, addr)
-                else:
-                    burst = transfer.receive(data, now)
-                    if burst:
-                        if len(burst) == 1:
-                            try:
-                                sock.sendmsg(burst[0], conn.cmsg, 0, addr)
-                            except OSError as exc:
-                                self._send_failed(conn, exc)
-                        else:
-                            self._send(conn, burst)
-                    if transfer.finished:
-                        self._end(conn)
-                        return True
-                    deadline = transfer.deadline
-                    if deadline is not None and deadline < self.next_deadline:
-                        self.next_deadline = deadline
+                burst = transfer.receive(data, now)
+                if burst:
+                    if len(burst) == 1:
+                        try:
+                            sock.sendmsg(burst[0])
+                        except OSError as exc:
+                            self._send_failed(conn, exc)
+                    else:
+                        self._send(conn, burst)
+                if transfer.finished:
+                    self._end(conn)
+                    return True
+                deadline = transfer.deadline
+                if deadline is not None and deadline < self.next_deadline:
+                    self.next_deadline = deadline
                 if now >= end or now >= self.next_deadline:
                     return True
             return True
@@ -430,19 +489,25 @@ class _Pump:
 
     def _send(self, conn: _Conn, burst: Burst) -> None:
         """Send a burst; a lasting failure ends the transfer (the timer would not help)."""
-        sock = conn.sock
-        addr = conn.addr
-        cmsg = conn.cmsg
         try:
             if len(burst) == 1:
-                sock.sendmsg(burst[0], cmsg, 0, addr)
+                self._sendmsg(conn, burst[0], conn.cmsg)
             elif self.gso:
-                self._send_gso(sock, burst, addr, cmsg)
+                self._send_gso(conn, burst)
             else:
                 for datagram in burst:
-                    sock.sendmsg(datagram, cmsg, 0, addr)
+                    self._sendmsg(conn, datagram, conn.cmsg)
         except OSError as exc:
             self._send_failed(conn, exc)
+
+    @staticmethod
+    def _sendmsg(
+        conn: _Conn, buffers: Sequence[Buffer], cmsg: list[tuple[int, int, bytes]]
+    ) -> None:
+        if conn.connected:
+            conn.sock.sendmsg(buffers, cmsg)
+        else:
+            conn.sock.sendmsg(buffers, cmsg, 0, conn.addr)
 
     def _send_failed(self, conn: _Conn, exc: OSError) -> None:
         if isinstance(exc, BlockingIOError | InterruptedError) or exc.errno in _TRANSIENT_ERRNOS:
@@ -450,29 +515,24 @@ class _Pump:
         reason = "file changed on disk" if exc.errno == errno.EFAULT else exc.strerror
         conn.transfer.fail("error", f"send failed: {reason}", time.monotonic())
 
-    def _send_gso(
-        self,
-        sock: socket.socket,
-        burst: Burst,
-        addr: Address,
-        cmsg: list[tuple[int, int, bytes]],
-    ) -> None:
+    def _send_gso(self, conn: _Conn, burst: Burst) -> None:
         first = burst[0]
-        seg = len(first[0]) + len(first[1]) if len(first) == 2 else len(first[0])
+        seg = sum(len(b) for b in first)
         per_call = min(GSO_MAX_SEGMENTS, GSO_MAX_BYTES // seg)
+        cmsg = conn.cmsg
         if per_call < 2:
             for datagram in burst:
-                sock.sendmsg(datagram, cmsg, 0, addr)
+                self._sendmsg(conn, datagram, cmsg)
             return
         anc = [*cmsg, (SOL_UDP, UDP_SEGMENT, struct.pack("=H", seg))]
         for i in range(0, len(burst), per_call):
             chunk = burst[i : i + per_call]
             if len(chunk) == 1:
-                sock.sendmsg(chunk[0], cmsg, 0, addr)
+                self._sendmsg(conn, chunk[0], cmsg)
                 continue
             buffers = [buf for datagram in chunk for buf in datagram]
             try:
-                sock.sendmsg(buffers, anc, 0, addr)
+                self._sendmsg(conn, buffers, anc)
                 self.gso_sends += 1
             except OSError as exc:
                 if exc.errno not in _GSO_ERRNOS:
@@ -480,7 +540,7 @@ class _Pump:
                 self.gso = False
                 self.emit(logging.INFO, "tftp.gso_off", {"error": str(exc)})
                 for datagram in burst[i:]:
-                    sock.sendmsg(datagram, cmsg, 0, addr)
+                    self._sendmsg(conn, datagram, cmsg)
                 return
 
     # -- timers and the end of a transfer -------------------------------------------------
@@ -508,6 +568,12 @@ class _Pump:
                 with contextlib.suppress(OSError, ValueError):
                     self.ep.unregister(conn.fd)
             conn.sock.close()
+            if conn.catcher is not None:
+                fd = conn.catcher.fileno()
+                if self.catchers.pop(fd, None) is not None:
+                    with contextlib.suppress(OSError, ValueError):
+                        self.ep.unregister(fd)
+                conn.catcher.close()
         self.core.finish(transfer)
         self.emit(
             logging.INFO if transfer.outcome == "ok" else logging.WARNING,
@@ -529,10 +595,12 @@ class _Pump:
         os.close(self.wake_fd)
 
 
-def open_socket(host: str, port: int, interface: str | None) -> socket.socket:
+def open_socket(
+    host: str, port: int, interface: str | None, *, reuse: bool = False
+) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
     try:
-        if port:
+        if port or reuse:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if interface:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode() + b"\0")
@@ -597,7 +665,7 @@ class TftpEndpoint:
 
     async def start(self) -> None:
         self._loop = loop = asyncio.get_running_loop()
-        _raise_fd_limit(self.config.max_transfers + 256)
+        _raise_fd_limit(2 * self.config.max_transfers + 256)  # two sockets per transfer
         sock = open_socket(self.host, self.config.port, self.interface)
         try:
             if self.host in ("", "0.0.0.0"):
