@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -143,14 +145,38 @@ def test_at_least_thirty_hostile_names() -> None:
     assert len(HOSTILE) >= 30
 
 
-def test_unreadable_file_is_access_violation(tree: Path) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root reads everything")
-    (tree / "locked").write_bytes(b"x")
-    (tree / "locked").chmod(0)
-    with pytest.raises(FileRefused) as info:
-        FileStore(tree).open("locked")
-    assert info.value.error_code == ErrorCode.ACCESS_VIOLATION
+def test_unreadable_file_is_access_violation() -> None:
+    # A tree of its own under /tmp, traversable by everyone: as root (CI) the check runs in a
+    # child that has dropped to nobody, since root reads every file whatever its mode.
+    tree = Path(tempfile.mkdtemp(prefix="pxed-unreadable-"))
+    try:
+        tree.chmod(0o755)
+        (tree / "locked").write_bytes(b"x")
+        (tree / "locked").chmod(0)
+
+        def refused() -> bool:
+            try:
+                FileStore(tree).open("locked").close()
+            except FileRefused as exc:
+                return exc.error_code == ErrorCode.ACCESS_VIOLATION
+            return False
+
+        if os.geteuid() != 0:
+            assert refused()
+            return
+        pid = os.fork()
+        if pid == 0:  # child: never return into pytest
+            code = 1
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+                code = 0 if refused() else 1
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        shutil.rmtree(tree, ignore_errors=True)
 
 
 def test_one_mapping_shared_by_many_transfers(tree: Path) -> None:
