@@ -33,7 +33,8 @@ one firmware fetching its kernel and initrd) the thread serves it in a *lane*: a
 block, giving way to an epoll round every 2 ms for new requests and timers. With the lane
 pxed is level with dnsmasq on lock-step transfers.
 ``PXED_TFTP_THREAD=0`` runs the same pump inside the event loop instead (``add_reader`` on
-its epoll, one asyncio timer, no lane); ``PXED_TFTP_LANE=0`` turns the lane off. Either way
+its epoll, one asyncio timer, no lane); ``PXED_TFTP_LANE=0`` turns the lane off and
+``PXED_TFTP_GSO=0`` sends windows a datagram at a time (both for measurements). Either way
 the cores are touched by one thread only, the pump's; the loop thread starts and stops it and
 writes the log lines, which the pump hands over with ``call_soon_threadsafe`` (one per
 transfer, not per packet).
@@ -80,6 +81,7 @@ MTU_CACHE_SECONDS = 30.0
 IDLE_WAIT = 1.0  # longest epoll wait of the pump thread (it checks for a stop request)
 THREADED = os.environ.get("PXED_TFTP_THREAD", "1") != "0"
 LANE = os.environ.get("PXED_TFTP_LANE", "1") != "0"
+GSO = os.environ.get("PXED_TFTP_GSO", "1") != "0"  # PXED_TFTP_GSO=0: for bench/tftp only
 LANE_WAIT = 0.002  # longest blocking recvfrom of a lane (SO_RCVTIMEO)
 LANE_SLICE = 0.002  # a lane gives way to an epoll round this often
 _LANE_TIMEVAL = struct.pack("@ll", 0, int(LANE_WAIT * 1e6))
@@ -177,7 +179,7 @@ class _Pump:
         self.catchers: dict[int, _Conn] = {}
         self.conns: dict[Address, _Conn] = {}
         self.next_deadline = float("inf")
-        self.gso = True
+        self.gso = GSO
         self.gso_sends = 0
         self._mtu_cache: dict[str, tuple[int | None, float]] = {}
 
