@@ -8,13 +8,15 @@ everything a Lab made is removed on close, also when the test failed. Addresses 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +24,101 @@ from typing import Any
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
 
 
+# The Debian package behind each tool the tests drive, for the skip message.
+DEBIAN_PACKAGE = {
+    "dhclient": "isc-dhcp-client",
+    "busybox": "busybox",
+    "perfdhcp": "kea-admin",
+    "kea-dhcp4": "kea-dhcp4-server",
+    "dnsmasq": "dnsmasq-base",
+    "tcpdump": "tcpdump",
+    "ip": "iproute2",
+    "tc": "iproute2",
+    "curl": "curl",
+    "atftp": "atftp",
+    "atftpd": "atftpd",
+    "tftp": "tftp-hpa",
+}
+
+
 def have(tool: str) -> bool:
     return shutil.which(tool) is not None
+
+
+def require(*tools: str) -> None:
+    """Skip the test, naming the Debian package, when a client or peer is not installed."""
+    import pytest
+
+    for tool in tools:
+        if not have(tool):
+            pkg = DEBIAN_PACKAGE.get(tool, tool)
+            pytest.skip(f"{tool} not installed: apt-get install {pkg} (make deps-debian)")
+
+
+def udp_port_bound(ns: Netns, port: int) -> bool:
+    res = ns.run("ss", "-Hlun", f"sport = :{port}", check=False)
+    return res.returncode == 0 and bool(res.stdout.strip())
+
+
+def proc_rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def json_event(line: str) -> dict[str, Any] | None:
+    """A JSON log line as a dict; None for anything else."""
+    if not line.startswith("{"):
+        return None
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+class LogCollector:
+    """Drains a subprocess's output on a thread into a file: parsed events and raw lines."""
+
+    def __init__(
+        self,
+        stream: Any,
+        path: Path,
+        parse: Callable[[str], dict[str, Any] | None] = json_event,
+    ) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.lines: list[str] = []
+        self._parse = parse
+        self._path = path
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _run(self, stream: Any) -> None:
+        with self._path.open("a") as out:
+            for raw in iter(stream.readline, b""):
+                line = raw.decode(errors="replace").rstrip("\n")
+                out.write(line + "\n")
+                event = self._parse(line)
+                with self._lock:
+                    self.lines.append(line)
+                    if event is not None:
+                        self.events.append(event)
+
+    def join(self, timeout: float = 5.0) -> None:
+        self._thread.join(timeout)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.events)
+
+    def tail(self, n: int = 60) -> str:
+        with self._lock:
+            return "\n".join(self.lines[-n:])
 
 
 @dataclass

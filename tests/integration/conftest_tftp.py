@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -23,7 +22,16 @@ from typing import Any, ClassVar
 
 import pytest
 
-from tests.lab import Lab, Netns, have, wait_for
+from tests.lab import (
+    Lab,
+    LogCollector,
+    Netns,
+    have,
+    proc_rss_kib,
+    require,
+    udp_port_bound,
+    wait_for,
+)
 
 SERVER_IF = "pxts0"
 CLIENT_IF = "pxtc0"
@@ -32,20 +40,9 @@ CLIENT_IP = "198.18.69.2"
 PREFIX = 24
 REPO = Path(__file__).resolve().parents[2]
 
-DEBIAN_PACKAGE = {
-    "curl": "curl",
-    "atftp": "atftp",
-    "atftpd": "atftpd",
-    "tftp": "tftp-hpa",
-    "dnsmasq": "dnsmasq-base",
-    "tc": "iproute2",
-}
 
 
-def require(*tools: str) -> None:
-    for tool in tools:
-        if not have(tool):
-            pytest.skip(f"{tool} not installed: apt-get install {DEBIAN_PACKAGE.get(tool, tool)}")
+
 
 
 def make_file(path: Path, size: int, seed: int = 0) -> Path:
@@ -77,59 +74,13 @@ def same_file(a: Path, b: Path) -> bool:
                 return True
 
 
-def udp_port_bound(ns: Netns, port: int) -> bool:
-    res = ns.run("ss", "-Hlun", f"sport = :{port}", check=False)
-    return res.returncode == 0 and bool(res.stdout.strip())
 
 
-def proc_rss_kib(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
-class LogCollector:
-    """Drains a subprocess's output on a thread: JSON objects become events."""
 
-    def __init__(self, stream: Any, path: Path) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.lines: list[str] = []
-        self._path = path
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, args=(stream,), daemon=True)
-        self._thread.start()
 
-    def _run(self, stream: Any) -> None:
-        with self._path.open("a") as out:
-            for raw in iter(stream.readline, b""):
-                line = raw.decode(errors="replace").rstrip("\n")
-                out.write(line + "\n")
-                event = None
-                if line.startswith("{"):
-                    try:
-                        obj = json.loads(line)
-                        event = obj if isinstance(obj, dict) else None
-                    except ValueError:
-                        event = None
-                with self._lock:
-                    self.lines.append(line)
-                    if event is not None:
-                        self.events.append(event)
 
-    def join(self, timeout: float = 5.0) -> None:
-        self._thread.join(timeout)
-
-    def snapshot(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return list(self.events)
-
-    def tail(self, n: int = 40) -> str:
-        with self._lock:
-            return "\n".join(self.lines[-n:])
 
 
 # ---------------------------------------------------------------------------------------------

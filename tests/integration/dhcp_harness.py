@@ -21,16 +21,22 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import pytest
-
-from tests.lab import Lab, Netns, have, wait_for
+from tests.lab import (
+    Lab,
+    LogCollector,
+    Netns,
+    have,
+    proc_rss_kib,
+    require,
+    udp_port_bound,
+    wait_for,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Addresses and names (RFC 2544 benchmarking space only)
@@ -44,23 +50,9 @@ POOL_FIRST = "198.19.1.0"
 POOL_LAST = "198.19.254.254"
 
 #: Debian package that provides each external tool (named in skip messages).
-DEBIAN_PACKAGE = {
-    "dhclient": "isc-dhcp-client",
-    "busybox": "busybox",
-    "perfdhcp": "kea-admin",
-    "kea-dhcp4": "kea-dhcp4-server",
-    "dnsmasq": "dnsmasq-base",
-    "tcpdump": "tcpdump",
-    "ip": "iproute2",
-}
 
 
-def require(*tools: str) -> None:
-    """Skip the test, naming the Debian package, when a client or peer is not installed."""
-    for tool in tools:
-        if not have(tool):
-            pkg = DEBIAN_PACKAGE.get(tool, tool)
-            pytest.skip(f"{tool} not installed: apt-get install {pkg} (make deps-debian)")
+
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,39 +135,7 @@ def norm_xid(value: Any) -> int | None:
             return None
 
 
-class LogCollector:
-    """Drains a subprocess's output on a thread: JSON objects to events, the rest to raw lines."""
 
-    def __init__(self, stream: Any, path: Path, parse: Any) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.lines: list[str] = []
-        self._parse = parse
-        self._path = path
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, args=(stream,), daemon=True)
-        self._thread.start()
-
-    def _run(self, stream: Any) -> None:
-        with self._path.open("a") as out:
-            for raw in iter(stream.readline, b""):
-                line = raw.decode(errors="replace").rstrip("\n")
-                out.write(line + "\n")
-                event = self._parse(line)
-                with self._lock:
-                    self.lines.append(line)
-                    if event is not None:
-                        self.events.append(event)
-
-    def join(self, timeout: float = 5.0) -> None:
-        self._thread.join(timeout)
-
-    def snapshot(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return list(self.events)
-
-    def tail(self, n: int = 60) -> str:
-        with self._lock:
-            return "\n".join(self.lines[-n:])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -303,9 +263,7 @@ class DhcpServer:
         return {lease.ip: lease for lease in self.leases()}
 
 
-def udp_port_bound(ns: Netns, port: int) -> bool:
-    res = ns.run("ss", "-Hlun", f"sport = :{port}", check=False)
-    return res.returncode == 0 and bool(res.stdout.strip())
+
 
 
 def udp_rcvbuf_errors(ns: Netns) -> int:
@@ -317,11 +275,7 @@ def udp_rcvbuf_errors(ns: Netns) -> int:
     return int(values[header.index("RcvbufErrors")])
 
 
-def proc_rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+
 
 
 def _toml_value(value: Any) -> str:
