@@ -186,24 +186,52 @@ class _Pump:
     # -- the round ------------------------------------------------------------------------
 
     def poll(self, timeout: float) -> None:
-        """Wait up to ``timeout`` seconds, serve what is ready, run due timers."""
+        """Wait up to ``timeout`` seconds, serve what is ready, run due timers.
+
+        The loop body is the hot path of concurrent transfers (one pass per block), kept
+        inline on purpose: one ``recv`` of the ACK, the core, one ``sendmsg``.
+        """
         events = self.ep.poll(timeout, MAX_EVENTS)
         now = time.monotonic()
-        if events:
-            by_fd = self.by_fd
-            for fd, _ in events:
-                conn = by_fd.get(fd)
-                if conn is not None:
-                    self._read_one(conn, now)
-                elif fd == self.listen_fd:
-                    self._on_listen(now)
-                elif fd in self.catchers:
-                    self._on_catcher(self.catchers[fd])
-                elif fd == self.wake_fd:
-                    with contextlib.suppress(OSError):
-                        os.eventfd_read(self.wake_fd)
+        by_fd = self.by_fd
+        for fd, _ in events:
+            conn = by_fd.get(fd)
+            if conn is None:
+                self._other(fd, now)
+                continue
+            sock = conn.sock
+            try:
+                data = sock.recv(2048)
+            except OSError as exc:
+                self._recv_failed(conn, exc)
+                continue
+            transfer = conn.transfer
+            burst = transfer.receive(data, now)
+            if burst:
+                if len(burst) == 1:
+                    try:
+                        sock.sendmsg(burst[0])
+                    except OSError as exc:
+                        self._send_failed(conn, exc)
+                else:
+                    self._send(conn, burst)
+            if transfer.finished:
+                self._end(conn)
+                continue
+            deadline = transfer.deadline
+            if deadline is not None and deadline < self.next_deadline:
+                self.next_deadline = deadline
         if now >= self.next_deadline:
             self._timers(now)
+
+    def _other(self, fd: int, now: float) -> None:
+        if fd == self.listen_fd:
+            self._on_listen(now)
+        elif fd in self.catchers:
+            self._on_catcher(self.catchers[fd])
+        elif fd == self.wake_fd:
+            with contextlib.suppress(OSError):
+                os.eventfd_read(self.wake_fd)
 
     def timeout(self) -> float:
         """Seconds until the earliest deadline (what the thread waits at most)."""
@@ -351,39 +379,13 @@ class _Pump:
 
     # -- a transfer's socket --------------------------------------------------------------
 
-    def _read_one(self, conn: _Conn, now: float) -> None:
-        """One datagram from a transfer's own socket: the hot path, one call per block."""
-        sock = conn.sock
-        try:
-            data = sock.recv(2048)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            # ECONNREFUSED: an ICMP port unreachable from the client (it went away); the
-            # retransmission timer decides when to give up.
-            if self.debug:
-                self.emit(
-                    logging.DEBUG,
-                    "tftp.recv_error",
-                    {"client": _peer(conn.addr), "error": str(exc)},
-                )
-            return
-        transfer = conn.transfer
-        burst = transfer.receive(data, now)
-        if burst:
-            if len(burst) == 1:
-                try:
-                    sock.sendmsg(burst[0])
-                except OSError as exc:
-                    self._send_failed(conn, exc)
-            else:
-                self._send(conn, burst)
-        if transfer.finished:
-            self._end(conn)
-            return
-        deadline = transfer.deadline
-        if deadline is not None and deadline < self.next_deadline:
-            self.next_deadline = deadline
+    def _recv_failed(self, conn: _Conn, exc: OSError) -> None:
+        # EAGAIN: nothing after all. ECONNREFUSED: an ICMP port unreachable from the client
+        # (it went away); the retransmission timer decides when to give up.
+        if not isinstance(exc, BlockingIOError | InterruptedError) and self.debug:
+            self.emit(
+                logging.DEBUG, "tftp.recv_error", {"client": _peer(conn.addr), "error": str(exc)}
+            )
 
     def _on_catcher(self, conn: _Conn) -> None:
         """Datagrams on a transfer's port from other peers (see _Conn.catcher)."""
