@@ -118,9 +118,11 @@ def test_sigkill_loses_no_acked_lease(net: DhcpNet) -> None:
         # A rate near or past what the server sustains, so that it handles requests in
         # bursts: a daemon that sent a burst's ACKs before committing it would be caught
         # with ACKs on the wire and nothing on disk. Kill once many exchanges completed.
-        load = start_perfdhcp(net.client_ns, rate=CRASH_RATE, clients=BEFORE_N, period=5,
+        load = start_perfdhcp(net.client_ns, rate=CRASH_RATE, clients=BEFORE_N, period=8,
                               base_mac=BEFORE_BASE)
-        time.sleep(2.5)
+        # Kill once a few hundred leases are on disk, however fast this machine is today
+        # (a fixed sleep gave 130 ACKs on a loaded CI machine, too few to mean anything).
+        wait_for(lambda: len(server.leases_by_ip()) >= 400, timeout=7, interval=0.1)
         server.kill()
         killed_at = time.time()
         after_kill = server.leases_by_ip()  # what is on disk at the crash
