@@ -41,10 +41,6 @@ PREFIX = 24
 REPO = Path(__file__).resolve().parents[2]
 
 
-
-
-
-
 def make_file(path: Path, size: int, seed: int = 0) -> Path:
     """A file of ``size`` pseudo-random octets (fast: one random MiB repeated with a twist)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -72,15 +68,6 @@ def same_file(a: Path, b: Path) -> bool:
                 return False
             if not x:
                 return True
-
-
-
-
-
-
-
-
-
 
 
 # ---------------------------------------------------------------------------------------------

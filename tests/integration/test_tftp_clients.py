@@ -26,11 +26,10 @@ from tests.integration.conftest_tftp import (
     fetch,
     fetch_many,
     make_file,
-    require,
     same_file,
     tftp_lab,
 )
-from tests.lab import wait_for
+from tests.lab import require, wait_for
 
 __all__ = ["tftp_lab"]  # the fixture, imported for pytest
 
