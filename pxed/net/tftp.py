@@ -716,6 +716,8 @@ class TftpEndpoint:
             pump.wake()
             await asyncio.to_thread(self._thread.join, 30)
             self._thread = None
+            # The pump handed its last log lines (one per ended transfer) to this loop.
+            await asyncio.sleep(0)
         else:
             if self._loop is not None:
                 self._loop.remove_reader(pump.ep.fileno())

@@ -385,7 +385,10 @@ async def test_close_ends_transfers_with_error(root: Path) -> None:
 
         await asyncio.to_thread(begin)
         assert ep.stats.active == 1
-        await ep.close()
+        with structlog.testing.capture_logs() as logs:
+            await ep.close()
+        # The transfer's one log line is written by the time close() returns.
+        assert [e["outcome"] for e in logs if e["event"] == "tftp.failed"] == ["shutdown"]
         pkt = (await asyncio.to_thread(client.recv))[0]
         while isinstance(pkt, tp.Data):
             pkt = (await asyncio.to_thread(client.recv))[0]
