@@ -13,20 +13,17 @@ from __future__ import annotations
 
 import ipaddress
 
-import pytest
-
 from pxed.qemu import Firmware, Machine
 from tests.e2e.conftest import BootLab
 from tests.e2e.test_boot import HOSTS, PXELINUX_FILES, RESERVED_BIOS_MAC, UEFI_MAC, assert_files
-from tests.lab import have
+from tests.lab import require
 
 ROUTER_IP = "198.19.0.254"
 ROUTER_POOL = ("198.19.3.10", "198.19.3.200")
 
 
 def start_router(bootlab: BootLab) -> None:
-    if not have("dnsmasq"):
-        pytest.skip("dnsmasq missing: apt-get install dnsmasq-base (make test installs it)")
+    require("dnsmasq")
     router = bootlab.lab.ns("rt")
     bootlab.lab.veth(router, "lan0", bootlab.machines_ns, "rtport")
     bootlab.machines_ns.run("ip", "link", "set", "rtport", "master", "br0")

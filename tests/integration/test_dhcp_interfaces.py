@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import re
 
-import pytest
-
 from tests.integration.pxedproc import Pxed
-from tests.lab import Lab, Netns, have
+from tests.lab import Lab, Netns, require
 
 CONFIG = """
 [server]
@@ -36,8 +34,7 @@ def udhcpc(ns: Netns) -> str | None:
 
 
 def test_each_interface_serves_its_own_subnet(lab: Lab) -> None:
-    if not have("busybox"):
-        pytest.skip("busybox missing: apt-get install busybox (make test installs it)")
+    require("busybox")
     server = lab.ns("srv")
     clients = []
     for n, (cidr) in enumerate(("198.19.0.1/16", "198.18.64.1/24", "198.18.65.1/24")):

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.integration.pxedproc import Pxed
-from tests.lab import Lab, Netns, have, wait_for
+from tests.lab import Lab, Netns, require, wait_for
 
 ROUTER_IP = "198.19.0.1"
 PXED_IP = "198.19.0.5"
@@ -59,8 +59,7 @@ def segment(lab: Lab) -> Iterator[Segment]:
 
 
 def start_router(seg: Segment) -> subprocess.Popen[bytes]:
-    if not have("dnsmasq"):
-        pytest.skip("dnsmasq missing: apt-get install dnsmasq-base (make test installs it)")
+    require("dnsmasq")
     return seg.router.popen(
         "dnsmasq",
         "--no-daemon",
@@ -79,8 +78,7 @@ def pxe_client(seg: Segment, *args: str) -> list[dict[str, Any]]:
 
 
 def dhclient(seg: Segment) -> str:
-    if not have("dhclient"):
-        pytest.skip("dhclient missing: apt-get install isc-dhcp-client (make test installs it)")
+    require("dhclient")
     lf, pf = seg.lab.tmp / "dhclient.leases", seg.lab.tmp / "dhclient.pid"
     seg.client.run(
         "dhclient",
