@@ -244,7 +244,10 @@ class DhcpServer:
             return
         lease_time = self._lease_time(p, subnet.config)
         hostname = host.hostname if host is not None and host.hostname else p.hostname
-        lease = subnet.table.ack(key, p.mac, ip, hostname, now, lease_time)
+        lease, released = subnet.table.bind(key, p.mac, ip, hostname, now, lease_time)
+        if released is not None:
+            # Written before the new binding: staging order is the order of events on disk.
+            out.writes.append(released)
         out.writes.append(lease)
         reply, boot = self._reply(p, src, subnet, MessageType.ACK, ip, lease_time, host)
         out.replies.append(reply)

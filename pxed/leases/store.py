@@ -9,9 +9,11 @@ server stages the leases of a whole burst and commits them together: one fsync f
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from ipaddress import IPv4Address
 from pathlib import Path
 from types import TracebackType
@@ -61,9 +63,22 @@ CREATE INDEX leases_active_by_client ON leases (subnet, client_key) WHERE state 
 _MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
 """``from_version -> step`` that upgrades a database to ``from_version + 1`` (none yet)."""
 
-_UPSERT = """
+# A commit writes its whole batch in two statements, whatever its size: the rows travel as
+# one JSON array (client keys, which JSON cannot carry, as offsets into one blob). Row by
+# row, the sqlite3 module would release and retake the GIL around every statement, and each
+# retake fights the event loop thread for it; two statements make that two handoffs.
+_BATCH_ROWS = """
+SELECT j.value ->> 0 AS subnet, j.value ->> 1 AS ip,
+       substr(?2, j.value ->> 2, j.value ->> 3) AS client_key,
+       j.value ->> 4 AS mac, j.value ->> 5 AS hostname, j.value ->> 6 AS expires,
+       j.value ->> 7 AS state, j.value ->> 8 AS updated
+FROM json_each(?1) AS j
+"""
+
+# WHERE true: without it SQLite would read ON CONFLICT as part of a join (lang_upsert).
+_UPSERT = f"""
 INSERT INTO leases (subnet, ip, client_key, mac, hostname, expires, state, updated)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+SELECT * FROM ({_BATCH_ROWS}) WHERE true
 ON CONFLICT (subnet, ip) DO UPDATE SET
     client_key = excluded.client_key,
     mac = excluded.mac,
@@ -73,23 +88,28 @@ ON CONFLICT (subnet, ip) DO UPDATE SET
     updated = excluded.updated
 """
 
-# A client has one binding per subnet: LeaseTable.ack releases the client's other address in
-# memory, but returns only the new lease for the server to stage. Writing the release here,
-# in the transaction that stores the new binding, keeps the file equal to the table without
-# the server having to know about it; the new lease's ``updated`` is the moment of release.
+# A client has one binding per subnet. The server stages the release of a client's other
+# address that LeaseTable.bind returns; this statement also releases any other ACTIVE row of
+# the client on disk (a duplicate that LeaseTable.load released only in memory, or a caller
+# that stages bindings alone), in the transaction that stores the new binding; the new
+# lease's ``updated`` is the moment of release.
+# The batch rows are each client's final binding (see _final_rows), so this runs before the
+# upsert and never touches a row the upsert then writes differently.
 # INDEXED BY: without statistics the planner prefers the primary key (subnet = ?), a scan of
 # the whole subnet for every lease written; this way it fails loudly if the index is gone.
-_RELEASE_OTHERS = """
+_RELEASE_OTHERS = f"""
 UPDATE leases INDEXED BY leases_active_by_client
-SET state = 'released', expires = min(expires, ?1), updated = ?1
-WHERE subnet = ?2 AND client_key = ?3 AND state = 'active' AND ip != ?4
+SET state = 'released', expires = min(leases.expires, b.updated), updated = b.updated
+FROM ({_BATCH_ROWS}) AS b
+WHERE b.state = 'active' AND leases.subnet = b.subnet AND leases.client_key = b.client_key
+  AND leases.state = 'active' AND leases.ip != b.ip
 """
+
+LeaseRow = tuple[str, int, bytes, str, str | None, float, str, float]
 
 _SELECT = "SELECT subnet, ip, client_key, mac, hostname, expires, state, updated FROM leases"
 
 _STATES = {state.value: state for state in LeaseState if state is not LeaseState.OFFERED}
-
-LeaseRow = tuple[str, int, bytes, str, str | None, float, str, float]
 
 
 class LeaseStore:
@@ -281,16 +301,12 @@ class LeaseStore:
         conn = self._connection()
         with self._lock:
             batch, self._staged = self._staged, {}
+        params = _batch_parameters(_final_rows(batch.values()))
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for lease in batch.values():
-                    if lease.state is LeaseState.ACTIVE and lease.client_key:
-                        conn.execute(
-                            _RELEASE_OTHERS,
-                            (lease.updated, lease.subnet, lease.client_key, int(lease.ip)),
-                        )
-                    conn.execute(_UPSERT, _row(lease))
+                conn.execute(_RELEASE_OTHERS, params)
+                conn.execute(_UPSERT, params)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -335,17 +351,61 @@ class LeaseStore:
         return self._conn
 
 
-def _row(lease: Lease) -> LeaseRow:
-    return (
-        lease.subnet,
-        int(lease.ip),
-        lease.client_key,
-        lease.mac,
-        lease.hostname,
-        lease.expires,
-        lease.state.value,
-        lease.updated,
-    )
+def _final_rows(batch: Iterable[Lease]) -> list[Lease]:
+    """The batch as it must end up on disk, in staging order.
+
+    A client bound to A and then to B within one batch ends bound to B: its A row is written
+    released at B's ``updated``, exactly what a commit per lease would have left behind.
+    """
+    leases = list(batch)
+    last: dict[tuple[str, bytes], Lease] = {}
+    bindings = 0
+    for lease in leases:
+        if lease.state is LeaseState.ACTIVE and lease.client_key:
+            last[(lease.subnet, lease.client_key)] = lease
+            bindings += 1
+    if len(last) == bindings:
+        return leases  # the common case: no client bound twice in the batch
+    final = []
+    for lease in leases:
+        if lease.state is LeaseState.ACTIVE and lease.client_key:
+            newest = last[(lease.subnet, lease.client_key)]
+            if newest is not lease:
+                lease = replace(
+                    lease,
+                    state=LeaseState.RELEASED,
+                    expires=min(lease.expires, newest.updated),
+                    updated=newest.updated,
+                )
+        final.append(lease)
+    return final
+
+
+def _batch_parameters(leases: list[Lease]) -> tuple[str, bytes]:
+    """(JSON rows, client-key blob): the parameters of _RELEASE_OTHERS and _UPSERT."""
+    rows = []
+    # substr() counts from 1, and gives NULL, not an empty blob, on an empty blob: one
+    # leading byte keeps a batch whose keys are all empty (declines) NOT NULL.
+    keys = [b"\0"]
+    offset = 2
+    for lease in leases:
+        key = lease.client_key
+        rows.append(
+            (
+                lease.subnet,
+                int(lease.ip),
+                offset,
+                len(key),
+                lease.mac,
+                lease.hostname,
+                lease.expires,
+                lease.state.value,
+                lease.updated,
+            )
+        )
+        keys.append(key)
+        offset += len(key)
+    return json.dumps(rows, separators=(",", ":")), b"".join(keys)
 
 
 def _split_sql(script: str) -> list[str]:

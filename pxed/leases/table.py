@@ -309,11 +309,27 @@ class LeaseTable:
         now: float,
         lease_time: int,
     ) -> Lease:
-        """Bind ``ip`` to ``key`` for ``lease_time`` seconds; returns the lease to persist.
+        """Bind ``ip`` to ``key`` for ``lease_time`` seconds; returns the new lease.
 
-        Drops the key's hold, and releases (in memory) the key's lease on another address:
-        a client has one binding per subnet. Raises LeaseConflict when ``ip`` is not
-        ``available_for`` the key; the server must check that first and NAK.
+        ``bind`` without the released record; for callers that do not persist.
+        """
+        return self.bind(key, mac, ip, hostname, now, lease_time)[0]
+
+    def bind(
+        self,
+        key: bytes,
+        mac: str,
+        ip: IPv4Address,
+        hostname: str | None,
+        now: float,
+        lease_time: int,
+    ) -> tuple[Lease, Lease | None]:
+        """Bind ``ip`` to ``key``; returns (new lease, the key's released other lease or None).
+
+        Both are what to persist, in that order of importance. Drops the key's hold, and
+        releases the key's lease on another address: a client has one binding per subnet.
+        Raises LeaseConflict when ``ip`` is not ``available_for`` the key; the server must
+        check that first and NAK.
         """
         ipi = int(ip)
         if not self._available(ipi, key, now):
@@ -327,13 +343,15 @@ class LeaseTable:
             # Another key's hold that has run out (available_for said so): superseded.
             self._drop_hold(ipi, give_back=False)
 
+        released = None
         previous = self._lease_by_key.get(key)
         if previous is not None and previous != ipi:
             old = self._leases[previous]
             if old.state is LeaseState.ACTIVE:
-                self._leases[previous] = replace(
+                released = replace(
                     old, state=LeaseState.RELEASED, expires=min(old.expires, now), updated=now
                 )
+                self._leases[previous] = released
                 self._track(previous)
         before = self._leases.get(ipi)
         if (
@@ -357,7 +375,7 @@ class LeaseTable:
         self._leases[ipi] = lease
         self._lease_by_key[key] = ipi
         self._track(ipi)
-        return lease
+        return lease, released
 
     def release(self, key: bytes, ip: IPv4Address, now: float) -> Lease | None:
         """DHCPRELEASE: give ``ip`` back if it is bound to ``key``; returns the record to store.

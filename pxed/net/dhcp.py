@@ -127,7 +127,6 @@ class DhcpEndpoint:
         sock = self.sock
         if sock is None:
             return
-        replies: list[Reply] = []
         writes: list[Lease] = []
         held: list[Reply] = []
         now = self.clock()
@@ -149,9 +148,10 @@ class DhcpEndpoint:
                 writes.extend(outcome.writes)
                 held.extend(outcome.replies)
             else:
-                replies.extend(outcome.replies)
-        for reply in replies:
-            self._send(sock, reply)
+                # At once, not after the burst: replies spaced by the work between them
+                # reach a relay as a stream it can drain, not as a burst that overflows it.
+                for reply in outcome.replies:
+                    self._send(sock, reply)
         if writes and self.committer is not None:
             # These replies (ACKs) leave only once their leases are durable.
             self.committer.submit(writes, [partial(self._send_later, r) for r in held])

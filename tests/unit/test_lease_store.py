@@ -12,6 +12,8 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pxed.errors import PxedError
 from pxed.leases import (
@@ -345,3 +347,68 @@ def test_sigkill_never_loses_a_committed_lease(tmp_path: Path, kill_after: int) 
     missing = [ip for ip in acked if ip not in stored]
     assert not missing, f"{len(missing)} acknowledged leases lost, e.g. {missing[:5]}"
     assert len(stored) >= len(acked)
+
+
+def test_batch_keeps_keys_of_any_length_and_any_hostname_exactly(db: Path) -> None:
+    # Rows travel to SQLite as JSON plus one blob of client keys (see store._batch_parameters):
+    # keys of odd lengths and empty ones, and hostnames JSON must escape, come back as they went.
+    leases = [
+        lease(1, client_key=b"\xff" * 255, hostname='q"uote\\back\nslash'),
+        lease(2, client_key=b"\x00\x01", hostname="h\u00f6st-\u2603-\U0001f600"),
+        lease(3, LeaseState.DECLINED, client_key=b"", mac="", hostname=None),
+        lease(4, client_key=b"\x01" + bytes(range(6)), expires=T0 + 0.1 + 0.2, updated=T0 / 3),
+    ]
+    with LeaseStore(db) as store:
+        for x in leases:
+            store.stage(x)
+        assert store.commit() == 4
+        assert sorted(store.load(), key=lambda x: x.ip) == leases
+
+
+_IPS = [IPv4Address("198.19.0.10") + n for n in range(4)]
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["bind", "bind", "release", "decline", "commit"]),
+            st.integers(0, 2),  # client
+            st.integers(0, len(_IPS) - 1),  # address
+        ),
+        max_size=30,
+    )
+)
+def test_disk_equals_the_table_wherever_the_commits_fall(tmp_path: Path, steps: list) -> None:
+    # What a server does: each table change's records staged in order, commits whenever.
+    # However many changes share a commit (a client bound twice, released and its address
+    # rebound to another client, all in one batch), the file must say what the table says.
+    net = IPv4Network("198.19.0.0/24")
+    table = LeaseTable(net, [(_IPS[0], _IPS[-1])])
+    path = tmp_path / f"{len(list(tmp_path.iterdir()))}.sqlite3"
+    now = T0
+    with LeaseStore(path) as store:
+        for action, client, index in steps:
+            now += 1
+            key, address = b"\x01client" + bytes([client]), _IPS[index]
+            if action == "bind" and table.available_for(address, key, now):
+                new, released = table.bind(key, f"m{client}", address, None, now, 3600)
+                for record in (released, new):
+                    if record is not None:
+                        store.stage(record)
+            elif action == "release":
+                record = table.release(key, address, now)
+                if record is not None:
+                    store.stage(record)
+            elif action == "decline":
+                record = table.decline(address, now, 600)
+                if record is not None:
+                    store.stage(record)
+            elif action == "commit":
+                store.commit()
+        store.commit()
+        on_disk = {x.ip: x for x in store.load()}
+    in_memory = {a: table.by_ip(a) for a in _IPS if table.by_ip(a) is not None}
+    assert on_disk == in_memory

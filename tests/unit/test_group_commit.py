@@ -1,0 +1,105 @@
+"""GroupCommitter: ACKs after their commit, commits spaced under load, nothing left at close."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from pxed.leases import Lease, LeaseState, LeaseStore
+from pxed.net.commit import GroupCommitter
+
+T0 = 1_700_000_000.0
+
+
+def lease(n: int) -> Lease:
+    return Lease(
+        ip=IPv4Address("198.19.0.0") + n,
+        client_key=b"\x01" + n.to_bytes(6, "big"),
+        mac="m",
+        hostname=None,
+        expires=T0 + 3600,
+        state=LeaseState.ACTIVE,
+        subnet="198.19.0.0/16",
+        updated=T0,
+    )
+
+
+class RecordingStore(LeaseStore):
+    """A real store that notes when each commit started (loop clock) and what it held."""
+
+    def __init__(self, path: Path, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(path)
+        self.loop = loop
+        self.starts: list[float] = []
+
+    def commit(self) -> int:
+        if self.pending:
+            self.starts.append(self.loop.time())
+        return super().commit()
+
+
+def on_disk(store: LeaseStore) -> set[IPv4Address]:
+    return {x.ip for x in store.load()}
+
+
+async def test_a_reply_leaves_only_once_its_lease_is_on_disk(tmp_path: Path) -> None:
+    store = RecordingStore(tmp_path / "l.sqlite3", asyncio.get_running_loop())
+    store.open()
+    committer = GroupCommitter(store, min_interval=0.05)
+    seen: list[tuple[int, bool]] = []
+    done = asyncio.Event()
+
+    def sender(n: int) -> None:
+        # Called from the loop after the commit returned: the row must be readable now.
+        seen.append((n, lease(n).ip in on_disk(store)))
+        if len(seen) == 3:
+            done.set()
+
+    for n in (1, 2, 3):
+        committer.submit([lease(n)], [lambda n=n: sender(n)])
+    await asyncio.wait_for(done.wait(), 5)
+    await committer.close()
+    store.close()
+    assert seen == [(1, True), (2, True), (3, True)]
+
+
+async def test_commits_under_load_are_spaced_and_grouped(tmp_path: Path) -> None:
+    loop = asyncio.get_running_loop()
+    store = RecordingStore(tmp_path / "l.sqlite3", loop)
+    store.open()
+    interval = 0.05
+    committer = GroupCommitter(store, min_interval=interval)
+    sent: list[int] = []
+    for n in range(40):  # 40 submissions over about 0.2 s, one every 5 ms
+        committer.submit([lease(n)], [lambda n=n: sent.append(n)])
+        await asyncio.sleep(0.005)
+    under_load = list(store.starts)  # close() then writes the rest at once, by design
+    await committer.close()
+    store.close()
+    assert sorted(sent) == list(range(40))
+    gaps = [b - a for a, b in itertools.pairwise(under_load)]
+    assert gaps and min(gaps) >= interval * 0.99  # loop.time() granularity
+    # Grouped: far fewer commits than submissions (each waited for the interval).
+    assert len(store.starts) < 20
+
+
+async def test_the_first_commit_after_a_quiet_spell_does_not_wait(tmp_path: Path) -> None:
+    loop = asyncio.get_running_loop()
+    store = RecordingStore(tmp_path / "l.sqlite3", loop)
+    store.open()
+    committer = GroupCommitter(store, min_interval=10.0)  # would show as a 10 s wait
+    sent = asyncio.Event()
+    submitted = loop.time()
+    committer.submit([lease(1)], [sent.set])
+    await asyncio.wait_for(sent.wait(), 5)
+    assert store.starts[0] - submitted < 1.0
+    # The next one within the interval waits for the timer; close() must not: it cancels
+    # the timer and writes what is staged at once.
+    late: list[int] = []
+    committer.submit([lease(2)], [lambda: late.append(2)])
+    await asyncio.wait_for(committer.close(), 5)
+    assert late == [2]
+    assert lease(2).ip in on_disk(store)
+    store.close()
