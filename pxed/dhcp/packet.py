@@ -29,6 +29,7 @@ __all__ = [
     "BootOp",
     "DhcpPacket",
     "build",
+    "pack_reply",
     "parse",
 ]
 
@@ -332,6 +333,48 @@ def build(packet: DhcpPacket, max_size: int = MIN_MAX_MESSAGE_SIZE) -> bytes:
     if len(out) < BOOTP_MIN_SIZE:
         out += bytes(BOOTP_MIN_SIZE - len(out))
     return bytes(out)
+
+
+def pack_reply(
+    request: DhcpPacket,
+    *,
+    flags: int,
+    ciaddr: int,
+    yiaddr: int,
+    siaddr: int,
+    options: bytes,
+    max_size: int,
+) -> bytes | None:
+    """A BOOTREPLY to ``request`` with an already encoded options area (TLVs and END).
+
+    What ``build`` makes of the same reply when the options fit the options field, for
+    the server's common case without the DhcpPacket in between; None when they do not
+    fit, and the caller goes through ``build`` (overload, dropping). ``request`` came from
+    ``parse``, so its chaddr is ``hlen`` octets of at most 16.
+    """
+    size = _OPTIONS_START + len(options)
+    if size > max_size - IP_UDP_OVERHEAD:
+        return None
+    header = _HEADER_AND_COOKIE.pack(
+        2,
+        request.htype,
+        request.hlen,
+        0,
+        request.xid,
+        0,
+        flags,
+        ciaddr,
+        yiaddr,
+        siaddr,
+        int(request.giaddr),
+        request.chaddr,
+        b"",
+        b"",
+        MAGIC_COOKIE,
+    )
+    if size < BOOTP_MIN_SIZE:
+        return header + options + bytes(BOOTP_MIN_SIZE - size)
+    return header + options
 
 
 def _fit(

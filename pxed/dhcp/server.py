@@ -21,7 +21,7 @@ from pxed.boot import BootChoice, BootPolicy
 from pxed.config import Config, HostConfig, SubnetConfig
 from pxed.dhcp import options as o
 from pxed.dhcp.options import MessageType, OptionCode
-from pxed.dhcp.packet import DhcpPacket, build, parse
+from pxed.dhcp.packet import DhcpPacket, build, pack_reply, parse
 from pxed.dhcp.pxe import add_boot_options, choose_boot
 from pxed.errors import MalformedPacket
 from pxed.leases import Lease, LeaseTable
@@ -32,6 +32,7 @@ BROADCAST = IPv4Address("255.255.255.255")
 CLIENT_PORT = 68
 SERVER_PORT = 67
 MIN_MESSAGE = 576
+ENCODED_CACHE_SIZE = 256
 
 log = structlog.get_logger("pxed.dhcp")
 
@@ -90,6 +91,10 @@ class _Subnet:
     """Encoded options every reply on this subnet carries (encoded once, not per packet)."""
     optional: dict[int, bytes] = field(default_factory=dict)
     """Encoded options sent only to clients that ask for them (option 55)."""
+    encoded: dict[tuple[MessageType, IPv4Address, int | None, tuple[int, ...]], bytes] = field(
+        default_factory=dict
+    )
+    """Options areas of plain replies, TLV-encoded (see DhcpServer._pack_plain)."""
     exhausted_warned: bool = False
 
     def __post_init__(self) -> None:
@@ -141,6 +146,9 @@ class DhcpServer:
                 server_ip = server_ip or info.address_in(sub.network)
             self.subnets.append(_Subnet(sub, tables[str(sub.network)], server_ip))
         self.stats: dict[str, int] = {}
+        # Asked once: through structlog's lazy proxy the question costs as much per message
+        # as the rest of _event. The proxy itself keeps the configuration of its first use.
+        self._log_decisions = log.is_enabled_for(logging.INFO)
 
     def _key(self, p: DhcpPacket) -> bytes:
         """The lease key; a reserved host is known by its MAC, whatever client-id it sends."""
@@ -374,28 +382,19 @@ class DhcpServer:
     ) -> tuple[Reply, BootChoice | None]:
         server_ip = self._server_ip(subnet, src)
         boot = choose_boot(self.policy, p, host)
+        destination = self._destination(p, src, yiaddr, mtype)
+        if boot is None and (host is None or not host.hostname):
+            data = self._pack_plain(p, src, subnet, mtype, server_ip, yiaddr, lease_time)
+            if data is not None:
+                return Reply(data, destination, mtype), None
         next_server = self.config.boot.next_server or server_ip
-        wants = p.parameter_request_list
 
         # Order matters: build() drops options from the end when the client's maximum message
         # size is too small, so what a client cannot work without comes first.
-        opts: dict[int, bytes] = {
-            OptionCode.MESSAGE_TYPE: bytes([mtype]),
-            OptionCode.SERVER_ID: server_ip.packed,
-        }
-        if lease_time is not None:
-            opts[OptionCode.LEASE_TIME] = struct.pack("!I", lease_time)
-            opts[OptionCode.RENEWAL_TIME] = struct.pack("!I", lease_time // 2)
-            opts[OptionCode.REBINDING_TIME] = struct.pack("!I", lease_time * 7 // 8)
-        opts.update(subnet.base)
+        opts = self._head_options(subnet, mtype, server_ip, lease_time)
         if host is not None and host.hostname:
             opts[OptionCode.HOSTNAME] = host.hostname.encode()
-        # Options only a client that asks for them gets, in the order it asked.
-        optional = subnet.optional
-        if optional:
-            for code in wants:
-                if code in optional and code not in opts:
-                    opts[code] = optional[code]
+        self._add_requested(opts, subnet, p.parameter_request_list)
         file_field = b""
         if boot is not None:
             file_field = add_boot_options(opts, p, boot, next_server)
@@ -422,7 +421,78 @@ class DhcpServer:
             options=opts,
         )
         data = build(reply, self._max_size(p, src))
-        return Reply(data, self._destination(p, src, yiaddr, mtype), mtype), boot
+        return Reply(data, destination, mtype), boot
+
+    def _head_options(
+        self, subnet: _Subnet, mtype: MessageType, server_ip: IPv4Address, lease_time: int | None
+    ) -> dict[int, bytes]:
+        """The options every reply of this kind on this subnet starts with, in order."""
+        opts: dict[int, bytes] = {
+            OptionCode.MESSAGE_TYPE: bytes([mtype]),
+            OptionCode.SERVER_ID: server_ip.packed,
+        }
+        if lease_time is not None:
+            opts[OptionCode.LEASE_TIME] = struct.pack("!I", lease_time)
+            opts[OptionCode.RENEWAL_TIME] = struct.pack("!I", lease_time // 2)
+            opts[OptionCode.REBINDING_TIME] = struct.pack("!I", lease_time * 7 // 8)
+        opts.update(subnet.base)
+        return opts
+
+    def _add_requested(self, opts: dict[int, bytes], subnet: _Subnet, wants: Sequence[int]) -> None:
+        """Options only a client that asks for them gets, in the order it asked."""
+        optional = subnet.optional
+        if optional:
+            for code in wants:
+                if code in optional and code not in opts:
+                    opts[code] = optional[code]
+
+    def _pack_plain(
+        self,
+        p: DhcpPacket,
+        src: Source,
+        subnet: _Subnet,
+        mtype: MessageType,
+        server_ip: IPv4Address,
+        yiaddr: IPv4Address,
+        lease_time: int | None,
+    ) -> bytes | None:
+        """The reply to a client that gets no boot file and no host options, or None.
+
+        The same bytes as the general path (a test holds them equal), from options encoded
+        once per (kind, server address, lease time, requested list): most of a reply's cost
+        was building and encoding the same dozen options for every client. None when the
+        reply does not fit the client's size and needs build()'s overload and dropping.
+        """
+        wants = p.parameter_request_list if subnet.optional else ()
+        key = (mtype, server_ip, lease_time, wants)
+        area = subnet.encoded.get(key)
+        if area is None:
+            opts = self._head_options(subnet, mtype, server_ip, lease_time)
+            self._add_requested(opts, subnet, wants)
+            encoded = bytearray()
+            o.encode_options_into(encoded, opts.items())
+            area = bytes(encoded[:-1])  # without END: per-client options follow
+            if len(subnet.encoded) >= ENCODED_CACHE_SIZE:
+                subnet.encoded.clear()  # clients asking in ever new ways; start over
+            subnet.encoded[key] = area
+        tail: list[tuple[int, bytes]] = []
+        client_id = p.client_id
+        if client_id is not None:
+            tail.append((OptionCode.CLIENT_ID, client_id))  # RFC 6842
+        relay = p.relay_agent_info
+        if relay is not None and p.giaddr != ZERO:
+            tail.append((OptionCode.RELAY_AGENT_INFO, relay))  # RFC 3046 §2.2: echoed, last
+        options = bytearray(area)
+        o.encode_options_into(options, tail)
+        return pack_reply(
+            p,
+            flags=p.flags,
+            ciaddr=0 if mtype is MessageType.OFFER else int(p.ciaddr),
+            yiaddr=int(yiaddr),
+            siaddr=0,
+            options=bytes(options),
+            max_size=self._max_size(p, src),
+        )
 
     def _max_size(self, p: DhcpPacket, src: Source) -> int:
         size = p.max_message_size or MIN_MESSAGE
@@ -487,7 +557,7 @@ class DhcpServer:
         self, event: str, p: DhcpPacket, ip: IPv4Address, boot: BootChoice | None, **extra: Any
     ) -> None:
         self._count(event)
-        if log.is_enabled_for(logging.INFO):  # the fields cost more than a disabled call
+        if self._log_decisions:  # the fields cost more than a disabled call
             log.info(event, **decision_fields(p, ip, boot), **extra)
 
     def _drop(self, p: DhcpPacket, why: str, **extra: Any) -> None:
