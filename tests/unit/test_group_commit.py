@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -102,4 +103,73 @@ async def test_the_first_commit_after_a_quiet_spell_does_not_wait(tmp_path: Path
     await asyncio.wait_for(committer.close(), 5)
     assert late == [2]
     assert lease(2).ip in on_disk(store)
+    store.close()
+
+
+class SliceRecorder:
+    """Senders that note which loop callback sent them: one callback is one slice."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, total: int) -> None:
+        self.loop = loop
+        self.total = total
+        self.slices: list[tuple[float, list[int]]] = []
+        self.open = False
+        self.done = asyncio.Event()
+
+    def sender(self, n: int) -> Callable[[], None]:
+        def send() -> None:
+            if not self.open:
+                # Runs right after the callback sending this slice returns.
+                self.loop.call_soon(self._close)
+                self.open = True
+                self.slices.append((self.loop.time(), []))
+            self.slices[-1][1].append(n)
+            if sum(len(ns) for _, ns in self.slices) == self.total:
+                self.done.set()
+
+        return send
+
+    def _close(self) -> None:
+        self.open = False
+
+
+async def test_a_big_batch_of_acks_is_spread_a_small_one_is_not(tmp_path: Path) -> None:
+    loop = asyncio.get_running_loop()
+    store = RecordingStore(tmp_path / "l.sqlite3", loop)
+    store.open()
+    committer = GroupCommitter(store, min_interval=0.0)
+    # 40 ACKs behind one commit: four slices of 10, a millisecond or more apart.
+    big = SliceRecorder(loop, 40)
+    committer.submit([lease(n) for n in range(40)], [big.sender(n) for n in range(40)])
+    await asyncio.wait_for(big.done.wait(), 5)
+    assert [len(ns) for _, ns in big.slices] == [10, 10, 10, 10]
+    assert sorted(n for _, ns in big.slices for n in ns) == list(range(40))
+    starts = [t for t, _ in big.slices]
+    assert all(b - a >= 0.0009 for a, b in itertools.pairwise(starts))
+    # Five ACKs: all at once, no spreading.
+    small = SliceRecorder(loop, 5)
+    committer.submit([lease(n) for n in range(100, 105)], [small.sender(n) for n in range(5)])
+    await asyncio.wait_for(small.done.wait(), 5)
+    assert [len(ns) for _, ns in small.slices] == [5]
+    await committer.close()
+    store.close()
+
+
+async def test_close_sends_what_is_committed_but_still_spread(tmp_path: Path) -> None:
+    loop = asyncio.get_running_loop()
+    store = RecordingStore(tmp_path / "l.sqlite3", loop)
+    store.open()
+    committer = GroupCommitter(store, min_interval=0.0)
+    sent: list[int] = []
+    first = asyncio.Event()
+
+    def sender(n: int) -> None:
+        sent.append(n)
+        first.set()
+
+    committer.submit([lease(n) for n in range(40)], [lambda n=n: sender(n) for n in range(40)])
+    await asyncio.wait_for(first.wait(), 5)  # the first slice is out, the rest is waiting
+    assert len(sent) < 40
+    await committer.close()
+    assert sorted(sent) == list(range(40))
     store.close()
