@@ -151,6 +151,11 @@ async def test_a_big_batch_of_acks_is_spread_a_small_one_is_not(tmp_path: Path) 
     committer.submit([lease(n) for n in range(100, 105)], [small.sender(n) for n in range(5)])
     await asyncio.wait_for(small.done.wait(), 5)
     assert [len(ns) for _, ns in small.slices] == [5]
+    # 100 ACKs (a commit that took long): never more than 16 at a time.
+    slow = SliceRecorder(loop, 100)
+    committer.submit([lease(n) for n in range(200, 300)], [slow.sender(n) for n in range(100)])
+    await asyncio.wait_for(slow.done.wait(), 5)
+    assert [len(ns) for _, ns in slow.slices] == [16] * 6 + [4]
     await committer.close()
     store.close()
 
