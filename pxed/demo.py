@@ -93,17 +93,17 @@ class Timeline:
                 f"{self.stamp(t)}TFTP         {e.get('file')!s:<22} {stage.human_size(size):>9} "
                 f"in {secs:.2f} s (blksize {e.get('blksize')}, window {e.get('windowsize')})"
             )
+        elif name == "tftp.declined" and mac in (self.mac, None):
+            # EDK2 asks for the size (tsize) first and ends that transfer with ERROR 8.
+            self._flush_probes()
+            self.lines.append(
+                f"{self.stamp(t)}TFTP         {e.get('file')!s:<22} size asked only "
+                "(the firmware ends this first transfer itself, then downloads)"
+            )
         elif name == "tftp.failed" and mac in (self.mac, None):
             self._flush_probes()
             error = str(e.get("error") or "")
-            if "ERROR 8" in error and not e.get("bytes"):
-                # EDK2 asks for the size (tsize) first and ends that transfer with ERROR 8.
-                self.lines.append(
-                    f"{self.stamp(t)}TFTP         {e.get('file')!s:<22} size asked only "
-                    "(the firmware ends this first transfer itself, then downloads)"
-                )
-            else:
-                self.lines.append(f"{self.stamp(t)}TFTP failed  {e.get('file')}: {error}")
+            self.lines.append(f"{self.stamp(t)}TFTP failed  {e.get('file')}: {error}")
         elif name == "tftp.refused":
             file = str(e.get("file") or "")
             if file.startswith("pxelinux.cfg/") and e.get("reason") == "file not found":

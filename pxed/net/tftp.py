@@ -579,11 +579,14 @@ class _Pump:
                         self.ep.unregister(fd)
                 conn.catcher.close()
         self.core.finish(transfer)
-        self.emit(
-            logging.INFO if transfer.outcome == "ok" else logging.WARNING,
-            "tftp.done" if transfer.outcome == "ok" else "tftp.failed",
-            transfer.summary(),
-        )
+        outcome = transfer.outcome
+        if outcome == "ok":
+            self.emit(logging.INFO, "tftp.done", transfer.summary())
+        elif outcome == "declined":
+            # Not a failure: firmware asking a file's size only (EDK2 does on every boot).
+            self.emit(logging.INFO, "tftp.declined", transfer.summary())
+        else:
+            self.emit(logging.WARNING, "tftp.failed", transfer.summary())
 
     def shutdown(self, now: float) -> None:
         """End every transfer with ERROR 0 to its client; close the epoll."""
@@ -804,7 +807,7 @@ class TftpEndpoint:
             loop.call_soon_threadsafe(self._log, level, event, fields)
 
     def _log(self, level: int, event: str, fields: dict[str, Any]) -> None:
-        if self.mac_lookup is not None and event in ("tftp.done", "tftp.failed"):
+        if self.mac_lookup is not None and event in ("tftp.done", "tftp.declined", "tftp.failed"):
             client = str(fields.get("client", "")).rpartition(":")[0]
             try:
                 mac = self.mac_lookup(client)

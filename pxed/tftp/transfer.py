@@ -218,7 +218,8 @@ class Transfer:
         self.finished = False
         """True once DONE or FAILED: the glue drops the transfer and releases the file."""
         self.outcome = ""
-        """Set when finished: ``ok``, ``timeout``, ``client-error``, ``shutdown``..."""
+        """Set when finished: ``ok``, ``timeout``, ``declined`` (ERROR 8 to the OACK),
+        ``client-error``, ``shutdown``..."""
         self.error = ""
         self.client_error: tuple[int, str] | None = None
         self.started_at = now
@@ -372,9 +373,14 @@ class Transfer:
             return []
         if isinstance(pkt, tp.Error):
             self.client_error = (pkt.code, pkt.message)
+            # ERROR 8 in answer to the OACK, before any data, is a client declining the
+            # options (RFC 2347): EDK2 does it on every boot, having asked only the size.
+            declined = (
+                self.state is State.OACK_SENT and pkt.code == ErrorCode.OPTION_NEGOTIATION
+            )
             self._finish(
                 State.FAILED,
-                "client-error",
+                "declined" if declined else "client-error",
                 f"client sent ERROR {pkt.code}: {pkt.message}",
                 now,
             )

@@ -38,7 +38,7 @@ def test_timeline_lines() -> None:
     assert len(lines) == 2
     assert "01-52-54-00-de-00-01, C6130032, C613003 and 2 more" in lines[0]
     assert "pxelinux.cfg/default" in lines[1]
-    (probe,) = tl.event({"event": "tftp.failed", "mac": MAC, "file": "ipxe.efi", "bytes": 0,
+    (probe,) = tl.event({"event": "tftp.declined", "mac": MAC, "file": "ipxe.efi", "bytes": 0,
                          "error": "client sent ERROR 8: User aborted the transfer"}, 8.6)
     assert "ipxe.efi" in probe and "size asked only" in probe
     (failed,) = tl.event({"event": "tftp.failed", "mac": MAC, "file": "vmlinuz", "bytes": 4096,

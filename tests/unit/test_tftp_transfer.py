@@ -346,9 +346,21 @@ def test_client_error_ends_transfer() -> None:
     t.start(0.0)
     # Firmware asks tsize only, then aborts with ERROR 8 after reading the OACK.
     assert t.receive(tp.encode_error(8, "got tsize"), 0.1) == []
-    assert t.finished and t.outcome == "client-error"
+    assert t.finished and t.outcome == "declined"  # logged as tftp.declined, at info
     assert t.client_error == (8, "got tsize")
     assert t.receive(tp.encode_ack(0), 0.2) == []
+
+
+@pytest.mark.parametrize("code", [0, 1, 8])
+def test_an_error_other_than_8_to_the_oack_or_any_during_data_is_a_client_error(
+    code: int,
+) -> None:
+    t = make(b"x" * 5000, tsize=0)
+    t.start(0.0)
+    if code == 8:  # 8 once data flows is not declining options any more
+        t.receive(tp.encode_ack(0), 0.1)
+    t.receive(tp.encode_error(code, "stop"), 0.2)
+    assert t.finished and t.outcome == "client-error"
 
 
 @pytest.mark.parametrize(
