@@ -67,8 +67,10 @@ def add_boot_options(
         # that says PXEClient without option 43 is a "BINL" offer to EDK2 (UEFI): it then
         # asks port 4011 for the file instead of taking this one, and fails with PXE-E16.
         # Discovery control 8: boot the file named here, no boot-server discovery.
+        # An option 43 of the configuration ([dhcp.options]) already in opts wins: whoever
+        # set it is speaking PXE to their firmware on purpose.
         opts[OptionCode.VENDOR_CLASS_ID] = b"PXEClient"
-        opts[OptionCode.VENDOR_SPECIFIC] = PXE_USE_OFFERED_FILE
+        opts.setdefault(OptionCode.VENDOR_SPECIFIC, PXE_USE_OFFERED_FILE)
     elif vendor.startswith(b"HTTPClient"):
         opts[OptionCode.VENDOR_CLASS_ID] = b"HTTPClient"
     name = boot.file.encode()

@@ -405,6 +405,15 @@ def test_boot_file_by_architecture(arch: int | None, expected: str) -> None:
     assert offer.options[OC.VENDOR_SPECIFIC] == bytes([6, 1, 8, 255])
 
 
+def test_a_configured_option_43_is_what_pxe_clients_get() -> None:
+    mine = bytes([6, 1, 3, 8, 7, 0x80, 0, 1, 198, 19, 0, 1, 255])  # a boot-server list
+    server = make_server(options=((OC.VENDOR_SPECIFIC, mine),))
+    client = Client(server, o60=PXE_VC, o55=bytes([1, 3, 43, 60, 66, 67]))
+    offer, _ = client.discover()
+    assert offer.options[OC.VENDOR_SPECIFIC] == mine
+    assert offer.options[OC.VENDOR_CLASS_ID] == b"PXEClient"
+
+
 @pytest.mark.parametrize(
     "ipxe_opts", [{"o77": b"iPXE"}, {"o175": b"\x13\x01\x01"}, {"o77": b"\x04iPXE"}]
 )
