@@ -137,7 +137,7 @@ def bench_table(count: int) -> None:
         ip = table.offer(key, mac, None, now, 60.0)
         if ip is None:
             break  # the pool is full
-        table.ack(key, mac, ip, f"node{n}", now, 3600)
+        table.bind(key, mac, ip, f"node{n}", now, 3600)
         bound += 1
     elapsed = time.perf_counter() - start
     # The rest as loaded from the store, outside the ranges (the ranges shrank since).
@@ -156,7 +156,7 @@ def bench_table(count: int) -> None:
         key = b"\x01" + n.to_bytes(6, "big")
         ip = table.offer(key, "m", None, later, 60.0)
         assert ip is not None
-        table.ack(key, "m", ip, None, later, 3600)
+        table.bind(key, "m", ip, None, later, 3600)
     elapsed = time.perf_counter() - start
     print(f"  reuse of expired addresses: {65024 / elapsed:,.0f} (offer + ack) per s")
 

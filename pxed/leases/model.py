@@ -83,7 +83,7 @@ class TableStats:
 
 
 class LeaseConflict(PxedError):
-    """``ack`` was asked to bind an address that is not available to that client.
+    """``bind`` was asked to bind an address that is not available to that client.
 
     The server checks ``LeaseTable.available_for`` first and answers DHCPNAK; reaching this
     means that check was skipped, and binding anyway could give one address to two clients.

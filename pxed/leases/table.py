@@ -224,7 +224,7 @@ class LeaseTable:
     def load(self, leases: Iterable[Lease]) -> None:
         """Take records from the store (at start-up); other subnets' records are skipped.
 
-        A key has one binding per subnet: ``ack`` releases the key's other address, and the
+        A key has one binding per subnet: ``bind`` releases the key's other address, and the
         store does the same to the stored rows when it writes the new lease. Should a key
         still come back with several ACTIVE rows (a database written otherwise), only the
         most recently updated one stays bound; the others are loaded as RELEASED.
@@ -299,21 +299,6 @@ class LeaseTable:
         self._hold_by_key[key] = ipi
         heapq.heappush(self._hold_expiry, _millis(expires) << 32 | ipi)
         return address
-
-    def ack(
-        self,
-        key: bytes,
-        mac: str,
-        ip: IPv4Address,
-        hostname: str | None,
-        now: float,
-        lease_time: int,
-    ) -> Lease:
-        """Bind ``ip`` to ``key`` for ``lease_time`` seconds; returns the new lease.
-
-        ``bind`` without the released record; for callers that do not persist.
-        """
-        return self.bind(key, mac, ip, hostname, now, lease_time)[0]
 
     def bind(
         self,

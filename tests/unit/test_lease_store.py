@@ -173,9 +173,9 @@ def test_table_store_table_round_trip(db: Path) -> None:
         for k in (k1, k2):
             ip = table.offer(k, "m", None, T0, 60)
             assert ip is not None
-            store.stage(table.ack(k, "m", ip, None, T0, 3600))
+            store.stage(table.bind(k, "m", ip, None, T0, 3600)[0])
         # k1 moves to another address (INIT-REBOOT with a new one); the old one is freed
-        moved = table.ack(k1, "m", IPv4Address("198.19.0.15"), None, T0 + 1, 3600)
+        moved = table.bind(k1, "m", IPv4Address("198.19.0.15"), None, T0 + 1, 3600)[0]
         store.stage(moved)
         declined = table.decline(IPv4Address("198.19.0.11"), T0 + 2, 600)
         assert declined is not None

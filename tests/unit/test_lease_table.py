@@ -40,7 +40,7 @@ def bind(t: LeaseTable, n: int, now: float = T0, requested: IPv4Address | None =
     """DISCOVER/OFFER then REQUEST/ACK for client n."""
     offered = t.offer(key(n), mac(n), requested, now, HOLD)
     assert offered is not None
-    return t.ack(key(n), mac(n), offered, f"h{n}", now, LEASE)
+    return t.bind(key(n), mac(n), offered, f"h{n}", now, LEASE)[0]
 
 
 # ------------------------------------------------------------------ construction
@@ -88,7 +88,7 @@ def test_previous_address_after_expiry_and_after_release() -> None:
     # expired: the client comes back much later and gets its old address
     later = T0 + LEASE + 100
     assert t.offer(key(1), mac(1), ip(17), later, HOLD) == first.ip
-    t.ack(key(1), mac(1), first.ip, None, later, LEASE)
+    t.bind(key(1), mac(1), first.ip, None, later, LEASE)
     released = t.release(key(1), first.ip, later + 1)
     assert released is not None and released.state is LeaseState.RELEASED
     assert t.offer(key(1), mac(1), None, later + 2, HOLD) == first.ip
@@ -145,8 +145,8 @@ def test_ack_of_another_clients_held_address_is_refused() -> None:
     offered = t.offer(key(1), mac(1), None, T0, HOLD)
     assert offered is not None
     with pytest.raises(LeaseConflict):
-        t.ack(key(2), mac(2), offered, None, T0 + 1, LEASE)
-    lease = t.ack(key(1), mac(1), offered, "pc", T0 + 1, LEASE)
+        t.bind(key(2), mac(2), offered, None, T0 + 1, LEASE)
+    lease = t.bind(key(1), mac(1), offered, "pc", T0 + 1, LEASE)[0]
     assert lease.state is LeaseState.ACTIVE and lease.expires == T0 + 1 + LEASE
     assert lease.subnet == "198.19.0.0/24" and lease.hostname == "pc"
 
@@ -175,7 +175,7 @@ def test_ack_releases_the_clients_other_address() -> None:
     first = bind(t, 1)
     assert t.offer(key(1), mac(1), None, T0 + 1, HOLD) == first.ip
     # INIT-REBOOT style: the client REQUESTs another free address directly
-    second = t.ack(key(1), mac(1), ip(15), None, T0 + 2, LEASE)
+    second = t.bind(key(1), mac(1), ip(15), None, T0 + 2, LEASE)[0]
     old = t.by_ip(first.ip)
     assert old is not None and old.state is LeaseState.RELEASED
     assert t.by_client(key(1)) == second
@@ -192,7 +192,7 @@ def test_reservation_never_given_to_others() -> None:
     assert t.offer(key(2), mac(2), None, T0, HOLD) is None  # 10 is not in the pool
     assert not t.available_for(ip(10), key(1), T0)
     with pytest.raises(LeaseConflict):
-        t.ack(key(1), mac(1), ip(10), None, T0, LEASE)
+        t.bind(key(1), mac(1), ip(10), None, T0, LEASE)
     # the owner gets it, first, whatever it asks for
     assert t.offer(key(9), mac(9), ip(11), T0, HOLD) == ip(10)
     # outside the ranges: only the owner
@@ -248,7 +248,7 @@ def test_renewals_do_not_grow_the_reuse_heap_without_bound() -> None:
     t = table(10, 19)
     lease = bind(t, 1)
     for i in range(5000):
-        lease = t.ack(key(1), mac(1), lease.ip, None, T0 + i, LEASE)
+        lease = t.bind(key(1), mac(1), lease.ip, None, T0 + i, LEASE)[0]
     assert len(t._reuse) <= 2 * len(t) + 1024 + 1
 
 
@@ -403,7 +403,7 @@ def test_large_pool_is_fast_enough_to_be_linear_overall() -> None:
         got = t.offer(k, "m", None, T0, HOLD)
         assert got is not None
         seen.add(got)
-        t.ack(k, "m", got, None, T0, 10)
+        t.bind(k, "m", got, None, T0, 10)
     assert len(seen) == size
     assert t.offer(b"late", "m", None, T0 + 1, HOLD) is None
     for n in range(size):
@@ -490,13 +490,13 @@ class TableMachine(RuleBasedStateMachine):
     @rule(k=st.sampled_from(KEYS), address=st.sampled_from(ADDRS), time=st.sampled_from([0, 60]))
     def request(self, k: bytes, address: IPv4Address, time: int) -> None:
         if self.t.available_for(address, k, self.now):
-            lease = self.t.ack(k, "m", address, None, self.now, time)
+            lease = self.t.bind(k, "m", address, None, self.now, time)[0]
             assert lease.client_key == k and lease.state is LeaseState.ACTIVE
             self.persist_binding(lease)
             self.give(address, k, lease=True, until=self.now + time)
         else:
             with pytest.raises(LeaseConflict):
-                self.t.ack(k, "m", address, None, self.now, time)
+                self.t.bind(k, "m", address, None, self.now, time)
 
     @precondition(lambda self: bool(self.binds))
     @rule(data=st.data())
