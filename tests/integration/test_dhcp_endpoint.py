@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import AsyncIterator, Iterator
 from ipaddress import IPv4Address
 
 import pytest
@@ -29,12 +30,25 @@ class EchoCore:
 
 
 @pytest.fixture
-def client() -> socket.socket:
+def client() -> Iterator[socket.socket]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     sock.setblocking(False)
     yield sock
     sock.close()
+
+
+@pytest.fixture
+async def echo() -> AsyncIterator[tuple[EchoCore, DhcpEndpoint, tuple[str, int]]]:
+    """An endpoint on loopback with the echo core, and the address to send it datagrams."""
+    core = EchoCore()
+    endpoint = DhcpEndpoint(core, None, "lo", port=0)
+    await endpoint.start()
+    assert endpoint.sock is not None
+    try:
+        yield core, endpoint, ("127.0.0.1", endpoint.sock.getsockname()[1])
+    finally:
+        await endpoint.close()
 
 
 async def replies(sock: socket.socket, count: int, timeout: float = 2.0) -> list[bytes]:
@@ -47,44 +61,32 @@ async def replies(sock: socket.socket, count: int, timeout: float = 2.0) -> list
 
 
 async def test_a_burst_is_answered_and_the_pause_lets_later_datagrams_through(
-    client: socket.socket,
+    client: socket.socket, echo: tuple[EchoCore, DhcpEndpoint, tuple[str, int]]
 ) -> None:
-    core = EchoCore()
-    endpoint = DhcpEndpoint(core, None, "lo", port=0)
-    await endpoint.start()
-    assert endpoint.sock is not None
-    server = ("127.0.0.1", endpoint.sock.getsockname()[1])
-    try:
-        # More than one wake-up's worth (MAX_BURST) at once: nothing is left unread.
-        count = glue.MAX_BURST * 2 + 5
-        for n in range(count):
-            client.sendto(b"%d" % n, server)
-        got = await replies(client, count)
-        assert sorted(got) == sorted(b"re:%d" % n for n in range(count))
-        # One at a time, each while the socket may be paused: each still answered.
-        for n in range(5):
-            client.sendto(b"late%d" % n, server)
-            assert await replies(client, 1) == [b"re:late%d" % n]
-    finally:
-        await endpoint.close()
+    _, _, server = echo
+    # More than one wake-up's worth (MAX_BURST) at once: nothing is left unread.
+    count = glue.MAX_BURST * 2 + 5
+    for n in range(count):
+        client.sendto(b"%d" % n, server)
+    got = await replies(client, count)
+    assert sorted(got) == sorted(b"re:%d" % n for n in range(count))
+    # One at a time, each while the socket may be paused: each still answered.
+    for n in range(5):
+        client.sendto(b"late%d" % n, server)
+        assert await replies(client, 1) == [b"re:late%d" % n]
 
 
-async def test_stop_reading_during_a_pause_stays_stopped(client: socket.socket) -> None:
-    core = EchoCore()
-    endpoint = DhcpEndpoint(core, None, "lo", port=0)
-    await endpoint.start()
-    assert endpoint.sock is not None
-    server = ("127.0.0.1", endpoint.sock.getsockname()[1])
-    try:
-        client.sendto(b"one", server)
-        assert await replies(client, 1) == [b"re:one"]
-        endpoint.stop_reading()  # the pause after "one" may still be pending
-        await asyncio.sleep(glue.READ_PAUSE * 5)
-        client.sendto(b"two", server)
-        await asyncio.sleep(0.2)
-        assert core.seen == [b"one"]
-    finally:
-        await endpoint.close()
+async def test_stop_reading_during_a_pause_stays_stopped(
+    client: socket.socket, echo: tuple[EchoCore, DhcpEndpoint, tuple[str, int]]
+) -> None:
+    core, endpoint, server = echo
+    client.sendto(b"one", server)
+    assert await replies(client, 1) == [b"re:one"]
+    endpoint.stop_reading()  # the pause after "one" may still be pending
+    await asyncio.sleep(glue.READ_PAUSE * 5)
+    client.sendto(b"two", server)
+    await asyncio.sleep(0.2)
+    assert core.seen == [b"one"]
 
 
 def test_source_objects_are_reused() -> None:

@@ -484,28 +484,30 @@ def test_reply_respects_the_maximum_message_size() -> None:
     assert offer.message_type is MessageType.OFFER and offer.server_id == SERVER_IP
 
 
+# What a client may send that shapes a plain reply, as Client(**opts) takes it.
+CLIENT_OPTIONS = st.fixed_dictionaries(
+    {},
+    optional={
+        "o55": st.lists(
+            st.sampled_from([1, 3, 6, 15, 26, 42, 51, 121, 128, 129, 130]), min_size=1, max_size=8
+        ).map(bytes),
+        "o61": st.binary(min_size=2, max_size=300),
+        "o82": st.binary(min_size=1, max_size=40).map(lambda b: b"\x01" + bytes([len(b)]) + b),
+        "o57": st.integers(576, 1500).map(lambda n: struct.pack("!H", n)),
+        "o51": st.integers(0, 7200).map(lambda n: struct.pack("!I", n)),
+    },
+)
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    prl=st.lists(st.sampled_from([1, 3, 6, 15, 26, 42, 51, 121, 128, 129, 130]), max_size=8),
-    client_id=st.one_of(st.none(), st.binary(min_size=2, max_size=300)),
-    agent=st.one_of(
-        st.none(), st.binary(min_size=1, max_size=40).map(lambda b: b"\x01" + bytes([len(b)]) + b)
-    ),
+    opts=CLIENT_OPTIONS,
     relayed=st.booleans(),
-    max_size=st.one_of(st.none(), st.integers(576, 1500)),
     flags=st.sampled_from([0, 0x8000]),
-    lease=st.one_of(st.none(), st.integers(0, 7200)),
     big=st.integers(0, 250),
 )
 def test_plain_replies_are_the_bytes_the_general_path_builds(
-    prl: list[int],
-    client_id: bytes | None,
-    agent: bytes | None,
-    relayed: bool,
-    max_size: int | None,
-    flags: int,
-    lease: int | None,
-    big: int,
+    opts: dict[str, bytes], relayed: bool, flags: int, big: int
 ) -> None:
     # DhcpServer._pack_plain encodes a client's reply from options encoded once per kind;
     # whatever a client asks, it must send exactly what build() makes of the same reply.
@@ -520,31 +522,12 @@ def test_plain_replies_are_the_bytes_the_general_path_builds(
     fast, general = server(), server()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(general, "_pack_plain", lambda *args: None)
-        compare_replies(fast, general, prl, client_id, agent, relayed, max_size, flags, lease)
+        compare_replies(fast, general, opts, relayed, flags)
 
 
 def compare_replies(
-    fast: DhcpServer,
-    general: DhcpServer,
-    prl: list[int],
-    client_id: bytes | None,
-    agent: bytes | None,
-    relayed: bool,
-    max_size: int | None,
-    flags: int,
-    lease: int | None,
+    fast: DhcpServer, general: DhcpServer, opts: dict[str, bytes], relayed: bool, flags: int
 ) -> None:
-    opts: dict[str, bytes] = {}
-    if prl:
-        opts["o55"] = bytes(prl)
-    if client_id is not None:
-        opts["o61"] = client_id
-    if agent is not None:
-        opts["o82"] = agent
-    if max_size is not None:
-        opts["o57"] = struct.pack("!H", max_size)
-    if lease is not None:
-        opts["o51"] = struct.pack("!I", lease)
     relay = Source(IFACE, IPv4Address("198.19.0.2"), 67)
     kw: dict[str, Any] = {"flags": flags}
     if relayed:
