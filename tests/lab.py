@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
 
@@ -225,3 +225,104 @@ def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> b
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+class ServerProcess:
+    """A server subprocess in a namespace: start (and wait until ready), stop, SIGKILL, its log.
+
+    Subclasses say how to run it (``command``, ``env``), when it is ready (``is_ready``) and
+    how to read its output (``parse_line``). Events of earlier runs are kept across restarts.
+    """
+
+    name: ClassVar[str] = "?"
+    tool: ClassVar[str] = "?"
+    """The program the server needs; a missing one skips the test, naming its package."""
+    start_timeout: ClassVar[float] = 15.0
+
+    def __init__(self, ns: Netns, workdir: Path, *, quiet: bool = False) -> None:
+        self.ns = ns
+        self.workdir = workdir
+        self.quiet = quiet
+        """Benchmarks: log as little as the server allows."""
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log: LogCollector | None = None
+        self.starts = 0
+        self._old_events: list[dict[str, Any]] = []
+
+    # -- to implement
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def env(self) -> dict[str, str] | None:
+        return None
+
+    def parse_line(self, line: str) -> dict[str, Any] | None:
+        return json_event(line)
+
+    def is_ready(self) -> bool:
+        raise NotImplementedError
+
+    # -- common
+    def start(self, timeout: float | None = None) -> None:
+        require(self.tool)
+        timeout = self.start_timeout if timeout is None else timeout
+        if self.log is not None:
+            self._old_events += self.log.snapshot()
+        self.starts += 1
+        self.proc = self.ns.popen(
+            *self.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=self.env()
+        )
+        log_path = self.workdir / f"{self.name}.log"
+        self.log = LogCollector(self.proc.stdout, log_path, self.parse_line)
+        proc = self.proc
+        ok = wait_for(lambda: proc.poll() is not None or self.is_ready(), timeout=timeout)
+        if proc.poll() is not None:
+            self.log.join(2)
+            raise RuntimeError(
+                f"{self.name} exited with {proc.returncode} at start-up:\n{self.tail()}"
+            )
+        if not ok:
+            raise RuntimeError(f"{self.name} not ready after {timeout} s:\n{self.tail()}")
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM and wait; SIGKILL if it does not go. Returns the exit status."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        if self.log is not None:
+            self.log.join()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL: the crash a server must survive."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        if self.log is not None:
+            self.log.join()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    @property
+    def pid(self) -> int:
+        # `ip netns exec` execs the command: the Popen pid is the server's own.
+        assert self.proc is not None
+        return self.proc.pid
+
+    def rss_kib(self) -> int:
+        return proc_rss_kib(self.pid)
+
+    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """Events of every run of this server so far (all restarts), oldest first."""
+        every = self._old_events + (self.log.snapshot() if self.log is not None else [])
+        return every if kind is None else [e for e in every if e.get("event") == kind]
+
+    def tail(self, n: int = 60) -> str:
+        return self.log.tail(n) if self.log is not None else ""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -24,13 +23,10 @@ import pytest
 
 from tests.lab import (
     Lab,
-    LogCollector,
     Netns,
+    ServerProcess,
     have,
-    proc_rss_kib,
-    require,
     udp_port_bound,
-    wait_for,
 )
 
 SERVER_IF = "pxts0"
@@ -74,73 +70,17 @@ def same_file(a: Path, b: Path) -> bool:
 # Servers
 
 
-class TftpServerProc:
-    """A TFTP server subprocess in the server namespace."""
+class TftpServerProc(ServerProcess):
+    """A TFTP server subprocess in the server namespace, serving ``root``."""
 
-    name: ClassVar[str] = "?"
-    tool: ClassVar[str] = "?"
+    start_timeout = 20.0
 
     def __init__(self, ns: Netns, root: Path, workdir: Path, *, quiet: bool = False) -> None:
-        self.ns = ns
+        super().__init__(ns, workdir, quiet=quiet)
         self.root = root
-        self.workdir = workdir
-        self.quiet = quiet
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log: LogCollector | None = None
-
-    def command(self) -> list[str]:
-        raise NotImplementedError
-
-    def env(self) -> dict[str, str] | None:
-        return None
 
     def is_ready(self) -> bool:
         return udp_port_bound(self.ns, 69)
-
-    def start(self, timeout: float = 20.0) -> None:
-        require(self.tool)
-        self.proc = self.ns.popen(
-            *self.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=self.env()
-        )
-        self.log = LogCollector(self.proc.stdout, self.workdir / f"{self.name}.log")
-        ok = wait_for(
-            lambda: self.proc is None or self.proc.poll() is not None or self.is_ready(),
-            timeout=timeout,
-        )
-        if self.proc.poll() is not None:
-            self.log.join(2)
-            raise RuntimeError(f"{self.name} exited at start-up:\n{self.tail()}")
-        if not ok:
-            raise RuntimeError(f"{self.name} not ready after {timeout} s:\n{self.tail()}")
-
-    def stop(self, timeout: float = 10.0) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        if self.log is not None:
-            self.log.join()
-        return self.proc.returncode
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def rss_kib(self) -> int:
-        return proc_rss_kib(self.pid)
-
-    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
-        every = self.log.snapshot() if self.log is not None else []
-        return every if kind is None else [e for e in every if e.get("event") == kind]
-
-    def tail(self, n: int = 40) -> str:
-        return self.log.tail(n) if self.log is not None else ""
 
 
 class PxedTftp(TftpServerProc):

@@ -29,10 +29,9 @@ from typing import Any, ClassVar
 
 from tests.lab import (
     Lab,
-    LogCollector,
     Netns,
+    ServerProcess,
     have,
-    proc_rss_kib,
     require,
     udp_port_bound,
     wait_for,
@@ -142,11 +141,9 @@ def norm_xid(value: Any) -> int | None:
 # Servers
 
 
-class DhcpServer:
+class DhcpServer(ServerProcess):
     """A DHCP server subprocess in a namespace: start, stop, SIGKILL, leases, events."""
 
-    name: ClassVar[str] = "?"
-    tool: ClassVar[str] = "?"
     keeps_released_rows: ClassVar[bool] = False
     """True when a released lease stays in the store with state RELEASED (pxed)."""
     logs_events: ClassVar[bool] = True
@@ -155,31 +152,13 @@ class DhcpServer:
     def __init__(
         self, ns: Netns, iface: str, setup: DhcpSetup, workdir: Path, *, quiet: bool = False
     ) -> None:
-        self.ns = ns
+        super().__init__(ns, workdir, quiet=quiet)
         self.iface = iface
         self.setup = setup
-        self.workdir = workdir
-        self.quiet = quiet
-        """Benchmarks: log as little as the server allows (per-packet logging off)."""
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log: LogCollector | None = None
-        self.starts = 0
-        self._old_events: list[dict[str, Any]] = []
-        self._old_lines: list[str] = []
 
-    # -- to implement
-    def command(self) -> list[str]:
-        raise NotImplementedError
-
-    def env(self) -> dict[str, str] | None:
-        return None
-
+    # -- to implement (and command, is_ready from ServerProcess)
     def parse_line(self, line: str) -> dict[str, Any] | None:
         return None
-
-    def is_ready(self) -> bool:
-        raise NotImplementedError
 
     def leases(self) -> list[Lease]:
         raise NotImplementedError
@@ -188,76 +167,6 @@ class DhcpServer:
     @classmethod
     def available(cls) -> bool:
         return have(cls.tool)
-
-    def start(self, timeout: float = 15.0) -> None:
-        if not self.available():
-            require(self.tool)
-        if self.log is not None:
-            self._old_events += self.log.snapshot()
-            self._old_lines += self.log.lines
-        self.starts += 1
-        self.proc = self.ns.popen(
-            *self.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=self.env()
-        )
-        self.log = LogCollector(
-            self.proc.stdout, self.workdir / f"{self.name}.log", self.parse_line
-        )
-        ok = wait_for(lambda: self.proc is None or self.proc.poll() is not None
-                      or self.is_ready(), timeout=timeout)
-        if self.proc.poll() is not None:
-            self.log.join(2)
-            raise RuntimeError(
-                f"{self.name} exited with {self.proc.returncode} at start-up:\n{self.tail()}"
-            )
-        if not ok:
-            raise RuntimeError(f"{self.name} not ready after {timeout} s:\n{self.tail()}")
-
-    def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM and wait; SIGKILL if it does not go. Returns the exit status."""
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-        if self.log is not None:
-            self.log.join()
-        return self.proc.returncode
-
-    def kill(self) -> None:
-        """SIGKILL: the crash the lease store must survive."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-        if self.log is not None:
-            self.log.join()
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    @property
-    def pid(self) -> int:
-        # `ip netns exec` execs the command: the Popen pid is the server's own.
-        assert self.proc is not None
-        return self.proc.pid
-
-    def rss_kib(self) -> int:
-        return proc_rss_kib(self.pid)
-
-    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
-        """Events of every run of this server so far (all restarts), oldest first."""
-        current = self.log.snapshot() if self.log is not None else []
-        every = self._old_events + current
-        if kind is None:
-            return every
-        return [e for e in every if e.get("event") == kind]
-
-    def tail(self, n: int = 60) -> str:
-        if self.log is None:
-            return ""
-        return self.log.tail(n)
 
     def leases_by_ip(self) -> dict[str, Lease]:
         return {lease.ip: lease for lease in self.leases()}
