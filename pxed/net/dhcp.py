@@ -115,19 +115,16 @@ class DhcpEndpoint:
         self.sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sources: dict[tuple[str, int], Source] = {}
-        self._reading = False
         self._pause: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.sock = open_udp_socket(self.interface, self.port, RCVBUF)
-        self._reading = True
         self._loop.add_reader(self.sock.fileno(), self._on_readable)
 
     def stop_reading(self) -> None:
         """Take no more requests (shutdown: the last ACKs can still be sent)."""
-        self._reading = False
-        if self._pause is not None:
+        if self._pause is not None:  # a pending resume would start reading again
             self._pause.cancel()
             self._pause = None
         if self.sock is not None and self._loop is not None:
@@ -180,7 +177,7 @@ class DhcpEndpoint:
 
     def _resume(self) -> None:
         self._pause = None
-        if self._reading and self.sock is not None and self._loop is not None:
+        if self.sock is not None and self._loop is not None:
             self._loop.add_reader(self.sock.fileno(), self._on_readable)
 
     def _send_later(self, reply: Reply) -> None:

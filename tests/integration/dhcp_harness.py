@@ -32,6 +32,7 @@ from tests.lab import (
     Netns,
     ServerProcess,
     have,
+    json_event,
     require,
     udp_port_bound,
     wait_for,
@@ -263,13 +264,7 @@ class PxedServer(DhcpServer):
         return env
 
     def parse_line(self, line: str) -> dict[str, Any] | None:
-        if not line.startswith("{"):
-            return None
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            return None
-        return obj if isinstance(obj, dict) else None
+        return json_event(line)  # pxed logs JSON lines (--log-format json)
 
     def is_ready(self) -> bool:
         if self.quiet:  # at level warning "pxed.ready" (info) is not logged
