@@ -63,7 +63,7 @@ from pxed.tftp import packet as tp
 from pxed.tftp.files import FileStore
 from pxed.tftp.packet import ErrorCode
 from pxed.tftp.server import Accepted, Duplicate, Refused, TftpServer, TftpStats
-from pxed.tftp.transfer import Address, Buffer, Burst, Transfer
+from pxed.tftp.transfer import Address, Buffer, Burst, Datagram, Transfer
 
 log = structlog.get_logger("pxed.tftp")
 
@@ -189,17 +189,23 @@ class _Pump:
         """Wait up to ``timeout`` seconds, serve what is ready, run due timers.
 
         The loop body is the hot path of concurrent transfers (one pass per block), kept
-        inline on purpose: one ``recv`` of the ACK, the core, one ``sendmsg``.
+        inline on purpose: one ``read`` of the ACK and the core for every ready transfer,
+        then one ``writev`` of each DATA. Writing after all the reads keeps the Python of the
+        round together, before the sends wake the clients (a woken client often takes this
+        CPU from the pump; ``bench/tftp_pump``, 50 transfers: 5.4 -> 5.1 µs a block); the
+        other sockets (new requests, strangers) wait until the DATA is out,
+        so that closing a transfer there never closes a descriptor a send still names.
         """
         events = self.ep.poll(timeout, MAX_EVENTS)
         now = time.monotonic()
         by_fd = self.by_fd
         read = os.read
-        writev = os.writev
+        sends: list[tuple[_Conn, Datagram]] = []
+        others: list[int] = []
         for fd, _ in events:
             conn = by_fd.get(fd)
             if conn is None:
-                self._other(fd, now)
+                others.append(fd)
                 continue
             # os.read/os.writev on the connected socket's descriptor: the same system calls
             # as recv/sendmsg, with less Python around them (bench/RESULTS.md).
@@ -212,10 +218,7 @@ class _Pump:
             burst = transfer.receive(data, now)
             if burst:
                 if len(burst) == 1:
-                    try:
-                        writev(fd, burst[0])
-                    except OSError as exc:
-                        self._send_failed(conn, exc)
+                    sends.append((conn, burst[0]))
                 else:
                     self._send(conn, burst)
             if transfer.finished:
@@ -224,6 +227,17 @@ class _Pump:
             deadline = transfer.deadline
             if deadline is not None and deadline < self.next_deadline:
                 self.next_deadline = deadline
+        if sends:
+            writev = os.writev
+            for conn, datagram in sends:
+                try:
+                    writev(conn.fd, datagram)
+                except OSError as exc:
+                    self._send_failed(conn, exc)
+                    if conn.transfer.finished:
+                        self._end(conn)
+        for fd in others:
+            self._other(fd, now)
         if now >= self.next_deadline:
             self._timers(now)
 
