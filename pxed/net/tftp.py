@@ -4,19 +4,22 @@ Lock-step TFTP costs one ACK in and one DATA out per block, so the per-datagram 
 the speed (DESIGN.md; bench/RESULTS.md has the figures). The data path here:
 
 - Each transfer has its own port (a new TID, RFC 1350) and two sockets on it: one connected
-  to the client, so that reading an ACK is a plain ``recv`` and a DATA a ``sendmsg`` on a
-  cached route (no addresses built or looked up per block), and one unconnected beside it
-  (SO_REUSEADDR), which gets whatever other peers send to that port, so that they get
-  ERROR 5 while the transfer goes on. With ``[tftp] single_port`` every transfer is served
-  from the listening socket instead.
+  to the client, so that reading an ACK is a plain ``read`` of its descriptor and a DATA a
+  ``writev`` on a cached route (no addresses built or looked up per block), and one
+  unconnected beside it (SO_REUSEADDR), which gets whatever other peers send to that port,
+  so that they get ERROR 5 while the transfer goes on. With ``[tftp] single_port`` every
+  transfer is served from the listening socket instead.
 - All of an endpoint's sockets sit in one epoll of its own (:class:`_Pump`). A round reads
   one datagram from each ready transfer socket (level-triggered: what is left comes back next
-  round), drains the listening socket, then runs the transfers whose retransmission deadline
-  passed. One round costs one ``epoll_wait``, and per block one ``recv`` and one ``sendmsg``
-  plus the core's few microseconds (dnsmasq makes four calls a block: it also seeks and reads
-  the file).
-- DATA goes out with ``sendmsg`` of the 4-octet header beside a ``memoryview`` slice of the
-  shared ``mmap``: the payload is never copied in Python.
+  round) and runs the core on it, then writes the DATA of all of them, then drains the
+  listening socket and runs the transfers whose retransmission deadline passed. One round
+  costs one ``epoll_wait``, and per block one ``read`` and one ``writev`` plus the core's
+  few microseconds (dnsmasq makes four calls a block: it also seeks and reads the file).
+  ``os.read``/``os.writev`` on the descriptor are the same system calls as ``recv``/
+  ``sendmsg`` with about half the Python around them (bench/RESULTS.md).
+- DATA goes out as the 4-octet header beside a ``memoryview`` slice of the shared ``mmap``
+  (``writev``, or ``sendmsg`` where ancillary data or an address is needed): the payload is
+  never copied in Python.
 - A window goes out with UDP GSO (``UDP_SEGMENT``): one ``sendmsg`` carries up to 64 blocks
   and the kernel cuts them into datagrams of ``4 + blksize`` (the last, shorter one rides
   along). Without GSO (an old kernel, a device without checksum offload) a window is one
@@ -29,7 +32,7 @@ or the next deadline: measured here (bench/RESULTS.md), that answers a lock-step
 third less CPU than going through the asyncio loop's select/handle machinery, and the loop
 (DHCP) never waits for TFTP. While a single transfer runs on its own socket (the common case:
 one firmware fetching its kernel and initrd) the thread serves it in a *lane*: a blocking
-``recv`` on that socket (SO_RCVTIMEO 2 ms) instead of ``epoll_wait``, two system calls per
+``read`` on that socket (SO_RCVTIMEO 2 ms) instead of ``epoll_wait``, two system calls per
 block, giving way to an epoll round every 2 ms for new requests and timers. With the lane
 pxed is level with dnsmasq on lock-step transfers.
 ``PXED_TFTP_THREAD=0`` runs the same pump inside the event loop instead (``add_reader`` on
@@ -82,7 +85,7 @@ IDLE_WAIT = 1.0  # longest epoll wait of the pump thread (it checks for a stop r
 THREADED = os.environ.get("PXED_TFTP_THREAD", "1") != "0"
 LANE = os.environ.get("PXED_TFTP_LANE", "1") != "0"
 GSO = os.environ.get("PXED_TFTP_GSO", "1") != "0"  # PXED_TFTP_GSO=0: for bench/tftp only
-LANE_WAIT = 0.002  # longest blocking recvfrom of a lane (SO_RCVTIMEO)
+LANE_WAIT = 0.002  # longest blocking read of a lane (SO_RCVTIMEO)
 LANE_SLICE = 0.002  # a lane gives way to an epoll round this often
 _LANE_TIMEVAL = struct.pack("@ll", 0, int(LANE_WAIT * 1e6))
 _GSO_ERRNOS = (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP)
@@ -135,7 +138,7 @@ class _Conn:
         self.transfer = transfer
         self.addr = transfer.client
         self.sock = sock
-        """Per-transfer mode: connected to the client (recv/send without addresses, the
+        """Per-transfer mode: connected to the client (read/write without addresses, the
         kernel keeps the route). Single-port mode: the shared listening socket."""
         self.fd = sock.fileno()
         self.own_socket = own_socket
@@ -207,8 +210,6 @@ class _Pump:
             if conn is None:
                 others.append(fd)
                 continue
-            # os.read/os.writev on the connected socket's descriptor: the same system calls
-            # as recv/sendmsg, with less Python around them (bench/RESULTS.md).
             try:
                 data = read(fd, 2048)
             except OSError as exc:
@@ -350,7 +351,7 @@ class _Pump:
                 sock.connect(transfer.client)
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
-                # Only a lane's blocking recv uses it (see run_lane).
+                # Only a lane's blocking read uses it (see run_lane).
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _LANE_TIMEVAL)
                 conn = _Conn(transfer, sock, True, catcher)
                 with contextlib.suppress(OSError):
@@ -429,10 +430,10 @@ class _Pump:
         return next(iter(self.by_fd.values()))
 
     def run_lane(self, conn: _Conn, stop: Callable[[], bool]) -> bool:
-        """Serve one transfer alone: block in ``recvfrom`` on its socket, no epoll at all.
+        """Serve one transfer alone: block in ``read`` on its socket, no epoll at all.
 
         With a single client (a firmware fetching its initrd, lock-step) each block then
-        costs two system calls, ``recvfrom`` and ``sendmsg``, as a blocking per-transfer
+        costs two system calls, ``read`` and ``writev``, as a blocking per-transfer
         server would. The socket waits at most LANE_WAIT for a datagram (SO_RCVTIMEO, set
         when it was made) and the lane gives way to an epoll round every LANE_SLICE seconds,
         so a new request or a due timer waits at most that long. Returns False when the
