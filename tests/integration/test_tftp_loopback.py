@@ -466,6 +466,51 @@ async def test_retransmitted_rrq_and_tsize_probe_then_real_request(
     assert server.stats.done == 1
 
 
+async def test_ack_and_new_request_in_one_round(server: TftpEndpoint, root: Path) -> None:
+    """An ACK and a new RRQ from the same client port, read in one round of the pump.
+
+    The round writes its DATA after reading every ready socket and only then takes new
+    requests, which here replace the running transfer and close its socket: the old
+    transfer's next block must leave from its own TID and the new transfer's blocks from
+    the new one (a descriptor closed and reused within the round would mix them up).
+    """
+    big = (root / "big.bin").read_bytes()
+    small = (root / "small.bin").read_bytes()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((HOST, 0))
+    sock.settimeout(3)
+    got = bytearray()
+    try:
+        sock.sendto(tp.encode(tp.ReadRequest("big.bin", "octet", ())), (HOST, server.port))
+        data, old_tid = await asyncio.to_thread(sock.recvfrom, 70000)
+        assert tp.decode(data) == tp.Data(1, big[:512])
+        # Both leave before the event loop runs again: the loop driver's pump reads them in
+        # one round (the thread's pump usually does too).
+        sock.sendto(tp.encode_ack(1), old_tid)
+        sock.sendto(tp.encode(tp.ReadRequest("small.bin", "octet", ())), (HOST, server.port))
+        new_tid: tuple[str, int] | None = None
+        block = 1
+        while True:
+            data, tid = await asyncio.to_thread(sock.recvfrom, 70000)
+            pkt = tp.decode(data)
+            if tid == old_tid:
+                assert pkt == tp.Data(2, big[512:1024])  # read in the same round, nothing more
+                continue
+            new_tid = new_tid or tid
+            assert tid == new_tid
+            assert pkt == tp.Data(block, small[(block - 1) * 512 : block * 512])
+            got += pkt.payload
+            sock.sendto(tp.encode_ack(block), tid)
+            if len(pkt.payload) < 512:
+                break
+            block += 1
+    finally:
+        sock.close()
+    assert bytes(got) == small
+    await wait_idle(server)
+    assert server.stats.done == 1
+
+
 @pytest.mark.parametrize("threaded", [True, False], ids=["thread", "loop"])
 async def test_single_port_mode(root: Path, tmp_path: Path, threaded: bool) -> None:
     ep = TftpEndpoint(TftpConfig(root=root, port=0, single_port=True), HOST, threaded=threaded)
