@@ -195,9 +195,9 @@ class _Pump:
         inline on purpose: one ``read`` of the ACK and the core for every ready transfer,
         then one ``writev`` of each DATA. Writing after all the reads keeps the Python of the
         round together, before the sends wake the clients (a woken client often takes this
-        CPU from the pump; ``bench/tftp_pump``, 50 transfers: 5.4 -> 5.1 µs a block); the
-        other sockets (new requests, strangers) wait until the DATA is out,
-        so that closing a transfer there never closes a descriptor a send still names.
+        CPU from the pump; ``bench/tftp_pump``, 50 transfers: 5.4 -> 5.1 µs a block). The
+        other sockets (new requests, strangers) wait until the DATA is out, so that a
+        transfer ended there never closes a descriptor that a pending write names.
         """
         events = self.ep.poll(timeout, MAX_EVENTS)
         now = time.monotonic()
