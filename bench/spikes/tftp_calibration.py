@@ -53,10 +53,10 @@ def parse_rrq(data: bytes):
 
 
 class T:
-    __slots__ = ("acked", "addr", "bs", "fd", "m", "mv", "nblocks", "size", "sock", "tid")
+    __slots__ = ("acked", "bs", "fd", "m", "mv", "nblocks", "size", "sock")
 
 
-def start(data: bytes, client, tid: int) -> T | None:
+def start(data: bytes, client) -> T | None:
     if len(data) < 4 or data[1] != 1:
         return None
     name, opts = parse_rrq(data)
@@ -67,7 +67,6 @@ def start(data: bytes, client, tid: int) -> T | None:
     t.size = len(m)
     t.bs = min(int(opts.get("blksize", 512)), 1468)
     t.nblocks = t.size // t.bs + 1
-    t.tid = tid
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     if MODE.endswith("d"):
         s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"pxts0\0")
@@ -131,7 +130,6 @@ def run_epoll() -> None:
     ep = select.epoll()
     ep.register(listen.fileno(), select.EPOLLIN)
     by_fd: dict[int, T] = {}
-    tid = 0
     read, writev = os.read, os.writev
     while True:
         events = ep.poll(1.0, 256)
@@ -161,8 +159,7 @@ def run_epoll() -> None:
                     data, client = listen.recvfrom(2048)
                 except BlockingIOError:
                     break
-                tid += 1
-                t = start(data, client, tid)
+                t = start(data, client)
                 if t is not None:
                     by_fd[t.fd] = t
                     ep.register(t.fd, select.EPOLLIN)
@@ -258,7 +255,7 @@ def run_uring() -> None:
                     except BlockingIOError:
                         break
                     i = free.pop()
-                    t = start(data, client, i)
+                    t = start(data, client)
                     if t is None:
                         free.append(i)
                         continue

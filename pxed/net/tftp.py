@@ -235,8 +235,7 @@ class _Pump:
                     writev(conn.fd, datagram)
                 except OSError as exc:
                     self._send_failed(conn, exc)
-                    if conn.transfer.finished:
-                        self._end(conn)
+                    self._after(conn)
         for fd in others:
             self._other(fd, now)
         if now >= self.next_deadline:
