@@ -58,6 +58,11 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dhcp-port", type=int, metavar="N", help=argparse.SUPPRESS)
     parser.add_argument("--tftp-port", type=int, metavar="N", help="TFTP port (default 69)")
     parser.add_argument(
+        "--tftp-port-range",
+        metavar="FIRST-LAST",
+        help="serve transfers from these ports only (a firewall's opening)",
+    )
+    parser.add_argument(
         "--log-format",
         choices=["console", "json"],
         help="console lines (default) or JSON lines for log shippers",
@@ -86,6 +91,8 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         out["server"]["dhcp_port"] = args.dhcp_port
     if args.tftp_port is not None:
         out["tftp"]["port"] = args.tftp_port
+    if args.tftp_port_range is not None:
+        out["tftp"]["port_range"] = args.tftp_port_range
     if args.log_format:
         out["server"]["log_format"] = args.log_format
     if args.log_level:

@@ -76,6 +76,9 @@ class TftpConfig:
     port: int = 69
     single_port: bool = False
     """Serve every transfer from port 69 itself (firewalled hosts) instead of a port each."""
+    port_range: tuple[int, int] | None = None
+    """(first, last): the ports transfers are served from (a port each, for a firewall that
+    opens only these); None lets the kernel pick any free port."""
     max_blksize: int = 65464
     max_windowsize: int = 64
     default_timeout: float = 1.0

@@ -61,6 +61,7 @@ TFTP_KEYS = {
     "enabled",
     "port",
     "single_port",
+    "port_range",
     "max_blksize",
     "max_windowsize",
     "default_timeout",
@@ -288,6 +289,36 @@ def _table(problems: _Problems, data: Mapping[str, Any], name: str) -> Mapping[s
     return value
 
 
+def _port_range(
+    problems: _Problems, value: Any, port: int, single_port: bool
+) -> tuple[int, int] | None:
+    """``"FIRST-LAST"`` or ``[FIRST, LAST]``: the ports transfers are served from."""
+    if value is None:
+        return None
+    where = "[tftp] port_range"
+    ends: list[Any] = []
+    if isinstance(value, str):
+        ends = [part.strip() for part in value.split("-")]
+        if len(ends) == 2 and all(part.isdigit() for part in ends):
+            ends = [int(part) for part in ends]
+    elif isinstance(value, list):
+        ends = list(value)
+    if len(ends) != 2 or not all(isinstance(e, int) and not isinstance(e, bool) for e in ends):
+        problems.add(f'{where}: {value!r} is not "FIRST-LAST" or [FIRST, LAST] (port numbers)')
+        return None
+    first, last = ends
+    if not 1 <= first <= last <= 65535:
+        problems.add(f"{where}: {first}-{last} is not a range of ports within 1..65535")
+        return None
+    if single_port:
+        problems.add(f"{where}: not with single_port = true (every transfer is on port {port})")
+        return None
+    if first <= port <= last:
+        problems.add(f"{where}: {first}-{last} holds the listening port {port}")
+        return None
+    return (first, last)
+
+
 def _tftp(problems: _Problems, t: Mapping[str, Any]) -> TftpConfig:
     d = TftpConfig()
 
@@ -312,11 +343,14 @@ def _tftp(problems: _Problems, t: Mapping[str, Any]) -> TftpConfig:
             return default
         return v
 
+    port = num("port", 0, 65535, d.port)
+    single_port = flag("single_port", d.single_port)
     return TftpConfig(
         root=Path(str(t.get("root", d.root))),
         enabled=flag("enabled", d.enabled),
-        port=num("port", 0, 65535, d.port),
-        single_port=flag("single_port", d.single_port),
+        port=port,
+        single_port=single_port,
+        port_range=_port_range(problems, t.get("port_range"), port, single_port),
         max_blksize=num("max_blksize", 8, 65464, d.max_blksize),
         max_windowsize=num("max_windowsize", 1, 65535, d.max_windowsize),
         default_timeout=float(num("default_timeout", 0.1, 255, d.default_timeout, float)),

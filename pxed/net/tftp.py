@@ -124,6 +124,7 @@ class _Conn:
         "fd",
         "mtu",
         "own_socket",
+        "port",
         "sock",
         "transfer",
     )
@@ -148,6 +149,8 @@ class _Conn:
         peers send there (a connected socket only hears its peer) so they get ERROR 5."""
         self.mtu: int | None = None
         self.cmsg: list[tuple[int, int, bytes]] = []
+        self.port = catcher.getsockname()[1] if catcher is not None else 0
+        """The transfer's own port (its TID); 0 in single-port mode."""
         """Ancillary data for every send (IP_PKTINFO from a wildcard single-port socket)."""
 
 
@@ -185,6 +188,9 @@ class _Pump:
         self.gso = GSO
         self.gso_sends = 0
         self._mtu_cache: dict[str, tuple[int | None, float]] = {}
+        self.ports: set[int] = set()
+        """The ports of the running transfers (what ``port_range`` must not hand out again)."""
+        self._next_port = 0
 
     # -- the round ------------------------------------------------------------------------
 
@@ -340,7 +346,7 @@ class _Pump:
                 conn.cmsg = [(socket.IPPROTO_IP, IP_PKTINFO, _pktinfo(local_ip))]
         else:
             bind = local_ip if self.wildcard else self.host
-            catcher = open_socket(bind, 0, self.interface, reuse=True)
+            catcher = self._fresh_port(bind)
             try:
                 sock = open_socket(bind, catcher.getsockname()[1], self.interface, reuse=True)
             except OSError:
@@ -367,8 +373,36 @@ class _Pump:
                 raise
             self.by_fd[conn.fd] = conn
             self.catchers[catcher.fileno()] = conn
+            self.ports.add(conn.port)
         self.conns[transfer.client] = conn
         return conn
+
+    def _fresh_port(self, bind: str) -> socket.socket:
+        """A transfer's first socket, on a port of its own: any free one, or one of port_range.
+
+        Within ``port_range`` the search starts after the port handed out last, so that a
+        port just freed is reused last and a late datagram for the old transfer does not
+        meet a new one there. The running transfers' ports are skipped without asking the
+        kernel: with SO_REUSEADDR on both sockets it would let two transfers share one.
+        """
+        span = self.config.port_range
+        if span is None:
+            return open_socket(bind, 0, self.interface, reuse=True)
+        first, last = span
+        size = last - first + 1
+        for step in range(size):
+            port = first + (self._next_port + step) % size
+            if port in self.ports:
+                continue
+            try:
+                sock = open_socket(bind, port, self.interface, reuse=True)
+            except OSError as exc:
+                if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                    continue  # another program's port (or a privileged one)
+                raise
+            self._next_port = (port - first + 1) % size
+            return sock
+        raise OSError(errno.EADDRINUSE, f"every port of port_range {first}-{last} is in use")
 
     def _path_mtu(self, ip: str, now: float) -> int | None:
         """The route MTU towards ``ip`` (IP_MTU of a connected socket; no packet is sent)."""
@@ -592,6 +626,7 @@ class _Pump:
                 with contextlib.suppress(OSError, ValueError):
                     self.ep.unregister(conn.fd)
             conn.sock.close()
+            self.ports.discard(conn.port)
             if conn.catcher is not None:
                 fd = conn.catcher.fileno()
                 if self.catchers.pop(fd, None) is not None:

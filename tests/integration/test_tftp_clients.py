@@ -19,6 +19,7 @@ import pytest
 
 from tests.integration.conftest_tftp import (
     CLIENT_IP,
+    SERVER_IF,
     SERVER_IP,
     PxedTftp,
     TftpLab,
@@ -177,6 +178,53 @@ def test_single_port_mode_with_real_clients(tftp_lab: TftpLab) -> None:
     )
     assert codes == [0] * 8
     assert all(same_file(big, tftp_lab.out / f"s{i}.bin") for i in range(8))
+
+
+def test_port_range_behind_a_firewall(tftp_lab: TftpLab) -> None:
+    """The server's namespace lets UDP out from port 69 and the range only (as a firewall that
+    opens just those would): real clients fetch intact, and nothing left from another port."""
+    require("curl", "atftp", "nft")
+    first, last = 30000, 30009
+    rules = (
+        "table inet pxedrange {\n"
+        "  chain out {\n"
+        "    type filter hook output priority 0; policy accept;\n"
+        f'    oifname "{SERVER_IF}" udp sport != {{ 69, {first}-{last} }} counter drop\n'
+        f'    oifname "{SERVER_IF}" udp sport {first}-{last} counter accept\n'
+        "  }\n"
+        "}\n"
+    )
+    tftp_lab.server_ns.run("nft", "-f", "-", input=rules.encode())
+    big = make_file(tftp_lab.root / "big.bin", 3 * MB, seed=5)
+    server = tftp_lab.server("pxed", tftp={"port_range": f"{first}-{last}"})
+    for client, options in (
+        ("curl", {"blksize": 1468}),
+        ("atftp", {"blksize": 1468, "windowsize": 16}),
+        ("tftp-hpa", {}),
+    ):
+        # A short timeout: blocked by the firewall, a client would wait for minutes.
+        out = tftp_lab.out / "got.bin"
+        got = fetch(tftp_lab.client_ns, client, "big.bin", out, timeout=60, **options)
+        assert got.ok, f"{client}: {got.output}\n{server.tail()}"
+        assert same_file(big, got.out)
+    codes, _ = fetch_many(
+        tftp_lab.client_ns,
+        [client_command("curl", "big.bin", tftp_lab.out / f"r{i}.bin") for i in range(10)],
+        timeout=120,
+    )
+    assert codes == [0] * 10
+    assert all(same_file(big, tftp_lab.out / f"r{i}.bin") for i in range(10))
+    listed = tftp_lab.server_ns.run("nft", "-j", "list", "table", "inet", "pxedrange").stdout
+    counters = [
+        expr["counter"]["packets"]
+        for item in json.loads(listed)["nftables"]
+        if "rule" in item
+        for expr in item["rule"]["expr"]
+        if "counter" in expr
+    ]
+    dropped, from_range = counters
+    assert dropped == 0, f"{dropped} datagrams from outside the range\n{server.tail()}"
+    assert from_range > 3 * MB // 1468  # the transfers really went out from the range
 
 
 FLOOD_CLIENT = r"""

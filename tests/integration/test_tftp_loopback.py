@@ -531,6 +531,75 @@ async def test_single_port_mode(root: Path, tmp_path: Path, threaded: bool) -> N
         await ep.close()
 
 
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive loopback ports that are free now."""
+    for base in range(41000, 60000, 97):
+        socks: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(sock)
+                sock.bind((HOST, port))
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+        return base
+    raise AssertionError("no free ports")
+
+
+@pytest.mark.parametrize("threaded", [True, False], ids=["thread", "loop"])
+async def test_port_range(root: Path, threaded: bool) -> None:
+    """Transfers are served from port_range only; a port another program holds is skipped;
+    when every port is taken the next client gets an ERROR; a freed port serves again."""
+    base = free_ports(4)
+    config = TftpConfig(root=root, port=0, port_range=(base, base + 3), default_timeout=5.0)
+    ep = TftpEndpoint(config, HOST, threaded=threaded)
+    foreign = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    foreign.bind((HOST, base + 1))  # another program's socket, without SO_REUSEADDR
+    await ep.start()
+    clients = [Client(ep.port) for _ in range(4)]
+    try:
+
+        def begin() -> list[tuple[Any, tuple[str, int]]]:
+            answers = []
+            for c in clients:  # one at a time: which one is refused is then known
+                c.send_request(tp.encode(tp.ReadRequest("big.bin", "octet")))
+                answers.append(c.recv())
+            return answers
+
+        with structlog.testing.capture_logs() as logs:
+            answers = await asyncio.to_thread(begin)
+        ports = [addr[1] for _, addr in answers[:3]]
+        assert all(isinstance(pkt, tp.Data) for pkt, _ in answers[:3])
+        assert sorted(ports) == [base, base + 2, base + 3]
+        assert answers[3][0] == tp.Error(0, "server busy")
+        (refused,) = [e for e in logs if e["event"] == "tftp.refused"]
+        assert f"every port of port_range {base}-{base + 3} is in use" in refused["reason"]
+
+        # The first client gives up; its port serves the next request.
+        first = clients[0]
+        first.server = answers[0][1]
+        first.sock.sendto(tp.encode_error(0, "bye"), first.server)
+        for _ in range(100):
+            if ep.stats.active == 2:
+                break
+            await asyncio.sleep(0.02)
+        again = Client(ep.port)
+        try:
+            data, _ = await asyncio.to_thread(again.get, "small.bin")
+            assert again.server == (HOST, ports[0])
+        finally:
+            again.close()
+        assert data == (root / "small.bin").read_bytes()
+    finally:
+        for c in clients:
+            c.close()
+        foreign.close()
+        await ep.close()
+
+
 async def test_stats_and_shared_file(server: TftpEndpoint, tmp_path: Path) -> None:
     results = await asyncio.gather(
         *(tftpy_get(server.port, "big.bin", tmp_path / f"o{i}", blksize=1468) for i in range(6))

@@ -244,6 +244,47 @@ def test_bad_options(root: Path) -> None:
     assert len(info.value.problems) == 3
 
 
+@pytest.mark.parametrize("value", ["30000-30099", " 30000 - 30099 ", [30000, 30099]])
+def test_tftp_port_range_forms(root: Path, value: object) -> None:
+    tftp = {"root": str(root), "port_range": value}
+    cfg = build_config({"dhcp": {"enabled": False}, "tftp": tftp})
+    assert cfg.tftp.port_range == (30000, 30099)
+
+
+def test_tftp_port_range_from_the_command_line(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = ["check", "--no-dhcp", "--tftp-root", str(root), "--tftp-port-range"]
+    assert main([*common, "4000-4009"]) == 0
+    assert main([*common, "4009-4000"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["pxed: [tftp] port_range: 4009-4000 is not a range of ports within 1..65535"]
+
+
+@pytest.mark.parametrize(
+    ("tftp", "problem"),
+    [
+        ({"port_range": "30000"}, "'30000' is not \"FIRST-LAST\" or [FIRST, LAST]"),
+        ({"port_range": "a-b"}, "'a-b' is not \"FIRST-LAST\""),
+        ({"port_range": [1, 2, 3]}, '[1, 2, 3] is not "FIRST-LAST"'),
+        ({"port_range": [1, True]}, "[1, True] is not"),
+        ({"port_range": 30000}, "30000 is not"),
+        ({"port_range": "30099-30000"}, "30099-30000 is not a range of ports within 1..65535"),
+        ({"port_range": [0, 10]}, "0-10 is not a range of ports"),
+        ({"port_range": "65000-65536"}, "65000-65536 is not a range of ports"),
+        ({"port_range": "30000-30099", "single_port": True}, "not with single_port = true"),
+        ({"port_range": "60-70"}, "60-70 holds the listening port 69"),
+        ({"port_range": "1000-2000", "port": 1069}, "holds the listening port 1069"),
+    ],
+)
+def test_tftp_port_range_refused(root: Path, tftp: dict[str, object], problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        build_config({"dhcp": {"enabled": False}, "tftp": {"root": str(root), **tftp}})
+    (line,) = info.value.problems
+    assert line.startswith("[tftp] port_range: ")
+    assert problem in line
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"), [("12h", 43200), ("90s", 90), ("30m", 1800), ("1d", 86400), (600, 600)]
 )
