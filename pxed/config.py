@@ -79,6 +79,8 @@ class TftpConfig:
     port_range: tuple[int, int] | None = None
     """(first, last): the ports transfers are served from (a port each, for a firewall that
     opens only these); None lets the kernel pick any free port."""
+    case_insensitive: bool = True
+    """A name missing as spelt is matched ignoring case (Windows boot loaders)."""
     max_blksize: int = 65464
     max_windowsize: int = 64
     default_timeout: float = 1.0

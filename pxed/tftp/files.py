@@ -5,7 +5,9 @@ really send (a leading ``/``, the root's own absolute path as a prefix, Windows 
 separators) and refuses everything that could lead out of the root: ``..`` components, NUL
 bytes, symlinks whose target is outside the root. The check is made on the real path before
 opening and again on the opened descriptor (``/proc/self/fd``), so a symlink swapped in between
-is caught too.
+is caught too. With ``case_insensitive``, a name that does not exist as spelt is matched again
+one component at a time, ignoring case (Windows boot loaders ask for ``\\Boot\\BCD`` where the
+file was copied as ``boot/bcd``); the match then goes through the same checks.
 
 Every client fetching the same file shares one read-only ``mmap`` (keyed by device, inode,
 size and mtime, reference counted): memory stays flat however many clients fetch an initrd.
@@ -116,9 +118,10 @@ class OpenFile:
 class FileStore:
     """The TFTP root: resolves names safely and shares one mapping per file."""
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, *, case_insensitive: bool = False) -> None:
         self._given = os.path.abspath(os.fspath(root))
         self._root = os.path.realpath(self._given)
+        self._case_insensitive = case_insensitive
         self._entries: dict[tuple[int, int, int, int], _Entry] = {}
 
     @property
@@ -138,8 +141,11 @@ class FileStore:
     def _inside(self, path: str) -> bool:
         return path == self._root or path.startswith(self._root.rstrip("/") + "/")
 
-    def resolve(self, name: str) -> str:
-        """The real path ``name`` designates under the root, or :class:`FileRefused`."""
+    def resolve(self, name: str, *, fold: bool = False) -> str:
+        """The real path ``name`` designates under the root, or :class:`FileRefused`.
+
+        ``fold``: match each component that does not exist as spelt ignoring case.
+        """
         if "\0" in name:
             raise FileRefused("NUL in filename", ErrorCode.ACCESS_VIOLATION)
         name = name.replace("\\", "/")
@@ -153,6 +159,8 @@ class FileStore:
             raise FileRefused("'..' in filename", ErrorCode.ACCESS_VIOLATION)
         if not parts:
             raise FileRefused("no file named", ErrorCode.FILE_NOT_FOUND)
+        if fold:
+            parts = self._fold(parts)
         try:
             real = os.path.realpath(os.path.join(self._root, *parts))
         except (OSError, ValueError) as exc:
@@ -161,10 +169,34 @@ class FileStore:
             raise FileRefused("leads out of the root", ErrorCode.ACCESS_VIOLATION)
         return real
 
-    def open(self, name: str, *, netascii: bool = False) -> OpenFile:
-        real = self.resolve(name)
+    def _fold(self, parts: list[str]) -> list[str]:
+        """``parts`` with each component missing as spelt replaced by its one match ignoring
+        case; :class:`FileRefused` when there is none, or several (``BCD`` beside ``bcd``
+        only matters when neither is spelt as asked)."""
+        here = self._root
+        folded: list[str] = []
+        for part in parts:
+            if not os.path.lexists(os.path.join(here, part)):
+                key = part.casefold()
+                try:
+                    names = [entry for entry in os.listdir(here) if entry.casefold() == key]
+                except OSError:
+                    names = []
+                if not names:
+                    raise FileRefused("file not found", ErrorCode.FILE_NOT_FOUND)
+                if len(names) > 1:
+                    raise FileRefused(
+                        f"file not found ({', '.join(sorted(names))} differ only in case)",
+                        ErrorCode.FILE_NOT_FOUND,
+                    )
+                part = names[0]
+            folded.append(part)
+            here = os.path.join(here, part)
+        return folded
+
+    def _open_fd(self, real: str) -> int:
         try:
-            fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+            return os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         except FileNotFoundError:
             raise FileRefused("file not found", ErrorCode.FILE_NOT_FOUND) from None
         except NotADirectoryError:
@@ -177,6 +209,16 @@ class FileStore:
             if exc.errno == errno.ELOOP:
                 raise FileRefused("symlink swapped in", ErrorCode.ACCESS_VIOLATION) from None
             raise FileRefused(f"cannot open: {exc.strerror}", ErrorCode.ACCESS_VIOLATION) from None
+
+    def open(self, name: str, *, netascii: bool = False) -> OpenFile:
+        real = self.resolve(name)
+        try:
+            fd = self._open_fd(real)
+        except FileRefused as exc:
+            if not self._case_insensitive or exc.error_code != ErrorCode.FILE_NOT_FOUND:
+                raise
+            real = self.resolve(name, fold=True)
+            fd = self._open_fd(real)
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):

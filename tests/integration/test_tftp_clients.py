@@ -227,6 +227,25 @@ def test_port_range_behind_a_firewall(tftp_lab: TftpLab) -> None:
     assert from_range > 3 * MB // 1468  # the transfers really went out from the range
 
 
+def test_windows_style_names_match_ignoring_case(tftp_lab: TftpLab) -> None:
+    """Windows boot loaders ask for \\Boot\\BCD; the file was copied as boot/bcd."""
+    require("curl", "tftp")
+    bcd = make_file(tftp_lab.root / "boot" / "bcd", 70_000, seed=6)
+    server = tftp_lab.server("pxed")
+    for client, remote in (("tftp-hpa", "\\Boot\\BCD"), ("curl", "BOOT/Bcd")):
+        got = fetch(tftp_lab.client_ns, client, remote, tftp_lab.out / "bcd", timeout=60)
+        assert got.ok, f"{client} {remote}: {got.output}\n{server.tail()}"
+        assert same_file(bcd, got.out)
+    wait_logged(server, 2)
+    assert [e["file"] for e in server.events("tftp.done")] == ["boot/bcd", "boot/bcd"]
+    strict, address = tftp_lab.side_server("pxed", tftp={"case_insensitive": False})
+    got = fetch(tftp_lab.client_ns, "curl", "BOOT/Bcd", tftp_lab.out / "no", server=address)
+    assert got.returncode == 68, got.output  # CURLE_TFTP_NOTFOUND: the ERROR 1 it got
+    wait_for(lambda: strict.events("tftp.refused"), timeout=10)
+    (refused,) = strict.events("tftp.refused")
+    assert refused["file"] == "BOOT/Bcd" and refused["reason"] == "file not found"
+
+
 FLOOD_CLIENT = r"""
 import json, socket, sys, time
 server = (sys.argv[1], 69)

@@ -571,11 +571,16 @@ async def test_port_range(root: Path, threaded: bool) -> None:
 
         with structlog.testing.capture_logs() as logs:
             answers = await asyncio.to_thread(begin)
+            for _ in range(100):  # the pump thread's events reach the loop a little later
+                refusals = [e for e in logs if e["event"] == "tftp.refused"]
+                if refusals:
+                    break
+                await asyncio.sleep(0.02)
         ports = [addr[1] for _, addr in answers[:3]]
         assert all(isinstance(pkt, tp.Data) for pkt, _ in answers[:3])
         assert sorted(ports) == [base, base + 2, base + 3]
         assert answers[3][0] == tp.Error(0, "server busy")
-        (refused,) = [e for e in logs if e["event"] == "tftp.refused"]
+        (refused,) = refusals
         assert f"every port of port_range {base}-{base + 3} is in use" in refused["reason"]
 
         # The first client gives up; its port serves the next request.

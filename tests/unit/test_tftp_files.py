@@ -128,14 +128,37 @@ HOSTILE: list[tuple[str, int | None]] = [
 ]
 
 
-@pytest.mark.parametrize(("name", "code"), HOSTILE)
-def test_hostile_names_are_refused(tree: Path, name: str, code: int | None) -> None:
-    store = FileStore(tree)
+# The same traps spelt in another case: matching names ignoring case must not open a way out.
+# (name, code ignoring case, code when case counts: 1 where the name then does not exist)
+HOSTILE_CASED: list[tuple[str, int | None, int | None]] = [
+    ("LINK_PASSWD", 2, 1),
+    ("Link_Root/etc/passwd", 2, 1),
+    ("LINK_OUTSIDE/secret", 2, 1),
+    ("link_outside/SECRET", 2, 2),
+    ("LINK_UP/outside/secret", 2, 1),
+    ("SUB/LINK_UP2/secret", 2, 1),
+    ("SUB/Link_Up2/SECRET", 2, 1),
+    ("Link_Dev", 2, 1),
+    ("FIFO", 2, 1),
+    ("SUB", 2, 1),
+    ("../OUTSIDE/secret", 2, 2),
+    ("DANGLING", None, None),
+]
+CASES = [(name, code, code) for name, code in HOSTILE] + HOSTILE_CASED
+
+
+@pytest.mark.parametrize("case_insensitive", [False, True], ids=["exact", "nocase"])
+@pytest.mark.parametrize(("name", "nocase", "exact"), CASES)
+def test_hostile_names_are_refused(
+    tree: Path, name: str, nocase: int | None, exact: int | None, case_insensitive: bool
+) -> None:
+    store = FileStore(tree, case_insensitive=case_insensitive)
     name = name.format(root=tree, outside=tree.parent / "outside")
     with pytest.raises(FileRefused) as info:
         f = store.open(name)
         f.close()
     assert info.value.error_code in (ErrorCode.FILE_NOT_FOUND, ErrorCode.ACCESS_VIOLATION)
+    code = nocase if case_insensitive else exact
     if code is not None:
         assert info.value.error_code == code, info.value.reason
     assert store.open_files == 0
@@ -238,3 +261,43 @@ def test_root_symlink_itself_is_followed(tmp_path: Path, tree: Path) -> None:
     f.close()
     with pytest.raises(FileRefused):
         store.open("link_outside/secret")
+
+
+def test_names_matched_ignoring_case(tree: Path) -> None:
+    (tree / "boot" / "bcd").write_bytes(b"BCD store")
+    (tree / "Boot.SDI").write_bytes(b"sdi")
+    store = FileStore(tree, case_insensitive=True)
+    for name, content in (
+        ("\\Boot\\BCD", b"BCD store"),
+        ("BOOT/PXELINUX.0", b"PXELINUX"),
+        ("Sub/Dir/File", b"deep"),
+        ("boot.sdi", b"sdi"),
+        ("LINK_INSIDE", b"PXELINUX"),
+    ):
+        f = store.open(name)
+        assert bytes(f.data) == content, name
+        f.close()
+    f = store.open("\\Boot\\BCD")
+    assert f.name == "boot/bcd"  # the log names the file served
+    f.close()
+    with pytest.raises(FileRefused) as info:
+        FileStore(tree).open("BOOT/PXELINUX.0")  # exact names only
+    assert info.value.error_code == ErrorCode.FILE_NOT_FOUND
+    with pytest.raises(FileRefused) as info:
+        store.open("boot/nothing")
+    assert info.value.error_code == ErrorCode.FILE_NOT_FOUND
+    assert store.open_files == 0
+
+
+def test_exact_spelling_wins_and_a_tie_is_refused(tree: Path) -> None:
+    (tree / "menu").write_bytes(b"lower")
+    (tree / "MENU").write_bytes(b"upper")
+    store = FileStore(tree, case_insensitive=True)
+    for name, content in (("menu", b"lower"), ("MENU", b"upper")):
+        f = store.open(name)
+        assert bytes(f.data) == content
+        f.close()
+    with pytest.raises(FileRefused) as info:
+        store.open("Menu")  # neither spelt so: which one was meant is unknown
+    assert info.value.error_code == ErrorCode.FILE_NOT_FOUND
+    assert "MENU, menu differ only in case" in info.value.reason
