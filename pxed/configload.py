@@ -26,6 +26,7 @@ from pxed.config import (
 from pxed.dhcp import options as dopts
 from pxed.errors import ConfigError
 from pxed.netinfo import InterfaceInfo, interface_info
+from pxed.tftp.files import FileRefused, FileStore
 
 InterfaceLookup = Callable[[str], InterfaceInfo | None]
 
@@ -723,19 +724,20 @@ def _check_boot_files(
     if not root.is_dir():
         problems.add(f"[tftp] root: {root} is not a directory (create it, or pass --tftp-root DIR)")
         return boot
+    store = FileStore(root, case_insensitive=tftp.case_insensitive)
     changes: dict[str, Any] = {}
     for key in ("bios", "uefi_x64", "uefi_ia32", "uefi_arm64", "ipxe"):
         name: str | None = getattr(boot, key)
         if name is None or _is_url(name):
             continue
-        if not _exists_under(root, name):
+        if not _served(store, name):
             if key in boot.explicit:
                 problems.add(f"[boot] {key}: {name!r} does not exist under the TFTP root {root}")
             else:
                 notes.append(f"default boot file {name} ({key}) is not under {root}; not offered")
                 changes[key] = None
     for host in hosts:
-        if host.boot and not _is_url(host.boot) and not _exists_under(root, host.boot):
+        if host.boot and not _is_url(host.boot) and not _served(store, host.boot):
             problems.add(
                 f"[[dhcp.host]] {host.mac} boot: {host.boot!r} does not exist "
                 f"under the TFTP root {root}"
@@ -745,13 +747,13 @@ def _check_boot_files(
     return boot
 
 
-def _exists_under(root: Path, name: str) -> bool:
-    path = (root / name.lstrip("/")).resolve()
+def _served(store: FileStore, name: str) -> bool:
+    """Whether the TFTP server would serve ``name``: the same lookup, checks and open."""
     try:
-        path.relative_to(root.resolve())
-    except ValueError:
+        store.open(name).close()
+    except FileRefused:
         return False
-    return path.is_file()
+    return True
 
 
 def load_config(

@@ -285,6 +285,29 @@ def test_tftp_port_range_refused(root: Path, tftp: dict[str, object], problem: s
     assert problem in line
 
 
+def test_boot_files_are_checked_as_the_tftp_server_finds_them(root: Path, tmp_path: Path) -> None:
+    (tmp_path / "outside.0").write_bytes(b"x")
+    (root / "out.0").symlink_to(tmp_path / "outside.0")
+    base = {"server": {"interfaces": ["pxs0"]}, "dhcp": {"enabled": False}}
+    boot = {"bios": "PXELINUX.0", "uefi_x64": "\\IPXE.efi"}
+    cfg = build_config({**base, "boot": boot, "tftp": {"root": str(root)}}, lookup=lookup)
+    assert cfg.boot.bios == "PXELINUX.0"  # served as pxelinux.0: names match ignoring case
+    with pytest.raises(ConfigError) as info:
+        tftp = {"root": str(root), "case_insensitive": False}
+        build_config({**base, "boot": boot, "tftp": tftp}, lookup=lookup)
+    assert info.value.problems == [
+        f"[boot] bios: 'PXELINUX.0' does not exist under the TFTP root {root}",
+        f"[boot] uefi_x64: '\\\\IPXE.efi' does not exist under the TFTP root {root}",
+    ]
+    with pytest.raises(ConfigError) as info:
+        build_config(
+            {**base, "boot": {"bios": "out.0"}, "tftp": {"root": str(root)}}, lookup=lookup
+        )
+    assert info.value.problems == [
+        f"[boot] bios: 'out.0' does not exist under the TFTP root {root}"
+    ]
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"), [("12h", 43200), ("90s", 90), ("30m", 1800), ("1d", 86400), (600, 600)]
 )
