@@ -149,9 +149,9 @@ class _Conn:
         peers send there (a connected socket only hears its peer) so they get ERROR 5."""
         self.mtu: int | None = None
         self.cmsg: list[tuple[int, int, bytes]] = []
+        """Ancillary data for every send (IP_PKTINFO from a wildcard single-port socket)."""
         self.port = catcher.getsockname()[1] if catcher is not None else 0
         """The transfer's own port (its TID); 0 in single-port mode."""
-        """Ancillary data for every send (IP_PKTINFO from a wildcard single-port socket)."""
 
 
 class _Pump:
