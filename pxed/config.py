@@ -81,6 +81,9 @@ class TftpConfig:
     opens only these); None lets the kernel pick any free port."""
     case_insensitive: bool = True
     """A name missing as spelt is matched ignoring case (Windows boot loaders)."""
+    per_client: str | None = None
+    """"mac" or "ip": a file under ROOT/<client's MAC or IP>/ is served to that client in
+    place of the same name under ROOT (per-host menus and scripts)."""
     max_blksize: int = 65464
     max_windowsize: int = 64
     default_timeout: float = 1.0

@@ -64,6 +64,7 @@ TFTP_KEYS = {
     "single_port",
     "port_range",
     "case_insensitive",
+    "per_client",
     "max_blksize",
     "max_windowsize",
     "default_timeout",
@@ -321,6 +322,15 @@ def _port_range(
     return (first, last)
 
 
+def _per_client(problems: _Problems, value: Any) -> str | None:
+    if value is None:
+        return None
+    if value in ("ip", "mac"):
+        return str(value)
+    problems.add(f'[tftp] per_client: {value!r} is not "mac" or "ip"')
+    return None
+
+
 def _tftp(problems: _Problems, t: Mapping[str, Any]) -> TftpConfig:
     d = TftpConfig()
 
@@ -354,6 +364,7 @@ def _tftp(problems: _Problems, t: Mapping[str, Any]) -> TftpConfig:
         single_port=single_port,
         port_range=_port_range(problems, t.get("port_range"), port, single_port),
         case_insensitive=flag("case_insensitive", d.case_insensitive),
+        per_client=_per_client(problems, t.get("per_client")),
         max_blksize=num("max_blksize", 8, 65464, d.max_blksize),
         max_windowsize=num("max_windowsize", 1, 65535, d.max_windowsize),
         default_timeout=float(num("default_timeout", 0.1, 255, d.default_timeout, float)),

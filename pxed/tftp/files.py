@@ -62,7 +62,9 @@ class ServedFile(Protocol):
 class FileSource(Protocol):
     """Where the TFTP core gets files (a :class:`FileStore`, or an in-memory one in tests)."""
 
-    def open(self, name: str, *, netascii: bool = False) -> ServedFile: ...
+    def open(self, name: str, *, netascii: bool = False, under: str | None = None) -> ServedFile:
+        """``under``: a directory below the root to look in first (a client's own files)."""
+        ...
 
 
 def to_netascii(raw: bytes) -> bytes:
@@ -141,10 +143,11 @@ class FileStore:
     def _inside(self, path: str) -> bool:
         return path == self._root or path.startswith(self._root.rstrip("/") + "/")
 
-    def resolve(self, name: str, *, fold: bool = False) -> str:
+    def resolve(self, name: str, *, fold: bool = False, under: str | None = None) -> str:
         """The real path ``name`` designates under the root, or :class:`FileRefused`.
 
         ``fold``: match each component that does not exist as spelt ignoring case.
+        ``under``: a directory (one name, no separators) below the root to resolve in.
         """
         if "\0" in name:
             raise FileRefused("NUL in filename", ErrorCode.ACCESS_VIOLATION)
@@ -159,6 +162,8 @@ class FileStore:
             raise FileRefused("'..' in filename", ErrorCode.ACCESS_VIOLATION)
         if not parts:
             raise FileRefused("no file named", ErrorCode.FILE_NOT_FOUND)
+        if under is not None:
+            parts = [under, *parts]
         if fold:
             parts = self._fold(parts)
         try:
@@ -210,14 +215,25 @@ class FileStore:
                 raise FileRefused("symlink swapped in", ErrorCode.ACCESS_VIOLATION) from None
             raise FileRefused(f"cannot open: {exc.strerror}", ErrorCode.ACCESS_VIOLATION) from None
 
-    def open(self, name: str, *, netascii: bool = False) -> OpenFile:
-        real = self.resolve(name)
+    def open(self, name: str, *, netascii: bool = False, under: str | None = None) -> OpenFile:
+        if under is not None:
+            if not under or under in (".", "..") or "/" in under or "\0" in under:
+                raise ValueError(f"not a directory name: {under!r}")
+            try:
+                return self._open(name, netascii, under)
+            except FileRefused as exc:
+                if exc.error_code != ErrorCode.FILE_NOT_FOUND:
+                    raise
+        return self._open(name, netascii, None)
+
+    def _open(self, name: str, netascii: bool, under: str | None) -> OpenFile:
+        real = self.resolve(name, under=under)
         try:
             fd = self._open_fd(real)
         except FileRefused as exc:
             if not self._case_insensitive or exc.error_code != ErrorCode.FILE_NOT_FOUND:
                 raise
-            real = self.resolve(name, fold=True)
+            real = self.resolve(name, fold=True, under=under)
             fd = self._open_fd(real)
         try:
             st = os.fstat(fd)

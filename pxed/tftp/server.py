@@ -15,7 +15,7 @@ The server never raises on input: a Hypothesis test drives it with random datagr
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from pxed.config import TftpConfig
@@ -83,14 +83,32 @@ class TftpServer:
     """All transfers of one TFTP endpoint, keyed by client (address, port)."""
 
     def __init__(
-        self, config: TftpConfig, files: FileSource, *, settings: Settings | None = None
+        self,
+        config: TftpConfig,
+        files: FileSource,
+        *,
+        settings: Settings | None = None,
+        mac_lookup: Callable[[str], str | None] | None = None,
     ) -> None:
         self.config = config
         self.files = files
+        self.mac_lookup = mac_lookup
+        """The MAC behind a client address (DHCP's lease, the ARP table): ``per_client``."""
         self.settings = settings or settings_from(config)
         self.transfers: dict[Address, Transfer] = {}
         self._per_client: dict[str, int] = {}
         self.started = self.done = self.failed = self.refused = self.malformed = 0
+
+    def _client_dir(self, ip: str) -> str | None:
+        """The client's own directory below the root (``per_client``), by IP or by MAC in
+        dnsmasq's ``tftp-unique-root=mac`` form: lower case, dashes (``52-54-00-12-34-56``)."""
+        mode = self.config.per_client
+        if mode == "ip":
+            return ip
+        if mode == "mac" and self.mac_lookup is not None:
+            mac = self.mac_lookup(ip)
+            return mac.lower().replace(":", "-") if mac else None
+        return None
 
     def stats(self) -> TftpStats:
         open_files = getattr(self.files, "open_files", 0)
@@ -161,7 +179,9 @@ class TftpServer:
             self.refused += 1
             return _refuse("tftp.refused", str(exc), exc.error_code, pkt.filename)
         try:
-            served = self.files.open(pkt.filename, netascii=pkt.mode == "netascii")
+            served = self.files.open(
+                pkt.filename, netascii=pkt.mode == "netascii", under=self._client_dir(client[0])
+            )
         except FileRefused as exc:
             self.refused += 1
             return _refuse("tftp.refused", exc.reason, exc.error_code, pkt.filename)

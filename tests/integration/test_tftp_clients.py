@@ -246,6 +246,35 @@ def test_windows_style_names_match_ignoring_case(tftp_lab: TftpLab) -> None:
     assert refused["file"] == "BOOT/Bcd" and refused["reason"] == "file not found"
 
 
+def test_per_client_files(tftp_lab: TftpLab) -> None:
+    """A file under ROOT/<client>/ wins over the shared one, by IP and by MAC (TFTP alone, so
+    the MAC comes from the kernel's ARP table); what the client has not got is shared."""
+    require("curl")
+    server_ip = tftp_lab.server("pxed", tftp={"per_client": "ip"})
+    # A server of its own, reached through the client's second interface (pxtc1).
+    server_mac, mac_address = tftp_lab.side_server("pxed", tftp={"per_client": "mac"})
+    plain, plain_address = tftp_lab.side_server("pxed")
+    link = json.loads(tftp_lab.client_ns.run("ip", "-j", "link", "show", "pxtc1").stdout)
+    mac = link[0]["address"]
+    shared = make_file(tftp_lab.root / "boot.ipxe", 3000, seed=7)
+    kernel = make_file(tftp_lab.root / "vmlinuz", 200_000, seed=8)
+    by_ip = make_file(tftp_lab.root / CLIENT_IP / "boot.ipxe", 2000, seed=9)
+    by_mac = make_file(tftp_lab.root / mac.replace(":", "-") / "boot.ipxe", 1000, seed=10)
+    for srv, at, expected in (
+        (server_ip, SERVER_IP, by_ip),
+        (server_mac, mac_address, by_mac),
+        (plain, plain_address, shared),
+    ):
+        got = fetch(tftp_lab.client_ns, "curl", "boot.ipxe", tftp_lab.out / "s", server=at)
+        assert got.ok, f"{got.output}\n{srv.tail()}"
+        assert same_file(expected, got.out), srv
+        got = fetch(tftp_lab.client_ns, "curl", "vmlinuz", tftp_lab.out / "k", server=at)
+        assert got.ok and same_file(kernel, got.out)
+    wait_logged(server_mac, 2)
+    files = sorted(e["file"] for e in server_mac.events("tftp.done"))
+    assert files == [f"{mac.replace(':', '-')}/boot.ipxe", "vmlinuz"]
+
+
 FLOOD_CLIENT = r"""
 import json, socket, sys, time
 server = (sys.argv[1], 69)

@@ -251,6 +251,18 @@ def test_tftp_port_range_forms(root: Path, value: object) -> None:
     assert cfg.tftp.port_range == (30000, 30099)
 
 
+def test_tftp_per_client(root: Path) -> None:
+    def tftp(**more: object) -> dict[str, object]:
+        return {"dhcp": {"enabled": False}, "tftp": {"root": str(root), **more}}
+
+    assert build_config(tftp()).tftp.per_client is None
+    for value in ("ip", "mac"):
+        assert build_config(tftp(per_client=value)).tftp.per_client == value
+    with pytest.raises(ConfigError) as info:
+        build_config(tftp(per_client="host"))
+    assert info.value.problems == ['[tftp] per_client: \'host\' is not "mac" or "ip"']
+
+
 def test_tftp_port_range_from_the_command_line(
     root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

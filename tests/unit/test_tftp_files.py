@@ -301,3 +301,34 @@ def test_exact_spelling_wins_and_a_tie_is_refused(tree: Path) -> None:
         store.open("Menu")  # neither spelt so: which one was meant is unknown
     assert info.value.error_code == ErrorCode.FILE_NOT_FOUND
     assert "MENU, menu differ only in case" in info.value.reason
+
+
+def test_a_clients_own_directory_comes_first(tree: Path) -> None:
+    own = tree / "52-54-00-12-34-56"
+    (own / "boot").mkdir(parents=True)
+    (own / "boot" / "pxelinux.0").write_bytes(b"MINE")
+    (own / "Menu.cfg").write_bytes(b"my menu")
+    (tree / "menu.cfg").write_bytes(b"shared menu")
+    store = FileStore(tree, case_insensitive=True)
+    for name, under, content, served_as in (
+        ("boot/pxelinux.0", "52-54-00-12-34-56", b"MINE", "52-54-00-12-34-56/boot/pxelinux.0"),
+        (f"{tree}/boot/pxelinux.0", "52-54-00-12-34-56", b"MINE", None),
+        ("menu.cfg", "52-54-00-12-34-56", b"my menu", "52-54-00-12-34-56/Menu.cfg"),
+        ("sub/dir/file", "52-54-00-12-34-56", b"deep", "sub/dir/file"),  # not there: shared
+        ("menu.cfg", "52-54-00-AA-AA-AA", b"shared menu", "menu.cfg"),  # no such directory
+        ("boot/pxelinux.0", None, b"PXELINUX", "boot/pxelinux.0"),
+    ):
+        f = store.open(name, under=under)
+        assert bytes(f.data) == content, (name, under)
+        if served_as is not None:
+            assert f.name == served_as
+        f.close()
+    os.symlink(str(tree.parent / "outside"), own / "escape")
+    for name in ("escape/secret", "../outside/secret", "../52-54-00-12-34-56/boot/pxelinux.0"):
+        with pytest.raises(FileRefused) as info:
+            store.open(name, under="52-54-00-12-34-56")
+        assert info.value.error_code == ErrorCode.ACCESS_VIOLATION, name
+    for bad in ("", ".", "..", "a/b", "a\0b"):
+        with pytest.raises(ValueError):
+            store.open("menu.cfg", under=bad)
+    assert store.open_files == 0

@@ -40,8 +40,10 @@ class MemFiles:
     def __init__(self, files: dict[str, bytes]) -> None:
         self.files = files
         self.opened: list[MemFile] = []
+        self.unders: list[str | None] = []
 
-    def open(self, name: str, *, netascii: bool = False) -> MemFile:
+    def open(self, name: str, *, netascii: bool = False, under: str | None = None) -> MemFile:
+        self.unders.append(under)
         if name not in self.files:
             raise FileRefused("file not found", ErrorCode.FILE_NOT_FOUND)
         f = MemFile(name, self.files[name])
@@ -294,3 +296,27 @@ def test_random_datagrams_never_raise(steps: list[tuple[int, int, bytes, float]]
         srv.finish(t)
     assert srv.stats().active == 0
     assert all(f.closed == 1 for f in files.opened)
+
+
+@pytest.mark.parametrize(
+    ("per_client", "mac", "under"),
+    [
+        (None, "52:54:00:AB:CD:EF", None),
+        ("ip", None, "198.18.0.7"),
+        ("mac", "52:54:00:AB:CD:EF", "52-54-00-ab-cd-ef"),
+        ("mac", None, None),  # MAC unknown: the shared files only
+    ],
+)
+def test_per_client_directory(per_client: str | None, mac: str | None, under: str | None) -> None:
+    files = MemFiles({"pxelinux.0": b"P"})
+    asked: list[str] = []
+
+    def lookup(ip: str) -> str | None:
+        asked.append(ip)
+        return mac
+
+    srv = TftpServer(TftpConfig(per_client=per_client), files, mac_lookup=lookup)  # type: ignore[arg-type]
+    decision = srv.request(rrq(), ("198.18.0.7", 2000), 0.0)
+    assert isinstance(decision, Accepted)
+    assert files.unders == [under]
+    assert asked == (["198.18.0.7"] if per_client == "mac" else [])
