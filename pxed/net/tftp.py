@@ -390,6 +390,7 @@ class _Pump:
             return open_socket(bind, 0, self.interface, reuse=True)
         first, last = span
         size = last - first + 1
+        denied = 0
         for step in range(size):
             port = first + (self._next_port + step) % size
             if port in self.ports:
@@ -397,12 +398,18 @@ class _Pump:
             try:
                 sock = open_socket(bind, port, self.interface, reuse=True)
             except OSError as exc:
-                if exc.errno in (errno.EADDRINUSE, errno.EACCES):
-                    continue  # another program's port (or a privileged one)
+                if exc.errno == errno.EACCES:
+                    denied += 1  # a privileged port (below ip_unprivileged_port_start)
+                    continue
+                if exc.errno == errno.EADDRINUSE:
+                    continue  # another program's port
                 raise
             self._next_port = (port - first + 1) % size
             return sock
-        raise OSError(errno.EADDRINUSE, f"every port of port_range {first}-{last} is in use")
+        why = "all in use"
+        if denied:
+            why = f"{denied} of them privileged: pxed lacks CAP_NET_BIND_SERVICE"
+        raise OSError(errno.EADDRINUSE, f"no free port in port_range {first}-{last} ({why})")
 
     def _path_mtu(self, ip: str, now: float) -> int | None:
         """The route MTU towards ``ip`` (IP_MTU of a connected socket; no packet is sent)."""

@@ -8,10 +8,14 @@ the pump inside the event loop).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
+import shutil
 import socket
 import struct
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -581,7 +585,7 @@ async def test_port_range(root: Path, threaded: bool) -> None:
         assert sorted(ports) == [base, base + 2, base + 3]
         assert answers[3][0] == tp.Error(0, "server busy")
         (refused,) = refusals
-        assert f"every port of port_range {base}-{base + 3} is in use" in refused["reason"]
+        assert f"no free port in port_range {base}-{base + 3} (all in use)" in refused["reason"]
 
         # The first client gives up; its port serves the next request.
         first = clients[0]
@@ -603,6 +607,52 @@ async def test_port_range(root: Path, threaded: bool) -> None:
             c.close()
         foreign.close()
         await ep.close()
+
+
+PRIVILEGED_RANGE = r"""
+import asyncio, json, socket, sys
+import structlog
+from pxed.config import TftpConfig
+from pxed.net.tftp import TftpEndpoint
+from pxed.tftp import packet as tp
+
+async def main() -> None:
+    config = TftpConfig(root=sys.argv[1], port=0, port_range=(1020, 1023))
+    ep = TftpEndpoint(config, "127.0.0.1", threaded=False)
+    await ep.start()
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.bind(("127.0.0.1", 0))
+    client.setblocking(False)
+    with structlog.testing.capture_logs() as logs:
+        client.sendto(tp.encode(tp.ReadRequest("small.bin", "octet")), ("127.0.0.1", ep.port))
+        answer = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(client, 600), 5)
+    await ep.close()
+    reasons = [e["reason"] for e in logs if e["event"] == "tftp.refused"]
+    print(json.dumps({"answer": repr(tp.decode(answer)), "reasons": reasons}))
+
+asyncio.run(main())
+"""
+
+
+async def test_port_range_of_privileged_ports_without_the_capability(root: Path) -> None:
+    """Ports below 1024 without CAP_NET_BIND_SERVICE: the client gets an ERROR and the log
+    says why (not "in use"). The server runs without that capability (setpriv)."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("no setpriv: apt-get install util-linux")
+    drop = ["setpriv", "--inh-caps=-net_bind_service", "--bounding-set=-net_bind_service"]
+    res = await asyncio.to_thread(
+        subprocess.run,
+        [*drop, sys.executable, "-c", PRIVILEGED_RANGE, str(root)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=Path(__file__).parents[2],
+    )
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["answer"] == repr(tp.Error(0, "server busy"))
+    (reason,) = out["reasons"]
+    assert "no free port in port_range 1020-1023 (4 of them privileged" in reason
 
 
 async def test_stats_and_shared_file(server: TftpEndpoint, tmp_path: Path) -> None:
