@@ -81,6 +81,9 @@ class TftpConfig:
     opens only these); None lets the kernel pick any free port."""
     case_insensitive: bool = True
     """A name missing as spelt is matched ignoring case (Windows boot loaders)."""
+    world_readable_only: bool = True
+    """Running as root, serve only files everyone may read (``chmod o+r``): what the
+    systemd unit's unprivileged user could read, and dnsmasq's rule as root."""
     per_client: str | None = None
     """"mac" or "ip": a file under ROOT/<client's MAC or IP>/ is served to that client in
     place of the same name under ROOT (per-host menus and scripts)."""

@@ -27,6 +27,7 @@ from pxed.dhcp import options as dopts
 from pxed.errors import ConfigError
 from pxed.netinfo import InterfaceInfo, interface_info
 from pxed.tftp.files import FileRefused, FileStore
+from pxed.tftp.packet import ErrorCode
 
 InterfaceLookup = Callable[[str], InterfaceInfo | None]
 
@@ -65,6 +66,7 @@ TFTP_KEYS = {
     "port_range",
     "case_insensitive",
     "per_client",
+    "world_readable_only",
     "max_blksize",
     "max_windowsize",
     "default_timeout",
@@ -365,6 +367,7 @@ def _tftp(problems: _Problems, t: Mapping[str, Any]) -> TftpConfig:
         port_range=_port_range(problems, t.get("port_range"), port, single_port),
         case_insensitive=flag("case_insensitive", d.case_insensitive),
         per_client=_per_client(problems, t.get("per_client")),
+        world_readable_only=flag("world_readable_only", d.world_readable_only),
         max_blksize=num("max_blksize", 8, 65464, d.max_blksize),
         max_windowsize=num("max_windowsize", 1, 65535, d.max_windowsize),
         default_timeout=float(num("default_timeout", 0.1, 255, d.default_timeout, float)),
@@ -735,36 +738,38 @@ def _check_boot_files(
     if not root.is_dir():
         problems.add(f"[tftp] root: {root} is not a directory (create it, or pass --tftp-root DIR)")
         return boot
-    store = FileStore(root, case_insensitive=tftp.case_insensitive)
+    store = FileStore.for_config(tftp)
     changes: dict[str, Any] = {}
     for key in ("bios", "uefi_x64", "uefi_ia32", "uefi_arm64", "ipxe"):
         name: str | None = getattr(boot, key)
         if name is None or _is_url(name):
             continue
-        if not _served(store, name):
+        why = _not_served(store, name, root)
+        if why is not None:
             if key in boot.explicit:
-                problems.add(f"[boot] {key}: {name!r} does not exist under the TFTP root {root}")
+                problems.add(f"[boot] {key}: {why}")
             else:
-                notes.append(f"default boot file {name} ({key}) is not under {root}; not offered")
+                notes.append(f"default boot file ({key}): {why}; not offered")
                 changes[key] = None
     for host in hosts:
-        if host.boot and not _is_url(host.boot) and not _served(store, host.boot):
-            problems.add(
-                f"[[dhcp.host]] {host.mac} boot: {host.boot!r} does not exist "
-                f"under the TFTP root {root}"
-            )
+        why = None if not host.boot or _is_url(host.boot) else _not_served(store, host.boot, root)
+        if why is not None:
+            problems.add(f"[[dhcp.host]] {host.mac} boot: {why}")
     if changes:
         return replace(boot, **changes)
     return boot
 
 
-def _served(store: FileStore, name: str) -> bool:
-    """Whether the TFTP server would serve ``name``: the same lookup, checks and open."""
+def _not_served(store: FileStore, name: str, root: Path) -> str | None:
+    """Why the TFTP server would not serve ``name`` (found by the same lookup, checks and
+    open as a request), or None when it would."""
     try:
         store.open(name).close()
-    except FileRefused:
-        return False
-    return True
+    except FileRefused as exc:
+        if exc.error_code == ErrorCode.FILE_NOT_FOUND:
+            return f"{name!r} does not exist under the TFTP root {root}"
+        return f"{name!r} under the TFTP root {root} is not served: {exc.reason}"
+    return None
 
 
 def load_config(

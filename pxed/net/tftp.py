@@ -699,7 +699,7 @@ class TftpEndpoint:
         self.mac_lookup = mac_lookup
         self.threaded = THREADED if threaded is None else threaded
         """The pump on a thread of its own (default) or inside the event loop."""
-        self.files = FileStore(config.root, case_insensitive=config.case_insensitive)
+        self.files = FileStore.for_config(config)
         self.core = TftpServer(config, self.files, mac_lookup=mac_lookup)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sock: socket.socket | None = None

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from pxed.config import TftpConfig
 from pxed.errors import PxedError
 from pxed.tftp.packet import ErrorCode
 
@@ -120,11 +121,28 @@ class OpenFile:
 class FileStore:
     """The TFTP root: resolves names safely and shares one mapping per file."""
 
-    def __init__(self, root: Path | str, *, case_insensitive: bool = False) -> None:
+    def __init__(
+        self,
+        root: Path | str,
+        *,
+        case_insensitive: bool = False,
+        world_readable_only: bool = False,
+    ) -> None:
         self._given = os.path.abspath(os.fspath(root))
         self._root = os.path.realpath(self._given)
         self._case_insensitive = case_insensitive
+        self._world_readable_only = world_readable_only
         self._entries: dict[tuple[int, int, int, int], _Entry] = {}
+
+    @classmethod
+    def for_config(cls, config: TftpConfig) -> FileStore:
+        """The store ``[tftp]`` describes; the world-readable rule applies as root only (an
+        unprivileged pxed is held to the file modes by the kernel already)."""
+        return cls(
+            config.root,
+            case_insensitive=config.case_insensitive,
+            world_readable_only=config.world_readable_only and os.geteuid() == 0,
+        )
 
     @property
     def root(self) -> str:
@@ -239,6 +257,11 @@ class FileStore:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise FileRefused("not a regular file", ErrorCode.ACCESS_VIOLATION)
+            if self._world_readable_only and not st.st_mode & stat.S_IROTH:
+                raise FileRefused(
+                    "not world-readable (as root pxed serves only those: chmod o+r)",
+                    ErrorCode.ACCESS_VIOLATION,
+                )
             try:
                 opened = os.readlink(f"/proc/self/fd/{fd}")
             except OSError:

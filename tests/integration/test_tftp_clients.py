@@ -275,6 +275,23 @@ def test_per_client_files(tftp_lab: TftpLab) -> None:
     assert files == [f"{mac.replace(':', '-')}/boot.ipxe", "vmlinuz"]
 
 
+def test_only_world_readable_files_as_root(tftp_lab: TftpLab) -> None:
+    """pxed runs as root here: a file only root may read is refused (ERROR 2), as dnsmasq
+    does as root and as the systemd unit's unprivileged user would find it."""
+    require("curl")
+    public = make_file(tftp_lab.root / "public.cfg", 500, seed=11)
+    private = make_file(tftp_lab.root / "private.cfg", 500, seed=12)
+    private.chmod(0o600)
+    server = tftp_lab.server("pxed")
+    got = fetch(tftp_lab.client_ns, "curl", "public.cfg", tftp_lab.out / "p", timeout=60)
+    assert got.ok and same_file(public, got.out), got.output
+    got = fetch(tftp_lab.client_ns, "curl", "private.cfg", tftp_lab.out / "q", timeout=60)
+    assert got.returncode == 69, got.output  # CURLE_TFTP_PERM: the ERROR 2 it got
+    wait_for(lambda: server.events("tftp.refused"), timeout=10)
+    (refused,) = server.events("tftp.refused")
+    assert refused["file"] == "private.cfg" and "not world-readable" in refused["reason"]
+
+
 FLOOD_CLIENT = r"""
 import json, socket, sys, time
 server = (sys.argv[1], 69)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
@@ -316,8 +317,22 @@ def test_boot_files_are_checked_as_the_tftp_server_finds_them(root: Path, tmp_pa
             {**base, "boot": {"bios": "out.0"}, "tftp": {"root": str(root)}}, lookup=lookup
         )
     assert info.value.problems == [
-        f"[boot] bios: 'out.0' does not exist under the TFTP root {root}"
+        f"[boot] bios: 'out.0' under the TFTP root {root} is not served: leads out of the root"
     ]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the world-readable rule applies to root only")
+def test_a_boot_file_only_root_may_read_is_refused(root: Path) -> None:
+    (root / "pxelinux.0").chmod(0o600)
+    base = {"server": {"interfaces": ["pxs0"]}, "dhcp": {"enabled": False}}
+    boot = {"bios": "pxelinux.0"}
+    with pytest.raises(ConfigError) as info:
+        build_config({**base, "boot": boot, "tftp": {"root": str(root)}}, lookup=lookup)
+    (problem,) = info.value.problems
+    assert problem.startswith(f"[boot] bios: 'pxelinux.0' under the TFTP root {root} is not")
+    assert "not world-readable" in problem
+    tftp = {"root": str(root), "world_readable_only": False}
+    assert build_config({**base, "boot": boot, "tftp": tftp}, lookup=lookup).boot.bios
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pxed.config import TftpConfig
 from pxed.tftp.files import FileRefused, FileStore, to_netascii
 from pxed.tftp.packet import ErrorCode
 
@@ -332,3 +334,30 @@ def test_a_clients_own_directory_comes_first(tree: Path) -> None:
         with pytest.raises(ValueError):
             store.open("menu.cfg", under=bad)
     assert store.open_files == 0
+
+
+@pytest.mark.parametrize(
+    ("mode", "served"), [(0o644, True), (0o604, True), (0o600, False), (0o640, False)]
+)
+def test_world_readable_only(tree: Path, mode: int, served: bool) -> None:
+    (tree / "f").write_bytes(b"data")
+    (tree / "f").chmod(mode)
+    store = FileStore(tree, world_readable_only=True)
+    if served:
+        store.open("f").close()
+    else:
+        with pytest.raises(FileRefused) as info:
+            store.open("f")
+        assert info.value.error_code == ErrorCode.ACCESS_VIOLATION
+        assert "not world-readable" in info.value.reason
+    FileStore(tree).open("f").close()  # the rule is off unless asked for
+    assert store.open_files == 0
+
+
+def test_world_readable_rule_from_the_config(tree: Path) -> None:
+    (tree / "f").write_bytes(b"data")
+    (tree / "f").chmod(0o600)
+    as_root = os.geteuid() == 0
+    with contextlib.nullcontext() if not as_root else pytest.raises(FileRefused):
+        FileStore.for_config(TftpConfig(root=tree)).open("f").close()
+    FileStore.for_config(TftpConfig(root=tree, world_readable_only=False)).open("f").close()
