@@ -10,6 +10,12 @@ import pytest
 from tests.lab import Lab
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Files the tests write must be readable by everyone whatever the caller's umask: pxed,
+    # as root, serves only world-readable files ([tftp] world_readable_only).
+    os.umask(0o022)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Tests under integration/ and e2e/ carry their marker without repeating it in every file.
     for item in items:

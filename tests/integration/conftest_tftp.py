@@ -50,6 +50,7 @@ def make_file(path: Path, size: int, seed: int = 0) -> Path:
             piece = chunk[: size - written]
             out.write(piece)
             written += len(piece)
+    path.chmod(0o644)  # as root pxed serves only world-readable files, whatever the umask
     return path
 
 
