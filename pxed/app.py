@@ -114,6 +114,14 @@ class Server:
         except BaseException:
             await self.close()
             raise
+        tftp: dict[str, Any] = {"tftp_root": None}
+        if cfg.tftp.enabled:
+            # What changes where clients' files come from and which ports transfers use.
+            tftp["tftp_root"] = str(cfg.tftp.root)
+            if cfg.tftp.port_range is not None:
+                tftp["tftp_port_range"] = "{}-{}".format(*cfg.tftp.port_range)
+            if cfg.tftp.per_client is not None:
+                tftp["tftp_per_client"] = cfg.tftp.per_client
         log.info(
             "pxed.ready",
             version=__version__,
@@ -121,7 +129,7 @@ class Server:
             mode=self.mode,
             subnets=[str(s.network) for s in cfg.subnets] if cfg.dhcp_enabled else [],
             leases=sum(len(t) for t in self.tables.values()),
-            tftp_root=str(cfg.tftp.root) if cfg.tftp.enabled else None,
+            **tftp,
         )
 
     async def _resolve_mode(self) -> str:

@@ -197,6 +197,8 @@ def test_port_range_behind_a_firewall(tftp_lab: TftpLab) -> None:
     tftp_lab.server_ns.run("nft", "-f", "-", input=rules.encode())
     big = make_file(tftp_lab.root / "big.bin", 3 * MB, seed=5)
     server = tftp_lab.server("pxed", tftp={"port_range": f"{first}-{last}"})
+    (ready,) = server.events("pxed.ready")
+    assert ready["tftp_port_range"] == f"{first}-{last}"
     for client, options in (
         ("curl", {"blksize": 1468}),
         ("atftp", {"blksize": 1468, "windowsize": 16}),
@@ -251,6 +253,8 @@ def test_per_client_files(tftp_lab: TftpLab) -> None:
     the MAC comes from the kernel's ARP table); what the client has not got is shared."""
     require("curl")
     server_ip = tftp_lab.server("pxed", tftp={"per_client": "ip"})
+    (ready,) = server_ip.events("pxed.ready")
+    assert ready["tftp_per_client"] == "ip" and "tftp_port_range" not in ready
     # A server of its own, reached through the client's second interface (pxtc1).
     server_mac, mac_address = tftp_lab.side_server("pxed", tftp={"per_client": "mac"})
     plain, plain_address = tftp_lab.side_server("pxed")
