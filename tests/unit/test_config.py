@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from pxed import configload
 from pxed.cli import main
 from pxed.configload import build_config, default_pool, load_config, parse_duration
 from pxed.errors import ConfigError
@@ -98,6 +100,23 @@ def test_the_shipped_example_is_complete_and_valid(tmp_path: Path, root: Path) -
     text = text.replace('"/srv/tftp"', f'"{root}"').replace("/var/lib/pxed", str(tmp_path))
     cfg = load_config(write(tmp_path, text), lookup=lookup)
     assert cfg.hosts and cfg.subnets
+
+
+def test_the_shipped_example_names_every_key() -> None:
+    text = (Path(__file__).parents[2] / "conf" / "pxed.toml").read_text()
+    keys = (
+        configload.SERVER_KEYS - {"dhcp_port"}  # a test-only knob
+        | configload.DHCP_KEYS
+        | configload.BOOT_KEYS
+        | configload.TFTP_KEYS
+        | configload.HOST_KEYS
+    )
+    missing = [
+        key
+        for key in sorted(keys)
+        if not re.search(rf"^#? ?{key}\s*=", text, re.M) and f"dhcp.{key}]" not in text
+    ]
+    assert missing == []
 
 
 def test_flags_override_the_file(tmp_path: Path, root: Path) -> None:
