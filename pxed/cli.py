@@ -181,6 +181,16 @@ async def _run(config: Config, notes: list[str]) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.stop)
+
+    def hangup() -> None:
+        # dnsmasq re-reads its host files on SIGHUP, so people (and logrotate scripts) send
+        # it; pxed has no reload, and the default action would take the LAN's DHCP down.
+        log.warning(
+            "pxed.sighup_ignored",
+            hint="pxed does not reload its configuration: restart it (leases are kept)",
+        )
+
+    loop.add_signal_handler(signal.SIGHUP, hangup)
     try:
         await server.start()
     except ConfigError as exc:

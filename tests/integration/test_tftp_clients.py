@@ -10,6 +10,7 @@ mode and a flood of requests beyond the limits. Behaviour only: timings are in b
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 from pathlib import Path
@@ -294,6 +295,19 @@ def test_only_world_readable_files_as_root(tftp_lab: TftpLab) -> None:
     wait_for(lambda: server.events("tftp.refused"), timeout=10)
     (refused,) = server.events("tftp.refused")
     assert refused["file"] == "private.cfg" and "not world-readable" in refused["reason"]
+
+
+def test_sighup_does_not_stop_the_daemon(tftp_lab: TftpLab) -> None:
+    """SIGHUP (dnsmasq's reload signal) is logged and ignored: pxed keeps serving."""
+    require("curl")
+    small = make_file(tftp_lab.root / "small.bin", 3000, seed=13)
+    server = tftp_lab.server("pxed")
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: server.events("pxed.sighup_ignored"), timeout=10)
+    got = fetch(tftp_lab.client_ns, "curl", "small.bin", tftp_lab.out / "h", timeout=60)
+    assert got.ok and same_file(small, got.out), got.output
+    assert server.proc.poll() is None
 
 
 FLOOD_CLIENT = r"""
