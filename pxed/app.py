@@ -37,6 +37,8 @@ LEASE_DB = "leases.sqlite3"
 LOCK_FILE = "pxed.lock"
 PRUNE_AFTER = 30 * 86400  # seconds a lease stays on record after it ended
 PRUNE_EVERY = 3600
+NEIGHBOUR_TTL = 10.0  # seconds a MAC read from the ARP table is reused for the same address
+NEIGHBOURS_MAX = 4096
 
 
 def neighbour_mac(ip: str, table: Path = Path("/proc/net/arp")) -> str | None:
@@ -70,6 +72,9 @@ class Server:
         self.store: LeaseStore | None = None
         self.committer: GroupCommitter | None = None
         self.tables: dict[str, LeaseTable] = {}
+        self.arp_table = Path("/proc/net/arp")
+        self._neighbours: dict[str, tuple[str, float]] = {}
+        """ip -> (MAC from the ARP table, until when it is trusted): mac_for's cache."""
         self.dhcp: DhcpServer | None = None
         self.proxy: ProxyServer | None = None
         self.endpoints: list[Any] = []
@@ -248,7 +253,18 @@ class Server:
             lease = table.by_ip(addr)
             if lease is not None:
                 return lease.mac
-        return neighbour_mac(ip)
+        # Reading the ARP table costs more than the rest of a small file's transfer; a
+        # booting client fetches a dozen files in a few seconds from the same address.
+        now = time.monotonic()
+        cached = self._neighbours.get(ip)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        mac = neighbour_mac(ip, self.arp_table)
+        if mac is not None:  # an address not (yet) in the table is asked again next time
+            if len(self._neighbours) > NEIGHBOURS_MAX:
+                self._neighbours.clear()
+            self._neighbours[ip] = (mac, now + NEIGHBOUR_TTL)
+        return mac
 
     async def serve_forever(self) -> None:
         await self._stopped.wait()

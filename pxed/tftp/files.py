@@ -290,7 +290,7 @@ class FileStore:
         finally:
             os.close(fd)
         data = entry.netascii if netascii and entry.netascii is not None else entry.view
-        rel = os.path.relpath(real, self._root)
+        rel = real[len(self._root.rstrip("/")) + 1 :]  # real is inside the root (checked)
         return OpenFile(self, entry, rel, data)
 
     @staticmethod

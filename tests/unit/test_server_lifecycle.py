@@ -59,3 +59,24 @@ def test_neighbour_table_lookup(tmp_path: Path) -> None:
     assert neighbour_mac("198.19.2.7", arp) == "52:54:00:aa:bb:01"
     assert neighbour_mac("198.19.2.8", arp) is None  # incomplete entry
     assert neighbour_mac("198.19.2.9", arp) is None
+
+
+def test_mac_for_reads_the_arp_table_once_a_while(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pxed.app
+
+    header = "IP address       HW type     Flags       HW address            Mask     Device\n"
+    arp = tmp_path / "arp"
+    arp.write_text(header)
+    server = pxed.Server(loopback_config(tmp_path))
+    server.arp_table = arp
+    assert server.mac_for("198.19.2.7") is None  # not known yet: not remembered either
+    arp.write_text(header + "198.19.2.7  0x1  0x2  52:54:00:aa:bb:01  *  pxs0\n")
+    assert server.mac_for("198.19.2.7") == "52:54:00:aa:bb:01"
+    arp.write_text(header + "198.19.2.7  0x1  0x2  52:54:00:aa:bb:02  *  pxs0\n")
+    assert server.mac_for("198.19.2.7") == "52:54:00:aa:bb:01"  # within NEIGHBOUR_TTL
+    monkeypatch.setattr(pxed.app, "NEIGHBOUR_TTL", 0.0)
+    server._neighbours.clear()
+    assert server.mac_for("198.19.2.7") == "52:54:00:aa:bb:02"
+    assert server.mac_for("not an address") is None
