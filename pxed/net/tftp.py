@@ -135,6 +135,7 @@ class _Conn:
         sock: socket.socket,
         own_socket: bool,
         catcher: socket.socket | None = None,
+        port: int = 0,
     ) -> None:
         self.transfer = transfer
         self.addr = transfer.client
@@ -150,8 +151,8 @@ class _Conn:
         self.mtu: int | None = None
         self.cmsg: list[tuple[int, int, bytes]] = []
         """Ancillary data for every send (IP_PKTINFO from a wildcard single-port socket)."""
-        self.port = catcher.getsockname()[1] if catcher is not None else 0
-        """The transfer's own port (its TID); 0 in single-port mode."""
+        self.port = port
+        """The transfer's own port (its TID), the catcher's; 0 in single-port mode."""
 
 
 class _Pump:
@@ -347,8 +348,9 @@ class _Pump:
         else:
             bind = local_ip if self.wildcard else self.host
             catcher = self._fresh_port(bind)
+            port = catcher.getsockname()[1]
             try:
-                sock = open_socket(bind, catcher.getsockname()[1], self.interface, reuse=True)
+                sock = open_socket(bind, port, self.interface, reuse=True)
             except OSError:
                 catcher.close()
                 raise
@@ -358,7 +360,7 @@ class _Pump:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
                 # Only a lane's blocking read uses it (see run_lane).
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _LANE_TIMEVAL)
-                conn = _Conn(transfer, sock, True, catcher)
+                conn = _Conn(transfer, sock, True, catcher, port)
                 with contextlib.suppress(OSError):
                     conn.mtu = sock.getsockopt(socket.IPPROTO_IP, IP_MTU)
                 self.ep.register(sock.fileno(), select.EPOLLIN)
