@@ -133,8 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _load(args: argparse.Namespace, prefix: str) -> tuple[Config | None, list[str]]:
     """The validated configuration and its notes; None after printing each problem."""
     notes: list[str] = []
+    warnings: list[str] = []
     try:
-        return load_config(args.config, overrides(args), notes=notes), notes
+        config = load_config(args.config, overrides(args), notes=notes, warnings=warnings)
+        return config, [*notes, *(f"warning: {w}" for w in warnings)]
     except ConfigError as exc:
         for line in exc.problems:
             print(f"{prefix}: {line}", file=sys.stderr)
@@ -151,7 +153,7 @@ def _check(argv: list[str]) -> int:
     if config is None:
         return 1
     for note in notes:
-        print(f"note: {note}")
+        print(note if note.startswith("warning: ") else f"note: {note}")
     print(f"{args.config or 'configuration'}: ok ({_summary(config)})")
     return 0
 
@@ -176,7 +178,10 @@ async def _run(config: Config, notes: list[str]) -> int:
 
     log = structlog.get_logger("pxed")
     for note in notes:
-        log.info("pxed.config", note=note)
+        if note.startswith("warning: "):
+            log.warning("pxed.config", note=note.removeprefix("warning: "))
+        else:
+            log.info("pxed.config", note=note)
     server = Server(config)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -46,6 +46,9 @@ class SubnetConfig:
     lease_time: int = 12 * 3600
     options: tuple[tuple[int, bytes], ...] = ()
     """Any other option by code, already encoded from its typed configuration value."""
+    derived: bool = False
+    """Derived from an interface's address (no range or network given): in proxy mode it
+    says nothing about where the router's clients are."""
 
     @property
     def broadcast_address(self) -> IPv4Address:
@@ -119,3 +122,14 @@ class Config:
     """Seconds an offered address stays held for the client it was offered to."""
     decline_quarantine: int = 600
     """Seconds an address stays out of the pool after a DHCPDECLINE."""
+    known_only: bool = False
+    """Answer only clients with a ``[[dhcp.host]]`` entry (a PXE network of known machines)."""
+    new_clients_per_second: int = 0
+    """At most this many new clients (no lease or offer yet) a second per interface; 0: no
+    bound. Beyond it new clients get no answer (DHCP starvation by random MACs)."""
+    derive_on: str | None = None
+    """The interface whose subnet and pool are derived once it has an address (it was
+    missing or had none when the configuration was loaded)."""
+    derive_template: SubnetConfig | None = None
+    """The ``[dhcp]`` settings (router, DNS, lease time...) that subnet gets; its network
+    and pool are placeholders until then (configload.derive_subnet)."""

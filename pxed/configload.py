@@ -55,7 +55,15 @@ SUBNET_KEYS = {
     "network",
     "interface",
 }
-DHCP_KEYS = SUBNET_KEYS | {"enabled", "host", "subnet", "offer_hold", "decline_quarantine"}
+DHCP_KEYS = SUBNET_KEYS | {
+    "enabled",
+    "host",
+    "subnet",
+    "offer_hold",
+    "decline_quarantine",
+    "known_only",
+    "new_clients_per_second",
+}
 HOST_KEYS = {"mac", "ip", "hostname", "boot"}
 BOOT_KEYS = {"bios", "uefi_x64", "uefi_ia32", "uefi_arm64", "ipxe", "next_server"}
 TFTP_KEYS = {
@@ -190,6 +198,7 @@ def build_config(
     lookup: InterfaceLookup = interface_info,
     check_files: bool = True,
     notes: list[str] | None = None,
+    warnings: list[str] | None = None,
 ) -> Config:
     """Validate a configuration mapping (the TOML's shape) into a Config.
 
@@ -198,6 +207,7 @@ def build_config(
     """
     problems = _Problems()
     notes = notes if notes is not None else []
+    warnings = warnings if warnings is not None else []
     _unknown(problems, "config", data, TOP_KEYS)
     server = _table(problems, data, "server")
     dhcp = _table(problems, data, "dhcp")
@@ -234,12 +244,17 @@ def build_config(
         dhcp_port = 67
 
     infos: dict[str, InterfaceInfo] = {}
+    waiting: list[str] = []
     for name in interfaces:
         info = lookup(name)
+        # Not a refusal: systemd starts pxed before every bridge or VLAN exists, and pxed
+        # serves an interface as soon as it appears (pxed/net/links.py).
         if info is None:
-            problems.add(f"[server] interfaces: no interface named {name!r}")
+            warnings.append(f"[server] interfaces: no interface named {name!r} yet")
+            waiting.append(name)
         elif not info.addresses:
-            problems.add(f"[server] interfaces: {name} has no IPv4 address")
+            warnings.append(f"[server] interfaces: {name} has no IPv4 address yet")
+            waiting.append(name)
         else:
             infos[name] = info
 
@@ -255,13 +270,45 @@ def build_config(
         "[dhcp] decline_quarantine", lambda: parse_duration(dhcp.get("decline_quarantine", "10m"))
     )
 
+    known_only = dhcp.get("known_only", False)
+    if not isinstance(known_only, bool):
+        problems.add(f"[dhcp] known_only: {known_only!r} is not true or false")
+        known_only = False
+    rate = dhcp.get("new_clients_per_second", 0)
+    if not isinstance(rate, int) or isinstance(rate, bool) or not 0 <= rate <= 1_000_000:
+        problems.add(f"[dhcp] new_clients_per_second: {rate!r} is not a count (0 = no bound)")
+        rate = 0
+    if known_only and not hosts:
+        problems.add("[dhcp] known_only: no [[dhcp.host]] entries, so nobody would be answered")
+    # A subnet still to be derived from an interface that has no address yet: the [dhcp]
+    # table names no range, network or subnets, and nothing could be derived at load.
+    derive_on = None
+    derive_template: SubnetConfig | None = None
+    if (
+        dhcp_enabled
+        and waiting
+        and not subnets
+        and not {"range", "network"} & dhcp.keys()
+        and not dhcp.get("subnet")
+    ):
+        derive_on = waiting[0]
+        settings = _subnet_settings(problems, "[dhcp]", dhcp)
+        if settings is not None:
+            derive_template = SubnetConfig(
+                network=ipaddress.IPv4Network("0.0.0.0/32"),
+                ranges=(),
+                interface=derive_on,
+                derived=True,
+                **settings,
+            )
+
     _check_hosts(problems, hosts, subnets)
     if check_files:
         boot = _check_boot_files(problems, boot, hosts, tftp, notes)
 
     if dhcp_enabled and not interfaces and mode != "dhcp" and not problems.lines:
         problems.add(f"[server] interfaces: mode {mode!r} needs an interface (--iface)")
-    if dhcp_enabled and not subnets and mode == "dhcp" and not problems.lines:
+    if dhcp_enabled and not subnets and mode == "dhcp" and not derive_on and not problems.lines:
         problems.add(
             "[dhcp] range: no address pool (give --iface, or a range inside an interface's subnet)"
         )
@@ -283,6 +330,10 @@ def build_config(
         dhcp_port=dhcp_port,
         offer_hold=float(offer_hold or 60),
         decline_quarantine=int(quarantine or 600),
+        known_only=known_only,
+        new_clients_per_second=rate,
+        derive_on=derive_on,
+        derive_template=derive_template,
     )
 
 
@@ -471,6 +522,7 @@ def _subnet(
         network=network,
         ranges=tuple(ranges),
         interface=info.name if info else None,
+        derived="range" not in t and "network" not in t,
         **settings,
     )
 
@@ -600,6 +652,18 @@ def _subnet_settings(
         "lease_time": lease_time or 43200,
         "options": options,
     }
+
+
+def derive_subnet(template: SubnetConfig, info: InterfaceInfo) -> SubnetConfig | None:
+    """The subnet of an interface that got its first address while pxed runs: the network of
+    that address and the default pool in it, with the ``[dhcp]`` settings of ``template``."""
+    if info.primary is None:
+        return None
+    network = info.primary.network
+    pool = default_pool(network, info.primary.ip)
+    if pool is None:
+        return None
+    return replace(template, network=network, ranges=(pool,), interface=info.name)
 
 
 def default_pool(network: IPv4Network, own: IPv4Address) -> tuple[IPv4Address, IPv4Address] | None:
@@ -778,9 +842,10 @@ def load_config(
     *,
     lookup: InterfaceLookup = interface_info,
     notes: list[str] | None = None,
+    warnings: list[str] | None = None,
 ) -> Config:
     """Load a TOML file (if given), apply overrides (command-line flags) and validate."""
     data: dict[str, Any] = load_file(Path(path)) if path is not None else {}
     if overrides:
         data = merge(data, overrides)
-    return build_config(data, lookup=lookup, notes=notes)
+    return build_config(data, lookup=lookup, notes=notes, warnings=warnings)

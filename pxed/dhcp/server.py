@@ -55,6 +55,9 @@ class Source:
     port: int
     local_port: int = SERVER_PORT
     """The port it arrived on: 67, or 4011 for ProxyDHCP requests."""
+    local: IPv4Address | None = None
+    """Our address it was sent to (IP_PKTINFO), when it was sent to one: a relay's or a
+    renewing client's unicast. None for a broadcast."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +89,9 @@ class Outcome:
 class _Subnet:
     config: SubnetConfig
     table: LeaseTable
-    server_ip: IPv4Address | None
+    unnumbered: bool
+    """pxed had no address in the subnet when it was set up (a relayed subnet, or one
+    configured with ``network`` on an interface numbered otherwise)."""
     base: dict[int, bytes] = field(default_factory=dict)
     """Encoded options every reply on this subnet carries (encoded once, not per packet)."""
     optional: dict[int, bytes] = field(default_factory=dict)
@@ -116,6 +121,24 @@ class _Subnet:
             self.optional[OptionCode.CLASSLESS_STATIC_ROUTES] = o.encode_routes(sub.routes)
 
 
+@dataclass(slots=True)
+class _Bucket:
+    """A token bucket: new clients admitted per second on one interface (a second's burst)."""
+
+    tokens: float
+    at: float
+    warned: bool = False
+    refused: int = 0
+
+    def take(self, rate: int, now: float) -> bool:
+        self.tokens = min(float(rate), self.tokens + (now - self.at) * rate)
+        self.at = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
 def client_key(packet: DhcpPacket) -> bytes:
     """Client identity: option 61 when present, else hardware type + chaddr (RFC 2131 §4.2)."""
     cid = packet.client_id
@@ -135,27 +158,49 @@ class DhcpServer:
         policy: BootPolicy,
     ) -> None:
         self.config = config
-        self.interfaces = dict(interfaces)
+        self.interfaces: dict[str, InterfaceInfo] = {}
+        self._own: frozenset[IPv4Address] = frozenset()
         self.policy = policy
         self.tables = dict(tables)
         self.hosts: dict[str, HostConfig] = {h.mac: h for h in config.hosts}
+        self._reserved_keys = {
+            b"\x01" + bytes.fromhex(h.mac.replace(":", "")) for h in config.hosts if h.ip
+        }
         self.subnets: list[_Subnet] = []
+        self.set_interfaces(interfaces)
         for sub in config.subnets:
-            server_ip = None
-            for info in interfaces.values():
-                server_ip = server_ip or info.address_in(sub.network)
-            self.subnets.append(_Subnet(sub, tables[str(sub.network)], server_ip))
+            self.add_subnet(sub, tables[str(sub.network)])
         self.stats: dict[str, int] = {}
+        self._buckets: dict[str, _Bucket] = {}
         # Asked once: through structlog's lazy proxy the question costs as much per message
         # as the rest of _event. The proxy itself keeps the configuration of its first use.
         self._log_decisions = log.is_enabled_for(logging.INFO)
 
+    def set_interfaces(self, interfaces: Mapping[str, InterfaceInfo]) -> None:
+        """The interfaces as they are now (addresses come and go while pxed runs)."""
+        self.interfaces = dict(interfaces)
+        self._own = frozenset(a.ip for info in interfaces.values() for a in info.addresses)
+
+    def add_subnet(self, sub: SubnetConfig, table: LeaseTable) -> None:
+        """Serve one more subnet (configured, or derived from an address that appeared)."""
+        self.tables[str(sub.network)] = table
+        numbered = any(info.address_in(sub.network) for info in self.interfaces.values())
+        self.subnets.append(_Subnet(sub, table, unnumbered=not numbered))
+
     def _key(self, p: DhcpPacket) -> bytes:
-        """The lease key; a reserved host is known by its MAC, whatever client-id it sends."""
+        """The lease key; a reserved host is known by its MAC, whatever client-id it sends.
+
+        A reservation is about the hardware address in chaddr: another machine sending the
+        reserved host's client identifier (01 + its MAC) must not be taken for it, so its
+        key is set apart, and it gets a NAK or an address of its own, as with dnsmasq.
+        """
         host = self.hosts.get(p.mac)
         if host is not None and host.ip is not None:
             return b"\x01" + p.chaddr
-        return client_key(p)
+        key = client_key(p)
+        if key in self._reserved_keys:
+            return b"\x00spoof:" + key + p.chaddr
+        return key
 
     # ------------------------------------------------------------------ entry point
 
@@ -187,19 +232,30 @@ class DhcpServer:
     # ------------------------------------------------------------------ messages
 
     def _discover(self, p: DhcpPacket, src: Source, now: float, out: Outcome) -> None:
-        subnet = self._select_subnet(p, src)
-        if subnet is None:
+        candidates = self._candidates(p, src)
+        if not candidates:
             self._drop(p, "no subnet for this request", iface=src.interface, giaddr=str(p.giaddr))
             return
-        key = self._key(p)
         host = self.hosts.get(p.mac)
-        ip: IPv4Address | None
-        if host is not None and host.ip is not None and host.ip in subnet.config.network:
-            ip = host.ip if subnet.table.available_for(host.ip, key, now) else None
+        if not self._admitted(p, src, host, candidates, now):
+            return
+        key = self._key(p)
+        ip: IPv4Address | None = None
+        subnet = candidates[0]
+        reserved = host.ip if host is not None else None
+        if reserved is not None and any(reserved in c.config.network for c in candidates):
+            subnet = next(c for c in candidates if reserved in c.config.network)
+            ip = reserved if subnet.table.available_for(reserved, key, now) else None
             if ip is not None:
                 subnet.table.offer(key, p.mac, ip, now, self.config.offer_hold)
         else:
-            ip = subnet.table.offer(key, p.mac, p.requested_ip, now, self.config.offer_hold)
+            # Several subnets on one segment (a shared network): the one the client's current
+            # lease or asked-for address is in, else the first with a free address.
+            order = sorted(candidates, key=lambda c: not self._belongs(p, key, c))
+            for subnet in order:
+                ip = subnet.table.offer(key, p.mac, p.requested_ip, now, self.config.offer_hold)
+                if ip is not None:
+                    break
         if ip is None:
             if not subnet.exhausted_warned:
                 log.warning(
@@ -218,16 +274,18 @@ class DhcpServer:
 
     def _request(self, p: DhcpPacket, src: Source, now: float, out: Outcome) -> None:
         state = self._request_state(p, src)
+        subnet: _Subnet | None
         if state is RequestState.SELECTING:
-            subnet = self._subnet_with_server_id(p.server_id)
-            if subnet is None:
+            if p.server_id not in self._own:
                 # The client chose another server's offer; our hold simply times out.
                 log.debug("dhcp.not_for_us", mac=p.mac, xid=_xid(p), server_id=str(p.server_id))
                 return
             ip = p.requested_ip
+            subnet = self._pick(self._candidates(p, src), ip)
         elif state is RequestState.INIT_REBOOT:
             ip = p.requested_ip
-            subnet = self._select_subnet(p, src)
+            candidates = self._candidates(p, src)
+            subnet = self._pick(candidates, ip) or (candidates[0] if candidates else None)
         else:
             ip = p.ciaddr
             subnet = self._subnet_for_address(p.ciaddr)
@@ -243,6 +301,10 @@ class DhcpServer:
             return
         key = self._key(p)
         host = self.hosts.get(p.mac)
+        if self.config.known_only and host is None:
+            self._count("unknown-client")
+            self._drop(p, "known_only: no [[dhcp.host]] entry for this MAC")
+            return
         reserved = host.ip if host is not None and host.ip in subnet.config.network else None
         if reserved is not None and ip != reserved:
             self._nak(p, src, subnet, f"{p.mac} is reserved {reserved}", out)
@@ -262,10 +324,16 @@ class DhcpServer:
         self._event("dhcp.ack", p, ip, boot, state=state.value)
 
     def _decline(self, p: DhcpPacket, src: Source, now: float, out: Outcome) -> None:
-        subnet = self._subnet_with_server_id(p.server_id)
         ip = p.requested_ip
-        if subnet is None or ip is None or ip not in subnet.config.network:
-            self._drop(p, "DECLINE not for us")
+        subnet = self._subnet_for_address(ip) if ip is not None else None
+        if p.server_id not in self._own or subnet is None or ip is None:
+            self._drop(p, "DECLINE not for us", server_id=str(p.server_id))
+            return
+        # Only the client the address was given to may say it is in use: anyone else's
+        # DECLINE would take a reserved host's address or end another client's lease.
+        holder = subnet.table.holder(ip, now)
+        if holder is None or holder != self._key(p):
+            self._drop(p, "DECLINE from a client that does not hold the address", ip=str(ip))
             return
         lease = subnet.table.decline(ip, now, self.config.decline_quarantine)
         if lease is not None:
@@ -281,10 +349,14 @@ class DhcpServer:
 
     def _release(self, p: DhcpPacket, src: Source, now: float, out: Outcome) -> None:
         subnet = self._subnet_for_address(p.ciaddr)
-        if subnet is None:
-            self._drop(p, "RELEASE for an address not ours")
+        if subnet is None or p.server_id not in self._own:
+            self._drop(p, "RELEASE not for us", server_id=str(p.server_id))
             return
-        lease = subnet.table.release(self._key(p), p.ciaddr, now)
+        key = self._key(p)
+        if subnet.table.holder(p.ciaddr, now) != key:
+            self._drop(p, "RELEASE from a client that does not hold the address")
+            return
+        lease = subnet.table.release(key, p.ciaddr, now)
         if lease is not None:
             out.writes.append(lease)
         log.info(
@@ -298,7 +370,9 @@ class DhcpServer:
 
     def _inform(self, p: DhcpPacket, src: Source, now: float, out: Outcome) -> None:
         subnet = self._subnet_for_address(p.ciaddr) if p.ciaddr != ZERO else None
-        subnet = subnet or self._select_subnet(p, src)
+        if subnet is None:
+            candidates = self._candidates(p, src)
+            subnet = candidates[0] if candidates else None
         if subnet is None:
             self._drop(p, "INFORM from an address not in our subnets")
             return
@@ -326,35 +400,81 @@ class DhcpServer:
         # address here, a relayed or broadcast-flagged request counts as rebinding (logging only).
         return RequestState.REBINDING if p.broadcast_flag else RequestState.RENEWING
 
-    def _select_subnet(self, p: DhcpPacket, src: Source) -> _Subnet | None:
-        """RFC 2131 §4.3.1: giaddr picks the subnet of a relayed request, else the interface."""
+    def _candidates(self, p: DhcpPacket, src: Source) -> list[_Subnet]:
+        """The subnets a request may be served from (RFC 2131 §4.3.1): the relay's (giaddr),
+        else those of the interface it came in on that pxed has an address in now (an
+        address removed takes its subnet off the segment), in configuration order."""
         if p.giaddr != ZERO:
-            return self._subnet_for_address(p.giaddr)
-        for sub in self.subnets:
-            if sub.config.interface == src.interface:
-                return sub
+            sub = self._subnet_for_address(p.giaddr)
+            return [sub] if sub is not None else []
         info = self.interfaces.get(src.interface)
-        if info is not None:
-            for sub in self.subnets:
-                if info.address_in(sub.config.network) is not None:
-                    return sub
-        return None
+        if info is None:
+            return []
+        return [
+            sub
+            for sub in self.subnets
+            if info.address_in(sub.config.network) is not None
+            or (sub.unnumbered and sub.config.interface == src.interface)
+        ]
+
+    @staticmethod
+    def _pick(candidates: Sequence[_Subnet], ip: IPv4Address | None) -> _Subnet | None:
+        """The candidate subnet that holds ``ip``."""
+        if ip is None:
+            return None
+        return next((c for c in candidates if ip in c.config.network), None)
+
+    def _belongs(self, p: DhcpPacket, key: bytes, sub: _Subnet) -> bool:
+        """Whether the client has a lease or an offer in ``sub``, or asks for an address in it."""
+        if p.requested_ip is not None and p.requested_ip in sub.config.network:
+            return True
+        return sub.table.by_client(key) is not None
+
+    def _admitted(
+        self,
+        p: DhcpPacket,
+        src: Source,
+        host: HostConfig | None,
+        candidates: Sequence[_Subnet],
+        now: float,
+    ) -> bool:
+        """known_only and the bound on new clients a second, checked at DISCOVER."""
+        if host is None and self.config.known_only:
+            self._count("unknown-client")
+            self._drop(p, "known_only: no [[dhcp.host]] entry for this MAC")
+            return False
+        rate = self.config.new_clients_per_second
+        if rate <= 0 or host is not None:
+            return True
+        key = self._key(p)
+        if any(c.table.by_client(key) is not None for c in candidates):
+            return True  # not new: it has (or had) a lease or an offer here
+        bucket = self._buckets.get(src.interface)
+        if bucket is None:
+            bucket = self._buckets[src.interface] = _Bucket(float(rate), now)
+        if bucket.take(rate, now):
+            if bucket.warned:
+                bucket.warned = False
+                log.info("dhcp.new_clients_resumed", iface=src.interface, refused=bucket.refused)
+                bucket.refused = 0
+            return True
+        bucket.refused += 1
+        self._count("rate-limited")
+        if not bucket.warned:
+            bucket.warned = True
+            log.warning(
+                "dhcp.new_clients_limited",
+                iface=src.interface,
+                limit=rate,
+                mac=p.mac,
+                detail="more new clients a second than new_clients_per_second; not answering",
+            )
+        return False
 
     def _subnet_for_address(self, ip: IPv4Address) -> _Subnet | None:
         for sub in self.subnets:
             if ip in sub.config.network:
                 return sub
-        return None
-
-    def _subnet_with_server_id(self, server_id: IPv4Address | None) -> _Subnet | None:
-        if server_id is None:
-            return None
-        for sub in self.subnets:
-            if sub.server_ip == server_id:
-                return sub
-        for info in self.interfaces.values():
-            if any(a.ip == server_id for a in info.addresses):
-                return self.subnets[0] if len(self.subnets) == 1 else None
         return None
 
     def _lease_time(self, p: DhcpPacket, sub: SubnetConfig) -> int:
@@ -364,11 +484,28 @@ class DhcpServer:
         return sub.lease_time
 
     def _server_ip(self, subnet: _Subnet, src: Source) -> IPv4Address:
-        if subnet.server_ip is not None:
-            return subnet.server_ip
-        info = self.interfaces[src.interface]
-        assert info.primary is not None
-        return info.primary.ip
+        """Our address for this subnet's clients: the server identifier and next-server.
+
+        On the segment, pxed's address in the subnet on the interface the request came in
+        on (not the interface's primary address, which may be on another network). Through
+        a relay, the address the relay sent to (it reaches us). It must be one the TFTP
+        server answers on, which serves every address of the interface.
+        """
+        network = subnet.config.network
+        info = self.interfaces.get(src.interface)
+        if info is not None:
+            own = info.address_in(network)
+            if own is not None:
+                return own
+        if src.local is not None and src.local in self._own:
+            return src.local
+        for other in self.interfaces.values():
+            own = other.address_in(network)
+            if own is not None:
+                return own
+        if info is not None and info.primary is not None:
+            return info.primary.ip
+        return next(iter(self._own), ZERO)
 
     def _reply(
         self,

@@ -13,7 +13,7 @@ import pytest
 
 from pxed import configload
 from pxed.cli import main
-from pxed.configload import build_config, default_pool, load_config, parse_duration
+from pxed.configload import build_config, default_pool, derive_subnet, load_config, parse_duration
 from pxed.errors import ConfigError
 from pxed.netinfo import InterfaceInfo
 
@@ -176,7 +176,7 @@ root = "{root}"
     lines = problems_of(tmp_path, bad)
     text = "\n".join(lines)
     assert "[server]: unknown key 'colour'" in text
-    assert "no interface named 'nope0'" in text
+    assert "nope0" not in text  # a missing interface is a warning (next test), not a problem
     assert "198.20.1.0-198.20.1.9 is outside the subnet of every interface" in text
     assert "'198.19.0.300' is not an IPv4 address" in text
     assert "'forever' is not a duration" in text
@@ -388,3 +388,43 @@ def test_version_and_help_run() -> None:
         [sys.executable, "-m", "pxed", "--help"], capture_output=True, text=True, check=True
     )
     assert "--iface" in helptext.stdout and "pxed check" in helptext.stdout
+
+
+def test_a_missing_interface_is_a_warning_and_its_subnet_is_derived_later(tmp_path: Path) -> None:
+    warnings: list[str] = []
+    cfg = load_config(
+        write(
+            tmp_path,
+            '[server]\ninterfaces = ["nope0"]\nmode = "dhcp"\n'
+            '[dhcp]\nrouter = "198.19.0.1"\n[tftp]\nenabled = false\n',
+        ),
+        lookup=lookup,
+        warnings=warnings,
+    )
+    assert warnings == ["[server] interfaces: no interface named 'nope0' yet"]
+    assert cfg.subnets == () and cfg.derive_on == "nope0"
+    assert cfg.derive_template is not None
+    assert cfg.derive_template.router == (IPv4Address("198.19.0.1"),)
+    later = InterfaceInfo("nope0", None, (IPv4Interface("198.18.7.1/24"),), 1500)
+    sub = derive_subnet(cfg.derive_template, later)
+    assert sub is not None and sub.network == IPv4Network("198.18.7.0/24")
+    assert sub.ranges == ((IPv4Address("198.18.7.128"), IPv4Address("198.18.7.254")),)
+    assert sub.interface == "nope0" and sub.derived
+
+
+def test_known_only_and_the_new_client_bound(tmp_path: Path) -> None:
+    base = '[server]\ninterfaces = ["pxs0"]\n[tftp]\nenabled = false\n[dhcp]\n'
+    cfg = load_config(
+        write(
+            tmp_path,
+            base + "known_only = true\nnew_clients_per_second = 20\n"
+            '[[dhcp.host]]\nmac = "52:54:00:12:34:56"\n',
+        ),
+        lookup=lookup,
+    )
+    assert cfg.known_only and cfg.new_clients_per_second == 20
+    lines = problems_of(tmp_path, base + 'known_only = "yes"\nnew_clients_per_second = -1\n')
+    assert "[dhcp] known_only: 'yes' is not true or false" in lines
+    assert "[dhcp] new_clients_per_second: -1 is not a count (0 = no bound)" in lines
+    lines = problems_of(tmp_path, base + "known_only = true\n")
+    assert lines == ["[dhcp] known_only: no [[dhcp.host]] entries, so nobody would be answered"]

@@ -293,7 +293,11 @@ def test_pool_exhaustion_gives_no_offer_then_recovers(caplog: pytest.LogCaptureF
         assert late.send(late.packet(MessageType.DISCOVER)).replies == []
     assert server.stats["exhausted"] == 3
     holder = Client(server, "52:54:00:00:00:00")
-    holder.send(holder.packet(MessageType.RELEASE, ciaddr=acks[0].yiaddr))
+    holder.send(
+        holder.packet(
+            MessageType.RELEASE, ciaddr=acks[0].yiaddr, options={OC.SERVER_ID: SERVER_IP.packed}
+        )
+    )
     offer, _ = late.discover()
     assert offer.yiaddr == acks[0].yiaddr
 
