@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import logging
 import os
 import time
 from ipaddress import IPv4Address
@@ -21,14 +22,16 @@ import structlog
 
 from pxed import __version__
 from pxed.boot import BootPolicy, ConfigBootPolicy
-from pxed.config import Config
+from pxed.config import Config, SubnetConfig
+from pxed.configload import derive_subnet
 from pxed.dhcp.proxy import PROXY_PORT, ProxyServer
 from pxed.dhcp.server import DhcpServer
 from pxed.errors import ConfigError, PxedError
 from pxed.leases import LeaseStore, LeaseTable
 from pxed.net.commit import GroupCommitter
 from pxed.net.dhcp import DhcpEndpoint
-from pxed.net.probe import ForeignServerWatcher, probe
+from pxed.net.links import Change, ChangeKind, LinkState, LinkWatcher, read_links
+from pxed.net.probe import ForeignServerWatcher, ProbeOffer, probe
 from pxed.netinfo import InterfaceInfo, interface_info
 
 log = structlog.get_logger("pxed")
@@ -83,6 +86,18 @@ class Server:
         self._stopped = asyncio.Event()
         self._lock_fd: int | None = None
         self._prune_task: asyncio.Task[None] | None = None
+        self._links: dict[str, LinkState] = {}
+        self._watcher: LinkWatcher | None = None
+        self._by_interface: dict[str, list[Any]] = {}
+        """Each present interface's endpoints (DHCP, watcher, TFTP), opened and closed as it
+        comes and goes; ``endpoints`` holds the rest."""
+        self._own: set[IPv4Address] = set()
+        """Every address of ours on a served interface (the foreign-server watchers' view)."""
+        self._offers: list[ProbeOffer] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._applying = asyncio.Lock()
+        self._closing = False
+        self._derived = False
 
     async def __aenter__(self) -> Server:
         await self.start()
@@ -98,24 +113,34 @@ class Server:
 
     async def start(self) -> None:
         cfg = self.config
-        problems = []
+        self._links = read_links(cfg.interfaces, self._lookup)
+        self.interfaces = {name: link.info for name, link in self._links.items()}
         for name in cfg.interfaces:
-            info = self._lookup(name)
-            if info is None or not info.addresses:
-                problems.append(f"interface {name}: not found or has no IPv4 address")
-            else:
-                self.interfaces[name] = info
-        if problems:
-            raise ConfigError(problems)
+            if name not in self._links:
+                # systemd starts pxed before every bridge or VLAN exists: serve it once it
+                # appears (the watcher below), do not refuse to start.
+                log.warning(
+                    "pxed.interface",
+                    interface=name,
+                    change="waiting",
+                    serving="nothing until it appears",
+                )
         try:
             if cfg.dhcp_enabled:
-                self.mode = await self._resolve_mode()
-                if self.mode == "proxy":
-                    await self._start_proxy()
-                elif cfg.subnets:
-                    await self._start_dhcp()
-            if cfg.tftp.enabled:
-                await self._start_tftp()
+                if self.interfaces or cfg.mode != "auto":
+                    self.mode = await self._resolve_mode()
+                    await self._start_dhcp_core()
+                else:
+                    self.mode = "waiting"  # auto mode decides once an interface appears
+            for name in self._links:
+                await self._serve(name)
+            if cfg.tftp.enabled and not cfg.interfaces:
+                await self._start_tftp(None)
+            if cfg.interfaces:
+                self._watcher = LinkWatcher(
+                    cfg.interfaces, self._links, self._links_changed, lookup=self._lookup
+                )
+                await self._watcher.start()
         except BaseException:
             await self.close()
             raise
@@ -132,10 +157,41 @@ class Server:
             version=__version__,
             interfaces=list(cfg.interfaces),
             mode=self.mode,
-            subnets=[str(s.network) for s in cfg.subnets] if cfg.dhcp_enabled else [],
+            subnets=self._subnet_names(),
             leases=sum(len(t) for t in self.tables.values()),
+            addresses=self.addresses(),
             **tftp,
         )
+
+    def _subnet_names(self) -> list[str]:
+        if not self.config.dhcp_enabled:
+            return []
+        return [str(s.config.network) for s in self.dhcp.subnets] if self.dhcp else []
+
+    def addresses(self) -> dict[str, dict[str, Any]]:
+        """Per interface: whether it exists and is up, and which of its addresses DHCP gives
+        out as server identifier / next-server and TFTP answers on (what ``ss -uln`` and the
+        replies show)."""
+        out: dict[str, dict[str, Any]] = {}
+        for name in self.config.interfaces:
+            link = self._links.get(name)
+            if link is None:
+                out[name] = {"state": "missing", "dhcp": [], "tftp": []}
+                continue
+            every = [str(a.ip) for a in link.info.addresses]
+            dhcp: list[str] = []
+            if self.dhcp is not None:
+                nets = [s.config.network for s in self.dhcp.subnets]
+                dhcp = [str(a.ip) for a in link.info.addresses if any(a.ip in n for n in nets)]
+            elif self.proxy is not None:
+                chosen = self.proxy.server_address(name)
+                dhcp = [str(chosen)] if chosen is not None else []
+            out[name] = {
+                "state": "up" if link.up else "down",
+                "dhcp": dhcp,
+                "tftp": every if self.config.tftp.enabled else [],
+            }
+        return out
 
     async def _resolve_mode(self) -> str:
         """Auto mode: probe every interface; any other server's offer means ProxyDHCP."""
@@ -145,7 +201,8 @@ class Server:
         results = await asyncio.gather(
             *(probe(info, cfg.probe_timeout) for info in self.interfaces.values())
         )
-        servers = sorted({str(s) for found in results for s in found})
+        self._offers = [offer for found in results for offer in found]
+        servers = sorted({str(o.server) for o in self._offers})
         if servers:
             log.info(
                 "pxed.mode", mode="proxy", reason="another DHCP server answered", servers=servers
@@ -159,26 +216,156 @@ class Server:
         )
         return "dhcp"
 
-    async def _start_proxy(self) -> None:
-        self.proxy = ProxyServer(self.config, self.interfaces, self.policy)
-        for name in self.config.interfaces:
-            for port in (self.config.dhcp_port, PROXY_PORT):
-                endpoint = DhcpEndpoint(self.proxy, None, name, port)
-                await endpoint.start()
-                self.endpoints.append(endpoint)
+    async def _start_dhcp_core(self) -> None:
+        if self.mode == "proxy":
+            self.proxy = ProxyServer(self.config, self.interfaces, self.policy)
+            for offer in self._offers:
+                self.proxy.learn(offer.interface, offer.address)
+            if not self._offers and self.config.mode == "proxy":
+                # No probe ran: ask the router once where its clients go (the proxy's
+                # address must be in their subnet), in the background.
+                self._tasks.append(asyncio.create_task(self._learn_router()))
+        elif self.config.subnets or self.config.derive_on:
+            await self._start_dhcp()
+
+    async def _learn_router(self) -> None:
+        results = await asyncio.gather(
+            *(probe(info, self.config.probe_timeout) for info in self.interfaces.values())
+        )
+        for found in results:
+            for offer in found:
+                if self.proxy is not None:
+                    self.proxy.learn(offer.interface, offer.address)
+        self._log_addresses()
+
+    async def _serve(self, name: str) -> None:
+        """Open the sockets of one interface: DHCP as the mode says, and TFTP."""
+        info = self.interfaces[name]
+        endpoints: list[Any] = []
+        self._by_interface[name] = endpoints
+        cfg = self.config
+        if self.proxy is not None:
+            for port in (cfg.dhcp_port, PROXY_PORT):
+                endpoints.append(DhcpEndpoint(self.proxy, None, name, port))
+        elif self.dhcp is not None:
+            endpoints.append(DhcpEndpoint(self.dhcp, self.committer, name, cfg.dhcp_port))
+            endpoints.append(ForeignServerWatcher(info, self._own))
+        for endpoint in endpoints:
+            await endpoint.start()
+        if cfg.tftp.enabled:
+            endpoints.append(await self._start_tftp(name))
+
+    async def _unserve(self, name: str) -> None:
+        for endpoint in reversed(self._by_interface.pop(name, [])):
+            try:
+                await endpoint.close()
+            except Exception:
+                log.exception("pxed.close_error", endpoint=type(endpoint).__name__)
+
+    def _links_changed(self, links: dict[str, LinkState], found: list[Change]) -> None:
+        self._tasks.append(asyncio.create_task(self._apply(links, found)))
+        self._tasks = [t for t in self._tasks if not t.done()]
+
+    async def _apply(self, links: dict[str, LinkState], found: list[Change]) -> None:
+        """Follow one burst of interface changes: sockets, the cores' view, derived subnets."""
+        async with self._applying:
+            if self._closing:
+                return
+            self._links = links
+            self.interfaces = {name: link.info for name, link in links.items()}
+            self._own.clear()
+            self._own.update(a.ip for info in self.interfaces.values() for a in info.addresses)
+            if self.dhcp is not None:
+                self.dhcp.set_interfaces(self.interfaces)
+            if self.proxy is not None:
+                self.proxy.set_interfaces(self.interfaces)
+            if self.mode == "waiting" and self.interfaces:
+                self.mode = await self._resolve_mode()
+                await self._start_dhcp_core()
+                await self._derive()
+                for name in list(self._by_interface):
+                    await self._unserve(name)
+                found = [*found, *(Change(n, ChangeKind.APPEARED) for n in self.interfaces)]
+            restarted: set[str] = set()
+            for change in found:
+                name = change.interface
+                kind = change.kind
+                if kind is ChangeKind.GONE:
+                    await self._unserve(name)
+                elif (
+                    kind in (ChangeKind.APPEARED, ChangeKind.RECREATED)
+                    and name in links
+                    and name not in restarted
+                ):
+                    restarted.add(name)
+                    await self._unserve(name)
+                    await self._serve(name)
+            await self._derive()
+            for change in found:
+                self._log_change(change)
+            self._log_addresses()
+
+    async def _derive(self) -> None:
+        """The subnet of ``derive_on``, once that interface has an address."""
+        cfg = self.config
+        name = cfg.derive_on
+        if (
+            name is None
+            or cfg.derive_template is None
+            or self.dhcp is None
+            or self.committer is None
+            or self.store is None
+            or self._derived
+        ):
+            return
+        info = self.interfaces.get(name)
+        sub = derive_subnet(cfg.derive_template, info) if info is not None else None
+        if sub is None:
+            return
+        table = LeaseTable(sub.network, sub.ranges, self._reservations(sub))
+        table.load(await self.committer.run(self.store.load))
+        self.dhcp.add_subnet(sub, table)
+        self.tables[str(sub.network)] = table
+        self._derived = True
+        pool = ", ".join(f"{a}-{b}" for a, b in sub.ranges)
+        log.info("pxed.subnet", interface=name, subnet=str(sub.network), pool=pool, derived=True)
+
+    def _log_change(self, change: Change) -> None:
+        name = change.interface
+        fields: dict[str, Any] = {"interface": name, "change": change.kind.value}
+        if change.address is not None:
+            fields["address"] = str(change.address)
+        entry = self.addresses().get(name, {})
+        if change.kind is ChangeKind.GONE:
+            fields["serving"] = "nothing until it appears again"
+        elif change.address is not None:
+            ip = str(change.address.ip)
+            uses = [what for what in ("dhcp", "tftp") if ip in entry.get(what, [])]
+            fields["serving"] = "+".join(uses) if uses else "not used"
+        else:
+            fields["serving"] = "+".join(w for w in ("dhcp", "tftp") if entry.get(w)) or "nothing"
+        bad = change.kind in (ChangeKind.GONE, ChangeKind.LINK_DOWN)
+        level = logging.WARNING if bad else logging.INFO
+        log.log(level, "pxed.interface", **fields)
+
+    def _log_addresses(self) -> None:
+        log.info("pxed.addresses", interfaces=self.addresses())
+
+    def _reservations(self, sub: SubnetConfig) -> dict[IPv4Address, bytes]:
+        # Reservations are keyed by MAC (hardware type 1 + chaddr), the identity a PXE ROM
+        # presents; see DhcpServer._key().
+        return {
+            host.ip: b"\x01" + bytes.fromhex(host.mac.replace(":", ""))
+            for host in self.config.hosts
+            if host.ip is not None and host.ip in sub.network
+        }
 
     async def _start_dhcp(self) -> None:
         cfg = self.config
-        reserved_by_subnet: dict[str, dict[IPv4Address, bytes]] = {}
         for sub in cfg.subnets:
-            reserved: dict[IPv4Address, bytes] = {}
-            for host in cfg.hosts:
-                if host.ip is not None and host.ip in sub.network:
-                    # Reservations are keyed by MAC (hardware type 1 + chaddr), the identity a
-                    # PXE ROM presents; see client_key().
-                    reserved[host.ip] = b"\x01" + bytes.fromhex(host.mac.replace(":", ""))
-            reserved_by_subnet[str(sub.network)] = reserved
-            self.tables[str(sub.network)] = LeaseTable(sub.network, sub.ranges, reserved)
+            self.tables[str(sub.network)] = LeaseTable(
+                sub.network, sub.ranges, self._reservations(sub)
+            )
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         self._lock_state_dir()
         self.store = LeaseStore(cfg.state_dir / LEASE_DB)
@@ -189,31 +376,23 @@ class Server:
         for table in self.tables.values():
             table.load(leases)
         self.dhcp = DhcpServer(cfg, self.interfaces, self.tables, self.policy)
-        for name in cfg.interfaces:
-            endpoint = DhcpEndpoint(self.dhcp, self.committer, name, cfg.dhcp_port)
-            await endpoint.start()
-            self.endpoints.append(endpoint)
-        own = {a.ip for info in self.interfaces.values() for a in info.addresses}
-        for info in self.interfaces.values():
-            watcher = ForeignServerWatcher(info, own)
-            await watcher.start()
-            self.endpoints.append(watcher)
+        self._own.update(a.ip for info in self.interfaces.values() for a in info.addresses)
+        await self._derive()
 
-    async def _start_tftp(self) -> None:
+    async def _start_tftp(self, name: str | None) -> Any:
+        """TFTP on every address of the interface: one wildcard socket bound to it, which
+        learns from IP_PKTINFO the address each request was sent to, so that a secondary
+        address (or one added later) is served and each transfer answers from the address
+        its client asked (a client drops DATA from any other)."""
         from pxed.net.tftp import TftpEndpoint
 
-        targets: list[tuple[str, str | None]] = []
-        for name, info in self.interfaces.items():
-            assert info.primary is not None
-            targets.append((str(info.primary.ip), name))
-        if not targets:
-            targets.append(("0.0.0.0", None))
-        for host, iface in targets:
-            endpoint = TftpEndpoint(
-                self.config.tftp, host, interface=iface, mac_lookup=self.mac_for
-            )
-            await endpoint.start()
+        endpoint = TftpEndpoint(
+            self.config.tftp, "0.0.0.0", interface=name, mac_lookup=self.mac_for
+        )
+        await endpoint.start()
+        if name is None:
             self.endpoints.append(endpoint)
+        return endpoint
 
     def _lock_state_dir(self) -> None:
         """One daemon per lease database: two would hand out the same addresses."""
@@ -274,9 +453,19 @@ class Server:
         self._stopped.set()
 
     async def close(self) -> None:
+        self._closing = True
+        if self._watcher is not None:
+            await self._watcher.close()
+            self._watcher = None
+        for task in self._tasks:
+            task.cancel()
+        self._tasks.clear()
         if self._prune_task is not None:
             self._prune_task.cancel()
             self._prune_task = None
+        async with self._applying:
+            for name in list(self._by_interface):
+                self.endpoints.extend(self._by_interface.pop(name))
         # Stop taking requests, let the ACKs waiting on the last transaction go, then close.
         for endpoint in self.endpoints:
             if isinstance(endpoint, DhcpEndpoint):

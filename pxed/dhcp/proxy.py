@@ -51,6 +51,48 @@ class ProxyServer:
         self.policy = policy
         self.hosts: dict[str, HostConfig] = {h.mac: h for h in config.hosts}
         self.stats: dict[str, int] = {}
+        self._learned: dict[str, IPv4Address] = {}
+        """Per interface, an address the router handed out there (its offer to the probe, a
+        client's REQUEST): where the router's clients are."""
+
+    def set_interfaces(self, interfaces: Mapping[str, InterfaceInfo]) -> None:
+        """The interfaces as they are now (addresses come and go while pxed runs)."""
+        self.interfaces = dict(interfaces)
+
+    def learn(self, interface: str, address: IPv4Address) -> None:
+        """The router gives addresses like ``address`` on ``interface``."""
+        if address != ZERO:
+            self._learned[interface] = address
+
+    def server_address(
+        self, interface: str, client: IPv4Address | None = None
+    ) -> IPv4Address | None:
+        """Our address for a PXE client on ``interface``: server identifier and next-server.
+
+        The client has no address yet (or just got one from the router), so this is our
+        address in the subnet it is or will be in: the client's own address when it has
+        one, else a configured subnet, else where the router was seen to put its clients;
+        the interface's primary address only when nothing says otherwise. An address in
+        another subnet than the client's cannot be reached by firmware that has no router.
+        """
+        info = self.interfaces.get(interface)
+        if info is None or info.primary is None:
+            return None
+        if client is not None and client != ZERO:
+            own = info.address_in_same_net(client)
+            if own is not None:
+                return own
+        for sub in self.config.subnets:
+            if not sub.derived:
+                own = info.address_in(sub.network)
+                if own is not None:
+                    return own
+        learned = self._learned.get(interface)
+        if learned is not None:
+            own = info.address_in_same_net(learned)
+            if own is not None:
+                return own
+        return info.primary.ip
 
     def receive(self, data: bytes, source: Source, now: float) -> Outcome:
         out = Outcome()
@@ -69,8 +111,19 @@ class ProxyServer:
             # Never a second DHCP server for ordinary clients: they are the router's.
             self._count("not-pxe")
             return out
-        server_ip = info.address_in_same_net(source.address) or info.primary.ip
         mtype = p.message_type
+        if (
+            source.local_port != PROXY_PORT
+            and mtype is MessageType.REQUEST
+            and p.requested_ip is not None
+            and info.address_in_same_net(p.requested_ip) is not None
+        ):
+            self.learn(source.interface, p.requested_ip)  # a client taking the router's offer
+        client = p.ciaddr if p.ciaddr != ZERO else source.address
+        if client == ZERO and p.requested_ip is not None:
+            client = p.requested_ip
+        server_ip = self.server_address(source.interface, client)
+        assert server_ip is not None
         if source.local_port == PROXY_PORT:
             if mtype in (MessageType.REQUEST, MessageType.INFORM):
                 self._answer(p, source, server_ip, MessageType.ACK, out)

@@ -1,10 +1,13 @@
 """DHCP sockets and the asyncio glue around the DHCP core.
 
 One UDP socket per interface, bound to 0.0.0.0:67 with SO_BINDTODEVICE so that a broadcast
-is known to come from that interface and replies leave through it. The read path drains the
-socket with `loop.add_reader` instead of a DatagramProtocol (see DESIGN.md: about 1 µs per
-datagram instead of 13). Replies that acknowledge a lease wait for the GroupCommitter to make
-it durable; everything else (offers, NAKs, INFORM answers) leaves at once.
+is known to come from that interface and replies leave through it, and IP_PKTINFO so that a
+unicast (a relay's, a renewing client's) says which of our addresses it was sent to: that
+address, not the interface's primary one, is the server identifier a relayed client gets.
+The read path drains the socket with `loop.add_reader` instead of a DatagramProtocol (see
+DESIGN.md: about 1 µs per datagram instead of 13). Replies that acknowledge a lease wait for
+the GroupCommitter to make it durable; everything else (offers, NAKs, INFORM answers) leaves
+at once.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ ATF_COM = 0x02  # linux/if_arp.h: entry complete
 ARPHRD_ETHER = 1
 MAX_BURST = 64  # datagrams per wake-up: bounds the burst of replies a relay receives at once
 RCVBUF = 4 * 1024 * 1024
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+CMSG_SPACE = socket.CMSG_SPACE(12)  # struct in_pktinfo
+_BROADCAST_PACKED = b"\xff\xff\xff\xff"
 READ_PAUSE = 0.001
 """Seconds the socket is left alone after a wake-up that handled datagrams (not a full burst).
 
@@ -58,6 +64,7 @@ def open_udp_socket(interface: str, port: int, rcvbuf: int | None = None) -> soc
         if rcvbuf is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
         sock.bind(("0.0.0.0", port))
         sock.setblocking(False)
     except OSError:
@@ -87,6 +94,14 @@ def set_arp_entry(sock: socket.socket, interface: str, ip: bytes, mac: str) -> N
     fcntl.ioctl(sock.fileno(), SIOCSARP, req)
 
 
+def _destination_address(ancillary: list[tuple[int, int, bytes]]) -> bytes:
+    """The datagram's destination address (in_pktinfo.ipi_addr), packed; b"" if not given."""
+    for level, kind, data in ancillary:
+        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 12:
+            return data[8:12]
+    return b""
+
+
 class DatagramCore(Protocol):
     """What an endpoint feeds: the full DHCP server or the ProxyDHCP."""
 
@@ -114,7 +129,7 @@ class DhcpEndpoint:
         self.clock = clock
         self.sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._sources: dict[tuple[str, int], Source] = {}
+        self._sources: dict[tuple[str, int, bytes], Source] = {}
         self._pause: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
@@ -146,7 +161,7 @@ class DhcpEndpoint:
         got = 0
         for _ in range(MAX_BURST):
             try:
-                data, (addr, port) = sock.recvfrom(4096)
+                data, anc, _flags, (addr, port) = sock.recvmsg(4096, CMSG_SPACE)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
@@ -154,7 +169,8 @@ class DhcpEndpoint:
                 break
             got += 1
             try:
-                outcome: Outcome = self.core.receive(data, self._source(addr, port), now)
+                source = self._source(addr, port, _destination_address(anc))
+                outcome: Outcome = self.core.receive(data, source, now)
             except Exception:
                 # A bug in the core must cost one datagram, never the daemon.
                 log.exception("dhcp.core_error", iface=self.interface, src=addr)
@@ -184,15 +200,16 @@ class DhcpEndpoint:
         if self.sock is not None:
             self._send(self.sock, reply)
 
-    def _source(self, addr: str, port: int) -> Source:
+    def _source(self, addr: str, port: int, local: bytes) -> Source:
         # Clients speak from 0.0.0.0:68 and relays from a handful of addresses: reuse the
         # Source objects instead of parsing the same address thousands of times a second.
-        src = self._sources.get((addr, port))
+        src = self._sources.get((addr, port, local))
         if src is None:
             if len(self._sources) > 1024:
                 self._sources.clear()
-            src = self._sources[(addr, port)] = Source(
-                self.interface, IPv4Address(addr), port, self.port
+            to = None if local in (b"", _BROADCAST_PACKED) else IPv4Address(local)
+            src = self._sources[(addr, port, local)] = Source(
+                self.interface, IPv4Address(addr), port, self.port, to
             )
         return src
 

@@ -12,6 +12,7 @@ import asyncio
 import os
 import socket
 from collections.abc import Iterator
+from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 import structlog
@@ -26,6 +27,17 @@ log = structlog.get_logger("pxed.probe")
 
 CLIENT_PORT = 68
 SERVER_PORT = 67
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeOffer:
+    """Another server's answer to the probe: who it is, and where it puts its clients."""
+
+    interface: str
+    server: IPv4Address
+    address: IPv4Address
+    """The address it offered (yiaddr): ProxyDHCP answers from its own address in that
+    subnet, the one the router's clients will be in."""
 
 
 def drain_replies(sock: socket.socket) -> Iterator[tuple[DhcpPacket, str]]:
@@ -67,11 +79,11 @@ async def probe(
     *,
     client_port: int = CLIENT_PORT,
     server_port: int = SERVER_PORT,
-) -> list[IPv4Address]:
-    """Send one DISCOVER on the interface; return the server identifiers that offered."""
+) -> list[ProbeOffer]:
+    """Send one DISCOVER on the interface; return the offers of other servers."""
     loop = asyncio.get_running_loop()
     xid = int.from_bytes(os.urandom(4), "big")
-    found: list[IPv4Address] = []
+    found: list[ProbeOffer] = []
     try:
         sock = open_udp_socket(info.name, client_port)
     except OSError as exc:
@@ -82,8 +94,8 @@ async def probe(
         for p, addr in drain_replies(sock):
             if p.xid == xid and p.message_type is MessageType.OFFER:
                 server = p.server_id or IPv4Address(addr)
-                if server not in found:
-                    found.append(server)
+                if all(o.server != server for o in found):
+                    found.append(ProbeOffer(info.name, server, p.yiaddr))
                     log.info("probe.offer", iface=info.name, server=str(server), ip=str(p.yiaddr))
 
     loop.add_reader(sock.fileno(), readable)

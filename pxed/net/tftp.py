@@ -298,7 +298,7 @@ class _Pump:
         decision = self.core.request(data, addr, now)
         if isinstance(decision, Refused):
             if decision.reply is not None:
-                self._send_raw(decision.reply, addr)
+                self._send_raw(decision.reply, addr, local_ip)
             fields: dict[str, Any] = {"client": _peer(addr), "reason": decision.reason}
             if decision.filename is not None:
                 fields["file"] = decision.filename
@@ -324,7 +324,7 @@ class _Pump:
         except OSError as exc:
             transfer.fail("error", f"no socket: {exc.strerror}", now)
             self.core.finish(transfer)
-            self._send_raw(tp.encode_error(ErrorCode.NOT_DEFINED, "server busy"), addr)
+            self._send_raw(tp.encode_error(ErrorCode.NOT_DEFINED, "server busy"), addr, local_ip)
             self.emit(
                 logging.WARNING,
                 "tftp.refused",
@@ -545,9 +545,14 @@ class _Pump:
 
     # -- sending --------------------------------------------------------------------------
 
-    def _send_raw(self, datagram: bytes, addr: Address) -> None:
+    def _send_raw(self, datagram: bytes, addr: Address, local_ip: str | None = None) -> None:
+        """An answer from the listening socket, from the address the request was sent to."""
         try:
-            self.listen.sendto(datagram, addr)
+            if self.wildcard and local_ip and local_ip != "0.0.0.0":
+                cmsg = [(socket.IPPROTO_IP, IP_PKTINFO, _pktinfo(local_ip))]
+                self.listen.sendmsg([datagram], cmsg, 0, addr)
+            else:
+                self.listen.sendto(datagram, addr)
         except OSError as exc:
             if self.debug:
                 self.emit(

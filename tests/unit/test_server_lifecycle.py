@@ -41,10 +41,12 @@ async def test_a_second_server_on_the_same_state_dir_is_refused(tmp_path: Path) 
         pass
 
 
-async def test_unknown_interface_is_refused(tmp_path: Path) -> None:
+async def test_a_missing_interface_is_waited_for_not_refused(tmp_path: Path) -> None:
     cfg = Config(interfaces=("nosuch0",), state_dir=tmp_path, tftp=TftpConfig(enabled=False))
-    with pytest.raises(ConfigError):
-        await pxed.Server(cfg).start()
+    async with pxed.Server(cfg) as server:
+        # Auto mode decides once an interface appears; nothing is served meanwhile.
+        assert server.mode == "waiting"
+        assert server.addresses() == {"nosuch0": {"state": "missing", "dhcp": [], "tftp": []}}
 
 
 def test_neighbour_table_lookup(tmp_path: Path) -> None:
