@@ -221,16 +221,25 @@ class Server:
             self.proxy = ProxyServer(self.config, self.interfaces, self.policy)
             for offer in self._offers:
                 self.proxy.learn(offer.interface, offer.address)
-            if not self._offers and self.config.mode == "proxy":
-                # No probe ran: ask the router once where its clients go (the proxy's
-                # address must be in their subnet), in the background.
-                self._tasks.append(asyncio.create_task(self._learn_router()))
+            unsure = [
+                info
+                for name, info in self.interfaces.items()
+                if len(info.addresses) > 1
+                and all(
+                    info.address_in(s.network) is None for s in self.config.subnets if not s.derived
+                )
+            ]
+            if not self._offers and unsure:
+                # No probe ran, and an interface has several addresses with no configured
+                # subnet to say which the router's clients are in: ask the router once, in
+                # the background (a probe costs the router an offer, so only when needed).
+                self._tasks.append(asyncio.create_task(self._learn_router(unsure)))
         elif self.config.subnets or self.config.derive_on:
             await self._start_dhcp()
 
-    async def _learn_router(self) -> None:
+    async def _learn_router(self, interfaces: list[InterfaceInfo]) -> None:
         results = await asyncio.gather(
-            *(probe(info, self.config.probe_timeout) for info in self.interfaces.values())
+            *(probe(info, self.config.probe_timeout) for info in interfaces)
         )
         for found in results:
             for offer in found:

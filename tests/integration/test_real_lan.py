@@ -1,0 +1,344 @@
+"""The layouts of real LANs: a served subnet on a secondary address, several subnets on one
+interface, a relayed subnet, and addresses and interfaces that change while pxed runs.
+
+Every address pxed hands out (server identifier, next-server) must be one its TFTP server
+answers on, and each transfer's packets must leave from the address the client asked: the
+tests check the source address of the DATA packets in a capture, not only the bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.integration.pxedproc import Pxed
+from tests.lab import Lab, Netns, require, wait_for
+
+PROBE = Path(__file__).parent / "clients" / "pxe_probe.py"
+
+
+def make_root(lab: Lab) -> tuple[Path, bytes]:
+    root = lab.tmp / "tftp"
+    root.mkdir()
+    payload = os.urandom(200_000)
+    (root / "pxelinux.0").write_bytes(payload)
+    (root / "ipxe.efi").write_bytes(b"efi")
+    return root, payload
+
+
+def write_config(lab: Lab, text: str) -> Path:
+    cfg = lab.tmp / "pxed.toml"
+    cfg.write_text(text)
+    return cfg
+
+
+def pxe_discover(client: Netns, iface: str = "eth0", *args: str) -> list[dict[str, Any]]:
+    res = client.run(sys.executable, str(PROBE), iface, *args, timeout=60)
+    return [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+
+
+class SourceCapture:
+    """tcpdump in the client's namespace: which addresses sent UDP to the client."""
+
+    def __init__(self, ns: Netns, iface: str, client_ip: str) -> None:
+        require("tcpdump")
+        self.proc = ns.popen(
+            "tcpdump", "-i", iface, "-n", "-l", "-U", "--immediate-mode",
+            f"udp and dst host {client_ip}",
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        assert self.proc.stderr is not None
+        for _ in range(10):
+            line = self.proc.stderr.readline().decode(errors="replace")
+            if "listening on" in line or not line:
+                break
+        assert "listening on" in line, line
+
+    def sources(self) -> set[str]:
+        self.proc.send_signal(signal.SIGINT)
+        out, _ = self.proc.communicate(timeout=10)
+        found = set()
+        for line in out.decode(errors="replace").splitlines():
+            m = re.search(r"IP (\d+\.\d+\.\d+\.\d+)\.\d+ > ", line)
+            if m:
+                found.add(m.group(1))
+        return found
+
+
+def curl_tftp(ns: Netns, server: str, name: str, out: Path) -> None:
+    require("curl")
+    ns.run("curl", "-s", "--max-time", "30", "-o", str(out), f"tftp://{server}/{name}", timeout=60)
+
+
+def tftp_hpa(ns: Netns, server: str, name: str, out: Path) -> None:
+    require("tftp")
+    ns.run("tftp", "-m", "binary", server, "-c", "get", name, str(out), timeout=60)
+
+
+# ------------------------------------------------------------------ secondary address
+
+
+def test_served_subnet_on_a_secondary_address(lab: Lab) -> None:
+    """The issue's layout: management address first, the provisioning subnet second."""
+    server, client = lab.ns("srv"), lab.ns("cl")
+    lab.veth(server, "pxs0", client, "eth0")
+    lab.addr(server, "pxs0", "198.18.0.1/24")  # the kernel's primary address
+    lab.addr(server, "pxs0", "198.19.0.1/16")
+    root, payload = make_root(lab)
+    cfg = write_config(
+        lab,
+        f"""
+[server]
+interfaces = ["pxs0"]
+mode = "dhcp"
+[dhcp]
+range = "198.19.1.10-198.19.1.20"
+[tftp]
+root = "{root}"
+""",
+    )
+    pxed = Pxed(server, lab.tmp, "--config", str(cfg))
+    ready = pxed.wait_ready()
+    assert ready["addresses"]["pxs0"]["dhcp"] == ["198.19.0.1"], ready
+    assert set(ready["addresses"]["pxs0"]["tftp"]) == {"198.18.0.1", "198.19.0.1"}
+    sockets = server.run("ss", "-Hlun", "sport = :69").stdout
+    assert "0.0.0.0%pxs0:69" in sockets, sockets
+
+    (offer,) = pxe_discover(client, "eth0", "--arch", "0")
+    assert offer["yiaddr"].startswith("198.19.1."), offer
+    assert offer["siaddr"] == "198.19.0.1" and offer["options"]["server_id"] == "198.19.0.1"
+
+    # dhclient takes a real lease; then the next-server it was told answers, from itself.
+    require("dhclient")
+    lf, pf = lab.tmp / "dhclient.leases", lab.tmp / "dhclient.pid"
+    client.run("dhclient", "-1", "-lf", str(lf), "-pf", str(pf), "eth0", timeout=60)
+    client.run("dhclient", "-x", "-pf", str(pf), check=False)
+    leases = lf.read_text()
+    assert "option dhcp-server-identifier 198.19.0.1;" in leases, leases
+    ip = re.findall(r"fixed-address (\S+);", leases)[-1]
+    cap = SourceCapture(client, "eth0", ip)
+    curl_tftp(client, "198.19.0.1", "pxelinux.0", lab.tmp / "curl.out")
+    tftp_hpa(client, "198.19.0.1", "pxelinux.0", lab.tmp / "hpa.out")
+    assert cap.sources() == {"198.19.0.1"}
+    assert (lab.tmp / "curl.out").read_bytes() == payload
+    assert (lab.tmp / "hpa.out").read_bytes() == payload
+
+
+def test_two_secondary_subnets_each_get_their_own_server_address(lab: Lab) -> None:
+    server = lab.ns("srv")
+    sw = lab.ns("sw")
+    lab.bridge(sw, "br0")
+    lab.veth(server, "pxs0", sw, "p-srv")
+    sw.run("ip", "link", "set", "p-srv", "master", "br0")
+    clients = []
+    for n, mac in enumerate(("52:54:00:a0:00:01", "52:54:00:a1:00:01")):
+        c = lab.ns(f"c{n}")
+        lab.veth(c, "eth0", sw, f"p-c{n}")
+        c.run("ip", "link", "set", "eth0", "address", mac)
+        sw.run("ip", "link", "set", f"p-c{n}", "master", "br0")
+        clients.append(c)
+    lab.addr(server, "pxs0", "198.18.0.1/24")
+    lab.addr(server, "pxs0", "198.19.10.1/24")
+    lab.addr(server, "pxs0", "198.19.11.1/24")
+    root, payload = make_root(lab)
+    cfg = write_config(
+        lab,
+        f"""
+[server]
+interfaces = ["pxs0"]
+mode = "dhcp"
+[[dhcp.subnet]]
+range = "198.19.10.100-198.19.10.150"
+[[dhcp.subnet]]
+range = "198.19.11.100-198.19.11.150"
+[[dhcp.host]]
+mac = "52:54:00:a0:00:01"
+ip = "198.19.10.50"
+[[dhcp.host]]
+mac = "52:54:00:a1:00:01"
+ip = "198.19.11.50"
+[tftp]
+root = "{root}"
+""",
+    )
+    pxed = Pxed(server, lab.tmp, "--config", str(cfg))
+    ready = pxed.wait_ready()
+    assert sorted(ready["addresses"]["pxs0"]["dhcp"]) == ["198.19.10.1", "198.19.11.1"]
+    for n, c in enumerate(clients):
+        net = f"198.19.{10 + n}"
+        (offer,) = pxe_discover(c, "eth0", "--arch", "0")
+        assert offer["yiaddr"] == f"{net}.50", offer
+        assert offer["siaddr"] == f"{net}.1" and offer["options"]["server_id"] == f"{net}.1"
+        lab.addr(c, "eth0", f"{net}.50/24")
+        cap = SourceCapture(c, "eth0", f"{net}.50")
+        curl_tftp(c, offer["siaddr"], "pxelinux.0", lab.tmp / f"c{n}.out")
+        assert cap.sources() == {f"{net}.1"}
+        assert (lab.tmp / f"c{n}.out").read_bytes() == payload
+
+
+# ------------------------------------------------------------------ relayed subnet
+
+
+def test_relayed_client_is_told_the_address_the_relay_reached(lab: Lab) -> None:
+    """pxed's primary address is on another network; the relay talks to its secondary."""
+    require("dnsmasq", "dhclient")
+    server, relay, client = lab.ns("srv"), lab.ns("rl"), lab.ns("cl")
+    lab.veth(server, "pxs0", relay, "up0")
+    lab.veth(relay, "down0", client, "eth0")
+    lab.addr(server, "pxs0", "198.18.0.1/24")
+    lab.addr(server, "pxs0", "198.18.4.1/24")
+    lab.addr(relay, "up0", "198.18.4.2/24")
+    lab.addr(relay, "down0", "198.18.5.1/24")
+    relay.run("sysctl", "-qw", "net.ipv4.ip_forward=1")
+    server.run("ip", "route", "add", "198.18.5.0/24", "via", "198.18.4.2")
+    root, payload = make_root(lab)
+    cfg = write_config(
+        lab,
+        f"""
+[server]
+interfaces = ["pxs0"]
+mode = "dhcp"
+[[dhcp.subnet]]
+network = "198.18.5.0/24"
+range = "198.18.5.100-198.18.5.150"
+router = "198.18.5.1"
+[tftp]
+root = "{root}"
+""",
+    )
+    pxed = Pxed(server, lab.tmp, "--config", str(cfg))
+    pxed.wait_ready()
+    relay.popen(
+        "dnsmasq", "--no-daemon", "--port=0", "--bind-interfaces", "--interface=down0",
+        "--dhcp-relay=198.18.5.1,198.18.4.1", "--log-dhcp",
+    )  # fmt: skip
+    replies: list[dict[str, Any]] = []
+    wait_for(lambda: bool(replies.extend(pxe_discover(client, "eth0", "--arch", "0")) or replies),
+             timeout=30, interval=0.5)  # fmt: skip
+    assert replies, pxed.log()
+    offer = replies[0]
+    assert offer["yiaddr"].startswith("198.18.5."), offer
+    assert offer["options"]["server_id"] == "198.18.4.1", offer
+    assert offer["siaddr"] == "198.18.4.1", offer
+    # The relayed client reaches that next-server through the router, and the DATA comes
+    # back from it.
+    lab.addr(client, "eth0", f"{offer['yiaddr']}/24")
+    client.run("ip", "route", "add", "default", "via", "198.18.5.1")
+    cap = SourceCapture(client, "eth0", offer["yiaddr"])
+    curl_tftp(client, offer["siaddr"], "pxelinux.0", lab.tmp / "relayed.out")
+    assert cap.sources() == {"198.18.4.1"}
+    assert (lab.tmp / "relayed.out").read_bytes() == payload
+
+
+# ------------------------------------------------------------------ changes while running
+
+
+def test_addresses_and_interfaces_that_come_and_go_are_followed(lab: Lab) -> None:
+    server, client = lab.ns("srv"), lab.ns("cl")
+    lab.veth(server, "pxs0", client, "eth0")
+    lab.addr(server, "pxs0", "198.18.0.1/24")
+    lab.addr(client, "eth0", "198.19.20.9/24")
+    lab.addr(client, "eth0", "198.18.0.9/24")
+    root, payload = make_root(lab)
+    cfg = write_config(
+        lab,
+        f"""
+[server]
+interfaces = ["pxs0", "pxlate"]
+mode = "dhcp"
+[[dhcp.subnet]]
+range = "198.18.0.100-198.18.0.150"
+[[dhcp.subnet]]
+network = "198.19.20.0/24"
+range = "198.19.20.100-198.19.20.150"
+[tftp]
+root = "{root}"
+""",
+    )
+    pxed = Pxed(server, lab.tmp, "--config", str(cfg))
+    ready = pxed.wait_ready()
+    assert ready["addresses"]["pxlate"]["state"] == "missing"
+    waiting = [e for e in pxed.events("pxed.interface") if e["interface"] == "pxlate"]
+    assert waiting and waiting[0]["change"] == "waiting" and waiting[0]["level"] == "warning"
+
+    # An address added while pxed runs is served (TFTP answers on it, DHCP uses it) soon.
+    server.run("ip", "addr", "add", "198.19.20.1/24", "dev", "pxs0")
+    assert wait_for(
+        lambda: any(e.get("address") == "198.19.20.1/24" for e in pxed.events("pxed.interface")),
+        timeout=2,
+    ), pxed.log()
+    (added,) = [e for e in pxed.events("pxed.interface") if e.get("address") == "198.19.20.1/24"]
+    assert added["change"] == "address-added" and added["serving"] == "dhcp+tftp"
+    cap = SourceCapture(client, "eth0", "198.19.20.9")
+    curl_tftp(client, "198.19.20.1", "pxelinux.0", lab.tmp / "added.out")
+    assert cap.sources() == {"198.19.20.1"}
+    assert (lab.tmp / "added.out").read_bytes() == payload
+
+    # Removed: no longer used (a DHCP client on the segment is told the other address).
+    server.run("ip", "addr", "del", "198.19.20.1/24", "dev", "pxs0")
+    assert wait_for(
+        lambda: pxed.events("pxed.addresses")
+        and pxed.events("pxed.addresses")[-1]["interfaces"]["pxs0"]["tftp"] == ["198.18.0.1"],
+        timeout=2,
+    ), pxed.log()
+    (offer,) = pxe_discover(client, "eth0", "--arch", "0")
+    assert offer["options"]["server_id"] == "198.18.0.1", offer
+
+    # Link down and up: still serving.
+    server.run("ip", "link", "set", "pxs0", "down")
+    assert wait_for(lambda: any(e["change"] == "link-down" for e in pxed.events("pxed.interface")))
+    server.run("ip", "link", "set", "pxs0", "up")
+    assert wait_for(lambda: any(e["change"] == "link-up" for e in pxed.events("pxed.interface")))
+    client.run("ip", "link", "set", "eth0", "up")
+    wait_for(lambda: "state UP" in client.run("ip", "link", "show", "eth0").stdout, timeout=5)
+    curl_tftp(client, "198.18.0.1", "pxelinux.0", lab.tmp / "relinked.out")
+    assert (lab.tmp / "relinked.out").read_bytes() == payload
+    (offer,) = pxe_discover(client, "eth0", "--arch", "0")
+    assert offer["yiaddr"].startswith("198.18.0.1"), offer
+
+    # An interface that did not exist at start-up is served once it appears.
+    late = lab.ns("late")
+    lab.veth(server, "pxlate", late, "eth0")
+    lab.addr(server, "pxlate", "198.18.9.1/24")
+    assert wait_for(
+        lambda: pxed.events("pxed.addresses")
+        and pxed.events("pxed.addresses")[-1]["interfaces"]["pxlate"]["tftp"] == ["198.18.9.1"],
+        timeout=3,
+    ), pxed.log()
+    lab.addr(late, "eth0", "198.18.9.9/24")
+    curl_tftp(late, "198.18.9.1", "pxelinux.0", lab.tmp / "late.out")
+    assert (lab.tmp / "late.out").read_bytes() == payload
+    assert pxed.proc.poll() is None
+
+
+def test_interface_that_gets_its_address_late_has_its_subnet_derived(lab: Lab) -> None:
+    """`pxed --iface br0` started before the bridge has its address (or exists at all)."""
+    server, client = lab.ns("srv"), lab.ns("cl")
+    root, _payload = make_root(lab)
+    pxed = Pxed(
+        server, lab.tmp, "--iface", "pxs0", "--mode", "dhcp", "--tftp-root", str(root)
+    )
+    ready = pxed.wait_ready()
+    assert ready["subnets"] == [] and ready["addresses"]["pxs0"]["state"] == "missing"
+    lab.veth(server, "pxs0", client, "eth0")
+    lab.addr(server, "pxs0", "198.18.30.1/24")
+    assert wait_for(lambda: pxed.events("pxed.subnet"), timeout=3), pxed.log()
+    (sub,) = pxed.events("pxed.subnet")
+    assert sub["subnet"] == "198.18.30.0/24" and sub["pool"] == "198.18.30.128-198.18.30.254"
+    (offer,) = pxe_discover(client, "eth0", "--arch", "0")
+    assert offer["yiaddr"] == "198.18.30.128" and offer["siaddr"] == "198.18.30.1", offer
+
+
+def test_check_names_a_missing_interface_as_a_warning(lab: Lab) -> None:
+    server = lab.ns("srv")
+    res = server.run(
+        sys.executable, "-m", "pxed", "check", "--iface", "nosuch0", "--no-tftp", check=False
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "warning: [server] interfaces: no interface named 'nosuch0' yet" in res.stdout
