@@ -45,8 +45,15 @@ class BatchingLogger:
         if not self._pending:
             return
         lines, self._pending = self._pending, []
+        text = "\n".join(lines) + "\n"
         try:
-            self._stream.write("\n".join(lines) + "\n")
+            try:
+                self._stream.write(text)
+            except UnicodeEncodeError:
+                # A name a client sent that is not valid UTF-8 (kept as surrogates) must cost
+                # its own bytes an escape, never the batch of lines it came in.
+                encoding = getattr(self._stream, "encoding", None) or "utf-8"
+                self._stream.write(text.encode(encoding, "backslashreplace").decode(encoding))
             self._stream.flush()
         except (OSError, ValueError):
             pass  # a closed or broken log stream must not stop the daemon

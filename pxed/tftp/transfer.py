@@ -134,7 +134,7 @@ def negotiate(request: ReadRequest) -> Negotiation:
                     f"timeout {value!r} (RFC 2349: 1..255)", ErrorCode.OPTION_NEGOTIATION
                 )
         elif name == "tsize":
-            if tp.parse_uint(value, 0, 2**64) is None:
+            if tp.parse_uint(value, 0, 2**64 - 1) is None:  # RFC 2349: an octet count
                 raise MalformedPacket(f"tsize {value!r}", ErrorCode.OPTION_NEGOTIATION)
             tsize = True
         else:

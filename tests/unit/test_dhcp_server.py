@@ -601,3 +601,183 @@ def test_config_built_in_code_works_with_replace() -> None:
     server = make_server()
     cfg = replace(server.config, offer_hold=5.0)
     assert cfg.offer_hold == 5.0
+
+
+# ----------------------------------------------------------------- hostile clients
+
+VICTIM = "52:54:00:00:00:0a"
+RESERVED_MAC = "52:54:00:00:00:50"
+RESERVED_IP = IPv4Address("198.19.0.50")
+
+
+def decline(client: Client, ip: IPv4Address, server_id: IPv4Address = SERVER_IP) -> Outcome:
+    return client.send(
+        client.packet(
+            MessageType.DECLINE,
+            options={OC.REQUESTED_IP: ip.packed, OC.SERVER_ID: server_id.packed},
+        )
+    )
+
+
+def test_a_decline_from_another_client_changes_nothing() -> None:
+    server = make_server(hosts=(HostConfig(mac=RESERVED_MAC, ip=RESERVED_IP),))
+    ack = Client(server, VICTIM).dora()
+    # Another chaddr, and the same chaddr with another client-id: neither holds the address.
+    for attacker in (
+        Client(server, "52:54:00:66:66:66"),
+        Client(server, VICTIM, o61=b"\x01attacker"),
+        Client(server, "52:54:00:66:66:66", o61=b"\x01" + bytes.fromhex("525400000050")),
+    ):
+        for ip in (ack.yiaddr, RESERVED_IP):
+            out = decline(attacker, ip)
+            assert out.writes == [] and out.replies == []
+    assert server.stats["dropped"] >= 6
+    # The victim renews its lease and the reserved host still gets its address.
+    victim = Client(server, VICTIM)
+    renewed, _ = victim.one(
+        victim.packet(MessageType.REQUEST, ciaddr=ack.yiaddr), source=Source(IFACE, ack.yiaddr, 68)
+    )
+    assert renewed.message_type is MessageType.ACK and renewed.yiaddr == ack.yiaddr
+    assert Client(server, RESERVED_MAC).dora().yiaddr == RESERVED_IP
+
+
+def test_a_decline_needs_our_server_identifier() -> None:
+    server = make_server()
+    a = Client(server, VICTIM)
+    ack = a.dora()
+    assert decline(a, ack.yiaddr, IPv4Address("198.19.0.254")).writes == []
+    assert decline(a, ack.yiaddr).writes[0].state is LeaseState.DECLINED
+
+
+def test_a_release_from_another_client_or_server_id_changes_nothing() -> None:
+    server = make_server()
+    ack = Client(server, VICTIM).dora()
+    b = Client(server, "52:54:00:00:00:0b")
+    out = b.send(
+        b.packet(MessageType.RELEASE, ciaddr=ack.yiaddr, options={OC.SERVER_ID: SERVER_IP.packed})
+    )
+    assert out.writes == []
+    a = Client(server, VICTIM)
+    other_server = IPv4Address("198.19.0.254").packed
+    out = a.send(
+        a.packet(MessageType.RELEASE, ciaddr=ack.yiaddr, options={OC.SERVER_ID: other_server})
+    )
+    assert out.writes == []
+
+
+def test_the_reserved_hosts_client_id_from_another_machine_is_not_the_host() -> None:
+    server = make_server(hosts=(HostConfig(mac=RESERVED_MAC, ip=RESERVED_IP),))
+    spoof = Client(server, "52:54:00:66:66:66", o61=b"\x01" + bytes.fromhex("525400000050"))
+    offer, _ = spoof.discover()
+    assert offer.yiaddr != RESERVED_IP
+    nak, _ = spoof.one(
+        spoof.packet(
+            MessageType.REQUEST,
+            options={OC.REQUESTED_IP: RESERVED_IP.packed, OC.SERVER_ID: SERVER_IP.packed},
+        )
+    )
+    assert nak.message_type is MessageType.NAK
+    init_reboot, _ = spoof.one(
+        spoof.packet(MessageType.REQUEST, options={OC.REQUESTED_IP: RESERVED_IP.packed})
+    )
+    assert init_reboot.message_type is MessageType.NAK
+    assert Client(server, RESERVED_MAC).dora().yiaddr == RESERVED_IP
+
+
+def test_known_only_answers_only_hosts_in_the_configuration() -> None:
+    server = make_server(hosts=(HostConfig(mac=RESERVED_MAC, ip=RESERVED_IP),))
+    server.config = replace(server.config, known_only=True)
+    stranger = Client(server, "52:54:00:66:66:66")
+    assert stranger.send(stranger.packet(MessageType.DISCOVER)).replies == []
+    out = stranger.send(
+        stranger.packet(
+            MessageType.REQUEST, options={OC.REQUESTED_IP: IPv4Address("198.19.1.1").packed}
+        )
+    )
+    assert out.replies == [] and out.writes == []
+    assert server.stats["unknown-client"] == 2
+    assert Client(server, RESERVED_MAC).dora().yiaddr == RESERVED_IP
+
+
+def test_new_clients_a_second_are_bounded_per_interface(caplog: pytest.LogCaptureFixture) -> None:
+    server = make_server(ranges=(("198.19.1.0", "198.19.1.200"),))
+    server.config = replace(server.config, new_clients_per_second=5)
+    known = Client(server, VICTIM)
+    known.dora()
+    offers = 0
+    for i in range(20):
+        c = Client(server, f"52:54:00:77:00:{i:02x}")
+        offers += len(c.send(c.packet(MessageType.DISCOVER)).replies)
+    assert offers == 4  # the victim's DORA took the first of the 5
+    assert server.stats["rate-limited"] == 16
+    # A client the server knows is answered while new ones are refused.
+    known.xid += 1
+    offer, _ = known.discover()
+    assert offer.message_type is MessageType.OFFER
+    # A second later, new clients are admitted again.
+    late = Client(server, "52:54:00:78:00:01")
+    late.now = NOW + 1.0
+    assert len(late.send(late.packet(MessageType.DISCOVER)).replies) == 1
+
+
+def two_subnet_server() -> DhcpServer:
+    net_a, net_b = IPv4Network("198.19.10.0/24"), IPv4Network("198.19.11.0/24")
+    subs = tuple(
+        SubnetConfig(
+            network=net,
+            ranges=((net.network_address + 100, net.network_address + 150),),
+            interface=IFACE,
+        )
+        for net in (net_a, net_b)
+    )
+    config = Config(interfaces=(IFACE,), subnets=subs)
+    addrs = (
+        IPv4Interface("198.18.0.1/24"),
+        IPv4Interface("198.19.10.1/24"),
+        IPv4Interface("198.19.11.1/24"),
+    )
+    info = InterfaceInfo(IFACE, "02:00:00:00:00:01", addrs, 1500)
+    tables = {str(s.network): LeaseTable(s.network, s.ranges) for s in subs}
+    return DhcpServer(config, {IFACE: info}, tables, ConfigBootPolicy(config.boot))
+
+
+def test_several_subnets_on_one_segment_each_answer_from_their_own_address() -> None:
+    server = two_subnet_server()
+    first, _ = Client(server, "52:54:00:00:00:01").discover()
+    assert first.yiaddr == IPv4Address("198.19.10.100")
+    assert first.options[OC.SERVER_ID] == IPv4Address("198.19.10.1").packed
+    # A client asking for an address in the second subnet is served from that one.
+    b = Client(server, "52:54:00:00:00:02")
+    offer, _ = b.discover(options={OC.REQUESTED_IP: IPv4Address("198.19.11.120").packed})
+    assert offer.yiaddr == IPv4Address("198.19.11.120")
+    assert offer.options[OC.SERVER_ID] == IPv4Address("198.19.11.1").packed
+    ack, _ = b.select(offer)
+    assert ack.message_type is MessageType.ACK
+    assert ack.options[OC.SERVER_ID] == IPv4Address("198.19.11.1").packed
+
+
+def test_an_address_removed_takes_its_subnet_off_the_segment() -> None:
+    server = two_subnet_server()
+    info = server.interfaces[IFACE]
+    server.set_interfaces(
+        {IFACE: replace(info, addresses=tuple(a for a in info.addresses if a.ip.packed[2] != 10))}
+    )
+    offer, _ = Client(server, "52:54:00:00:00:01").discover()
+    assert offer.yiaddr == IPv4Address("198.19.11.100")
+    assert offer.options[OC.SERVER_ID] == IPv4Address("198.19.11.1").packed
+
+
+def test_a_relayed_request_is_answered_from_the_address_the_relay_reached() -> None:
+    relayed = IPv4Network("198.18.5.0/24")
+    sub = SubnetConfig(network=relayed, ranges=((relayed[100], relayed[150]),))
+    config = Config(interfaces=(IFACE,), subnets=(sub,))
+    addrs = (IPv4Interface("198.18.0.1/24"), IPv4Interface("198.18.4.1/24"))
+    info = InterfaceInfo(IFACE, "02:00:00:00:00:01", addrs, 1500)
+    server = DhcpServer(
+        config, {IFACE: info}, {str(relayed): LeaseTable(relayed, sub.ranges)},
+        ConfigBootPolicy(config.boot),
+    )  # fmt: skip
+    c = Client(server)
+    src = Source(IFACE, IPv4Address("198.18.4.2"), 67, local=IPv4Address("198.18.4.1"))
+    offer, _ = c.one(c.packet(MessageType.DISCOVER, giaddr=relayed[1], hops=1), source=src)
+    assert offer.options[OC.SERVER_ID] == IPv4Address("198.18.4.1").packed

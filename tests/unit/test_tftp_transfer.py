@@ -13,8 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pxed.errors import MalformedPacket
 from pxed.tftp import packet as tp
-from pxed.tftp.transfer import Burst, Settings, State, Transfer
+from pxed.tftp.transfer import Burst, Settings, State, Transfer, negotiate
 
 
 @dataclass
@@ -461,3 +462,10 @@ def test_random_input_never_breaks_invariants(
             assert t.next_timer() is None
             break
         assert t.next_timer() is not None
+
+
+def test_tsize_beyond_64_bits_is_refused() -> None:
+    ok = tp.ReadRequest("f", "octet", (("tsize", str(2**64 - 1)),))
+    assert negotiate(ok).tsize
+    with pytest.raises(MalformedPacket):
+        negotiate(tp.ReadRequest("f", "octet", (("tsize", str(2**64)),)))
