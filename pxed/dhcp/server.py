@@ -33,6 +33,7 @@ CLIENT_PORT = 68
 SERVER_PORT = 67
 MIN_MESSAGE = 576
 ENCODED_CACHE_SIZE = 256
+FLOOD_QUIET = 10.0  # seconds without a refused new client before a flood counts as over
 
 log = structlog.get_logger("pxed.dhcp")
 
@@ -128,7 +129,9 @@ class _Bucket:
     tokens: float
     at: float
     warned: bool = False
+    """The flood was logged; said again only after FLOOD_QUIET seconds without refusals."""
     refused: int = 0
+    last_refused: float = 0.0
 
     def take(self, rate: int, now: float) -> bool:
         self.tokens = min(float(rate), self.tokens + (now - self.at) * rate)
@@ -305,7 +308,9 @@ class DhcpServer:
             self._count("unknown-client")
             self._drop(p, "known_only: no [[dhcp.host]] entry for this MAC")
             return
-        reserved = host.ip if host is not None and host.ip in subnet.config.network else None
+        reserved = None
+        if host is not None and host.ip is not None and host.ip in subnet.config.network:
+            reserved = host.ip
         if reserved is not None and ip != reserved:
             self._nak(p, src, subnet, f"{p.mac} is reserved {reserved}", out)
             return
@@ -331,8 +336,7 @@ class DhcpServer:
             return
         # Only the client the address was given to may say it is in use: anyone else's
         # DECLINE would take a reserved host's address or end another client's lease.
-        holder = subnet.table.holder(ip, now)
-        if holder is None or holder != self._key(p):
+        if not self._holds(subnet, ip, p, now):
             self._drop(p, "DECLINE from a client that does not hold the address", ip=str(ip))
             return
         lease = subnet.table.decline(ip, now, self.config.decline_quarantine)
@@ -352,11 +356,10 @@ class DhcpServer:
         if subnet is None or p.server_id not in self._own:
             self._drop(p, "RELEASE not for us", server_id=str(p.server_id))
             return
-        key = self._key(p)
-        if subnet.table.holder(p.ciaddr, now) != key:
+        if not self._holds(subnet, p.ciaddr, p, now):
             self._drop(p, "RELEASE from a client that does not hold the address")
             return
-        lease = subnet.table.release(key, p.ciaddr, now)
+        lease = subnet.table.release(self._key(p), p.ciaddr, now)
         if lease is not None:
             out.writes.append(lease)
         log.info(
@@ -417,6 +420,13 @@ class DhcpServer:
             or (sub.unnumbered and sub.config.interface == src.interface)
         ]
 
+    def _holds(self, subnet: _Subnet, ip: IPv4Address, p: DhcpPacket, now: float) -> bool:
+        """Whether the sender holds ``ip``: the same client identity and the same hardware
+        address as the offer or lease (a forger can copy a client-id, and a client that
+        got the address never changes its chaddr before declining or releasing it)."""
+        lease = subnet.table.holding(ip, now)
+        return lease is not None and lease.client_key == self._key(p) and lease.mac == p.mac
+
     @staticmethod
     def _pick(candidates: Sequence[_Subnet], ip: IPv4Address | None) -> _Subnet | None:
         """The candidate subnet that holds ``ip``."""
@@ -453,12 +463,13 @@ class DhcpServer:
         if bucket is None:
             bucket = self._buckets[src.interface] = _Bucket(float(rate), now)
         if bucket.take(rate, now):
-            if bucket.warned:
+            if bucket.warned and now - bucket.last_refused >= FLOOD_QUIET:
                 bucket.warned = False
                 log.info("dhcp.new_clients_resumed", iface=src.interface, refused=bucket.refused)
                 bucket.refused = 0
             return True
         bucket.refused += 1
+        bucket.last_refused = now
         self._count("rate-limited")
         if not bucket.warned:
             bucket.warned = True

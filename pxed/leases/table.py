@@ -184,24 +184,20 @@ class LeaseTable:
         lease = self._leases.get(ipi)
         return lease if lease is not None else self._holds.get(ipi)
 
-    def holder(self, ip: IPv4Address, now: float) -> bytes | None:
-        """The client key that ``ip`` is offered to or bound to at ``now``, if any.
+    def holding(self, ip: IPv4Address, now: float) -> Lease | None:
+        """The offer or binding that holds ``ip`` at ``now``, if any.
 
-        What a DHCPDECLINE is checked against: only the client given an address may say
-        it is in use by someone else.
+        What a DHCPDECLINE or DHCPRELEASE is checked against: only the client given an
+        address may decline or release it.
         """
         ipi = int(ip)
         hold = self._holds.get(ipi)
         if hold is not None and hold.expires > now:
-            return hold.client_key
+            return hold
         lease = self._leases.get(ipi)
         if lease is not None and lease.is_bound(now):
-            return lease.client_key
+            return lease
         return None
-
-    def is_reserved_key(self, key: bytes) -> bool:
-        """Whether ``key`` is the key of a reservation in this subnet."""
-        return key in self._reserved_by_key
 
     def in_ranges(self, ip: IPv4Address) -> bool:
         return self._in_ranges(int(ip))

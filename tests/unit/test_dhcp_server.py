@@ -627,11 +627,13 @@ def test_a_decline_from_another_client_changes_nothing() -> None:
         Client(server, "52:54:00:66:66:66"),
         Client(server, VICTIM, o61=b"\x01attacker"),
         Client(server, "52:54:00:66:66:66", o61=b"\x01" + bytes.fromhex("525400000050")),
+        # The victim's identity as its key has it (01 + MAC), from another chaddr.
+        Client(server, "52:54:00:66:66:66", o61=b"\x01" + bytes.fromhex("52540000000a")),
     ):
         for ip in (ack.yiaddr, RESERVED_IP):
             out = decline(attacker, ip)
             assert out.writes == [] and out.replies == []
-    assert server.stats["dropped"] >= 6
+    assert server.stats["dropped"] >= 8
     # The victim renews its lease and the reserved host still gets its address.
     victim = Client(server, VICTIM)
     renewed, _ = victim.one(
@@ -781,3 +783,11 @@ def test_a_relayed_request_is_answered_from_the_address_the_relay_reached() -> N
     src = Source(IFACE, IPv4Address("198.18.4.2"), 67, local=IPv4Address("198.18.4.1"))
     offer, _ = c.one(c.packet(MessageType.DISCOVER, giaddr=relayed[1], hops=1), source=src)
     assert offer.options[OC.SERVER_ID] == IPv4Address("198.18.4.1").packed
+
+
+def test_a_host_entry_without_an_address_gets_a_pool_lease() -> None:
+    # A per-host boot rule ([[dhcp.host]] mac + boot, no ip): the REQUEST used to raise
+    # inside the core (None in a network), so such a host never got its ACK.
+    server = make_server(hosts=(HostConfig(mac=VICTIM, boot="special.0"),))
+    ack = Client(server, VICTIM).dora()
+    assert ack.yiaddr in NET and ack.file.rstrip(b"\0") == b"special.0"
