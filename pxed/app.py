@@ -166,7 +166,9 @@ class Server:
     def _subnet_names(self) -> list[str]:
         if not self.config.dhcp_enabled:
             return []
-        return [str(s.config.network) for s in self.dhcp.subnets] if self.dhcp else []
+        if self.dhcp is not None:
+            return [str(s.config.network) for s in self.dhcp.subnets]
+        return [str(s.network) for s in self.config.subnets]
 
     def addresses(self) -> dict[str, dict[str, Any]]:
         """Per interface: whether it exists and is up, and which of its addresses DHCP gives

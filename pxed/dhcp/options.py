@@ -666,6 +666,24 @@ class PxeSubOption(enum.IntEnum):
     END = 255
 
 
+def pxe_suboptions(value: bytes) -> dict[int, bytes]:
+    """Option 43 of a PXE client as sub-option code -> value; a truncated TLV ends it."""
+    out: dict[int, bytes] = {}
+    i = 0
+    while i < len(value):
+        code = value[i]
+        if code == PxeSubOption.END:
+            break
+        if code == 0:  # pad
+            i += 1
+            continue
+        if i + 2 > len(value) or i + 2 + value[i + 1] > len(value):
+            break
+        out[code] = value[i + 2 : i + 2 + value[i + 1]]
+        i += 2 + value[i + 1]
+    return out
+
+
 def encode_pxe_vendor_options(
     discovery_control: int = 8,
     boot_menu: Sequence[tuple[int, str]] = (),

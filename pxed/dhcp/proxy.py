@@ -17,7 +17,7 @@ import structlog
 
 from pxed.boot import BootPolicy
 from pxed.config import Config, HostConfig
-from pxed.dhcp.options import MessageType, OptionCode
+from pxed.dhcp.options import MessageType, OptionCode, PxeSubOption, pxe_suboptions
 from pxed.dhcp.packet import DhcpPacket, build, parse
 from pxed.dhcp.pxe import add_boot_options, choose_boot, is_pxe_client
 from pxed.dhcp.server import (
@@ -38,6 +38,21 @@ from pxed.netinfo import InterfaceInfo
 PROXY_PORT = 4011  # PXE 2.1: boot server / proxyDHCP requests once the client has an address
 
 log = structlog.get_logger("pxed.dhcp")
+
+
+def asks_boot_server(p: DhcpPacket) -> bool:
+    """A REQUEST on port 67 that is PXE boot-server discovery (option 43 names a boot item,
+    sub-option 71, PXE 2.1 §2.2.5): the only one a ProxyDHCP answers there.
+
+    Every other REQUEST on 67 belongs to the DHCP server: in the DORA, option 54 names the
+    server whose offer the client took, and when that server shares our address an
+    address-less ACK from us wins the race; EDK2 then DECLINEs and ends its DHCP session
+    (Dhcp4Io.c DhcpHandleRequest: PXE-E07). iPXE and EDK2 ask the proxy itself only on
+    port 4011, and with discovery control 8 in our offer they ask nothing more at all.
+    dnsmasq's proxy answers the same two (rfc2131.c, dhcp_reply).
+    """
+    vendor = p.options.get(OptionCode.VENDOR_SPECIFIC)
+    return vendor is not None and PxeSubOption.BOOT_ITEM in pxe_suboptions(vendor)
 
 
 class ProxyServer:
@@ -130,9 +145,13 @@ class ProxyServer:
             return out
         if mtype is MessageType.DISCOVER:
             self._answer(p, source, server_ip, MessageType.OFFER, out)
-        elif mtype is MessageType.REQUEST and p.server_id == server_ip:
-            # Some ROMs send the proxy's REQUEST to port 67 rather than 4011.
+        elif mtype in (MessageType.REQUEST, MessageType.INFORM) and asks_boot_server(p):
             self._answer(p, source, server_ip, MessageType.ACK, out)
+        elif mtype is MessageType.REQUEST:
+            # The firmware taking the router's offer, or renewing: the DHCP server's to answer.
+            self._count("address-request")
+            log.debug("dhcp.drop", mac=p.mac, xid=f"0x{p.xid:08x}", mode="proxy",
+                      reason="a REQUEST for an address is the DHCP server's to answer")
         return out
 
     def _answer(

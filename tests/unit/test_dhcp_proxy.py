@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import struct
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pxed.boot import ConfigBootPolicy
-from pxed.config import BootConfig, Config, HostConfig
+from pxed.config import BootConfig, Config, HostConfig, SubnetConfig
 from pxed.dhcp.options import MessageType, OptionCode
 from pxed.dhcp.packet import DhcpPacket, build, parse
 from pxed.dhcp.proxy import PROXY_PORT, ProxyServer
@@ -116,3 +116,56 @@ def test_requests_to_the_router_are_left_alone() -> None:
 @given(st.binary(max_size=600), st.sampled_from([67, PROXY_PORT]))
 def test_no_input_makes_the_proxy_raise(data: bytes, port: int) -> None:
     proxy().receive(data, Source(IFACE, IPv4Address(0), 68, port), 0.0)
+
+
+def test_requests_on_67_with_our_server_id_are_the_dhcp_servers() -> None:
+    # The router's server on this host shares our address, so the firmware's REQUEST for its
+    # offer names us: selecting, init-reboot and renewing requests all go unanswered.
+    server = proxy()
+    for kw in (
+        {"o54": ME.packed, "o50": IPv4Address("198.19.2.7").packed},
+        {"o50": IPv4Address("198.19.2.7").packed},
+        {"o54": ME.packed, "ciaddr": "198.19.2.7", "src": "198.19.2.7"},
+    ):
+        assert send(server, MessageType.REQUEST, o60=PXE_VC, **kw).replies == []
+    assert server.stats["address-request"] == 3
+
+
+def test_boot_server_discovery_on_67_is_answered() -> None:
+    boot_item = bytes([71, 4, 0x80, 0x00, 0x00, 0x00, 255])  # PXE 2.1 §2.2.5: type, layer
+    out = send(proxy(), MessageType.REQUEST, o60=PXE_VC, o43=boot_item, ciaddr="198.19.2.7")
+    (reply,) = out.replies
+    assert parse(reply.data).message_type is MessageType.ACK
+
+
+def two_address_proxy(**cfg_kw: object) -> ProxyServer:
+    cfg = Config(interfaces=(IFACE,), mode="proxy", boot=BootConfig(), **cfg_kw)
+    addrs = (IPv4Interface("198.18.0.1/24"), IPv4Interface("198.19.0.5/16"))
+    info = InterfaceInfo(IFACE, "02:00:00:00:00:05", addrs, 1500)
+    return ProxyServer(cfg, {IFACE: info}, ConfigBootPolicy(cfg.boot))
+
+
+def offered_server(server: ProxyServer) -> IPv4Address:
+    out = send(server, MessageType.DISCOVER, o60=PXE_VC, o93=struct.pack("!H", 0))
+    (reply,) = out.replies
+    p = parse(reply.data)
+    assert p.siaddr == IPv4Address(p.options[OC.SERVER_ID])
+    return p.siaddr
+
+
+def test_the_proxy_answers_from_its_address_in_the_clients_subnet() -> None:
+    # Nothing known: the primary address (the only guess there is).
+    assert offered_server(two_address_proxy()) == IPv4Address("198.18.0.1")
+    # A configured subnet says where the clients are.
+    sub = SubnetConfig(network=IPv4Network("198.19.0.0/16"), ranges=())
+    assert offered_server(two_address_proxy(subnets=(sub,))) == ME
+    # A derived one does not (it is the primary's network, not the router's).
+    derived = SubnetConfig(network=IPv4Network("198.18.0.0/24"), ranges=(), derived=True)
+    assert offered_server(two_address_proxy(subnets=(derived,))) == IPv4Address("198.18.0.1")
+    # Learned: the router's offer to the probe, or a client's REQUEST for the router's offer.
+    learned = two_address_proxy()
+    learned.learn(IFACE, IPv4Address("198.19.3.9"))
+    assert offered_server(learned) == ME
+    seen = two_address_proxy()
+    send(seen, MessageType.REQUEST, o60=PXE_VC, o50=IPv4Address("198.19.3.10").packed)
+    assert offered_server(seen) == ME
