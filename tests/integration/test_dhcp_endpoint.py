@@ -91,6 +91,10 @@ async def test_stop_reading_during_a_pause_stays_stopped(
 
 def test_source_objects_are_reused() -> None:
     endpoint = DhcpEndpoint(EchoCore(), None, "lo")
-    a = endpoint._source("198.18.0.2", 67)
-    assert endpoint._source("198.18.0.2", 67) is a
+    a = endpoint._source("198.18.0.2", 67, b"")
+    assert endpoint._source("198.18.0.2", 67, b"") is a
     assert a == Source("lo", IPv4Address("198.18.0.2"), 67, 67)
+    # A relay's unicast says which of our addresses it reached; a broadcast says none.
+    relayed = endpoint._source("198.18.0.2", 67, IPv4Address("198.18.4.1").packed)
+    assert relayed.local == IPv4Address("198.18.4.1")
+    assert endpoint._source("0.0.0.0", 68, b"\xff\xff\xff\xff").local is None
