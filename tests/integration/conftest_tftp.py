@@ -106,6 +106,10 @@ class PxedTftp(TftpServerProc):
     def command(self) -> list[str]:
         cmd = [
             self.python,
+            # -P: the working directory does not go first on sys.path, so that PYTHONPATH
+            # decides which pxed runs (bench/tftp's pxed-base; run from a checkout, `-m`
+            # would import that checkout's pxed whatever PYTHONPATH says).
+            "-P",
             "-m",
             "pxed",
             "--no-dhcp",

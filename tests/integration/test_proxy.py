@@ -174,3 +174,35 @@ def test_full_mode_warns_about_another_server_once(segment: Segment) -> None:
     assert wait_for(lambda: pxed.events("dhcp.other_server"), 5), pxed.log()
     warnings = pxed.events("dhcp.other_server")
     assert [w["server"] for w in warnings] == [ROUTER_IP]
+
+
+MANAGEMENT_IP = "198.18.0.5"
+
+
+def management_first(seg: Segment) -> None:
+    """pxed's interface as on a host with a management address: the kernel's primary is on
+    another network than the router's clients (the served address comes second)."""
+    seg.pxed.run("ip", "addr", "flush", "dev", "pxs0")
+    seg.pxed.run("ip", "addr", "add", f"{MANAGEMENT_IP}/24", "dev", "pxs0")
+    seg.pxed.run("ip", "addr", "add", f"{PXED_IP}/16", "dev", "pxs0")
+
+
+def proxy_addresses(pxed: Pxed) -> list[list[str]]:
+    """What pxed said it answers from on pxs0, at start-up and after each change."""
+    maps = [e["addresses"] for e in pxed.events("pxed.ready")]
+    maps += [e["interfaces"] for e in pxed.events("pxed.addresses")]
+    return [m["pxs0"]["dhcp"] for m in maps]
+
+
+@pytest.mark.parametrize("mode", ["auto", "proxy"])
+def test_proxy_answers_from_its_address_in_the_routers_subnet(segment: Segment, mode: str) -> None:
+    management_first(segment)
+    start_router(segment)
+    pxed = Pxed(segment.pxed, segment.lab.tmp, "--iface", "pxs0", "--mode", mode, *segment.args)
+    assert pxed.wait_ready()["mode"] == "proxy"
+    # Auto mode learnt where the router puts its clients from the probe before it was ready;
+    # explicit proxy mode asks the router once in the background, for an interface like this.
+    assert wait_for(lambda: [PXED_IP] in proxy_addresses(pxed), timeout=10), pxed.log()
+    replies = pxe_client(segment, "--arch", "0")
+    proxy = next(r for r in replies if r["yiaddr"] == "0.0.0.0")
+    assert proxy["siaddr"] == PXED_IP and proxy["options"]["server_id"] == PXED_IP, proxy
