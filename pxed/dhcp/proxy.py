@@ -190,7 +190,7 @@ class ProxyServer:
             options=opts,
         )
         data = build(reply, max(p.max_message_size or MIN_MESSAGE, MIN_MESSAGE))
-        out.replies.append(Reply(data, self._destination(p, src, mtype), mtype))
+        out.replies.append(Reply(data, self._destination(p, src, mtype), mtype, server_ip))
         event = "proxy.offer" if mtype is MessageType.OFFER else "proxy.ack"
         self._count(event)
         fields = decision_fields(p, p.ciaddr, boot)

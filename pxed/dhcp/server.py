@@ -75,6 +75,8 @@ class Reply:
     data: bytes
     destination: Destination
     message_type: MessageType
+    source: IPv4Address | None = None
+    """The address it must leave from (the server identifier it carries); None: any."""
 
 
 @dataclass(slots=True)
@@ -534,7 +536,7 @@ class DhcpServer:
         if boot is None and (host is None or not host.hostname):
             data = self._pack_plain(p, src, subnet, mtype, server_ip, yiaddr, lease_time)
             if data is not None:
-                return Reply(data, destination, mtype), None
+                return Reply(data, destination, mtype, server_ip), None
         next_server = self.config.boot.next_server or server_ip
 
         # Order matters: build() drops options from the end when the client's maximum message
@@ -569,7 +571,7 @@ class DhcpServer:
             options=opts,
         )
         data = build(reply, self._max_size(p, src))
-        return Reply(data, destination, mtype), boot
+        return Reply(data, destination, mtype, server_ip), boot
 
     def _head_options(
         self, subnet: _Subnet, mtype: MessageType, server_ip: IPv4Address, lease_time: int | None
@@ -664,9 +666,10 @@ class DhcpServer:
         return Destination(yiaddr, CLIENT_PORT, src.interface, mac=p.mac)
 
     def _nak(self, p: DhcpPacket, src: Source, subnet: _Subnet, why: str, out: Outcome) -> None:
+        server_ip = self._server_ip(subnet, src)
         opts: dict[int, bytes] = {
             OptionCode.MESSAGE_TYPE: bytes([MessageType.NAK]),
-            OptionCode.SERVER_ID: self._server_ip(subnet, src).packed,
+            OptionCode.SERVER_ID: server_ip.packed,
             OptionCode.MESSAGE: why.encode()[:255],
         }
         if p.client_id is not None:
@@ -687,9 +690,8 @@ class DhcpServer:
             options=opts,
         )
         data = build(nak, self._max_size(p, src))
-        out.replies.append(
-            Reply(data, self._destination(p, src, ZERO, MessageType.NAK), MessageType.NAK)
-        )
+        destination = self._destination(p, src, ZERO, MessageType.NAK)
+        out.replies.append(Reply(data, destination, MessageType.NAK, server_ip))
         log.info(
             "dhcp.nak",
             mac=p.mac,

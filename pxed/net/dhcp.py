@@ -130,6 +130,7 @@ class DhcpEndpoint:
         self.sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sources: dict[tuple[str, int, bytes], Source] = {}
+        self._pktinfo: dict[IPv4Address, list[tuple[int, int, bytes]]] = {}
         self._pause: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
@@ -200,6 +201,16 @@ class DhcpEndpoint:
         if self.sock is not None:
             self._send(self.sock, reply)
 
+    def _from(self, source: IPv4Address) -> list[tuple[int, int, bytes]]:
+        cmsg = self._pktinfo.get(source)
+        if cmsg is None:
+            if len(self._pktinfo) > 64:
+                self._pktinfo.clear()
+            # struct in_pktinfo {ifindex 0, spec_dst = the source address, addr unused}
+            info = struct.pack("=I4s4s", 0, source.packed, b"\0\0\0\0")
+            cmsg = self._pktinfo[source] = [(socket.IPPROTO_IP, IP_PKTINFO, info)]
+        return cmsg
+
     def _source(self, addr: str, port: int, local: bytes) -> Source:
         # Clients speak from 0.0.0.0:68 and relays from a handful of addresses: reuse the
         # Source objects instead of parsing the same address thousands of times a second.
@@ -215,6 +226,7 @@ class DhcpEndpoint:
 
     def _send(self, sock: socket.socket, reply: Reply) -> None:
         dest = reply.destination
+        to = (str(dest.address), dest.port)
         try:
             if dest.mac is not None and dest.address != BROADCAST:
                 try:
@@ -223,9 +235,16 @@ class DhcpEndpoint:
                     # Without the neighbour entry a unicast would wait on ARP the client
                     # cannot answer; broadcasting reaches it instead.
                     log.debug("dhcp.arp_failed", ip=str(dest.address), error=str(exc))
-                    sock.sendto(reply.data, (str(BROADCAST), dest.port))
-                    return
-            sock.sendto(reply.data, (str(dest.address), dest.port))
+                    to = (str(BROADCAST), dest.port)
+            if reply.source is None:
+                sock.sendto(reply.data, to)
+                return
+            # From the server identifier's own address: a broadcast would otherwise leave
+            # from the interface's primary address, which may be on another network.
+            try:
+                sock.sendmsg([reply.data], self._from(reply.source), 0, to)
+            except OSError:  # the address went away a moment ago: any source will do
+                sock.sendto(reply.data, to)
         except OSError as exc:
             log.warning(
                 "dhcp.send_failed",

@@ -113,6 +113,8 @@ root = "{root}"
     (offer,) = pxe_discover(client, "eth0", "--arch", "0")
     assert offer["yiaddr"].startswith("198.19.1."), offer
     assert offer["siaddr"] == "198.19.0.1" and offer["options"]["server_id"] == "198.19.0.1"
+    # The broadcast leaves from that address too, not from the interface's primary one.
+    assert offer["src"] == "198.19.0.1", offer
 
     # dhclient takes a real lease; then the next-server it was told answers, from itself.
     require("dhclient")
@@ -175,6 +177,7 @@ root = "{root}"
         (offer,) = pxe_discover(c, "eth0", "--arch", "0")
         assert offer["yiaddr"] == f"{net}.50", offer
         assert offer["siaddr"] == f"{net}.1" and offer["options"]["server_id"] == f"{net}.1"
+        assert offer["src"] == f"{net}.1", offer
         lab.addr(c, "eth0", f"{net}.50/24")
         cap = SourceCapture(c, "eth0", f"{net}.50")
         curl_tftp(c, offer["siaddr"], "pxelinux.0", lab.tmp / f"c{n}.out")
