@@ -13,7 +13,6 @@ at once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import socket
 import struct
@@ -28,6 +27,13 @@ import structlog
 from pxed.dhcp.server import BROADCAST, Outcome, Reply, Source
 from pxed.leases import Lease
 from pxed.net.commit import GroupCommitter
+from pxed.net.udp import (
+    PKTINFO_SPACE,
+    Ancillary,
+    destination_address,
+    open_udp_socket,
+    send_from,
+)
 
 log = structlog.get_logger("pxed.net")
 
@@ -36,8 +42,6 @@ ATF_COM = 0x02  # linux/if_arp.h: entry complete
 ARPHRD_ETHER = 1
 MAX_BURST = 64  # datagrams per wake-up: bounds the burst of replies a relay receives at once
 RCVBUF = 4 * 1024 * 1024
-IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
-CMSG_SPACE = socket.CMSG_SPACE(12)  # struct in_pktinfo
 _BROADCAST_PACKED = b"\xff\xff\xff\xff"
 READ_PAUSE = 0.001
 """Seconds the socket is left alone after a wake-up that handled datagrams (not a full burst).
@@ -50,27 +54,11 @@ waits on it for its first message; the most it adds to a reply is this milliseco
 counts in whole milliseconds anyway)."""
 
 
-def open_udp_socket(interface: str, port: int, rcvbuf: int | None = None) -> socket.socket:
-    """A non-blocking UDP socket on 0.0.0.0:port that sees and sends only on ``interface``.
-
-    SO_BINDTODEVICE is what lets several pxed sockets (and a local DHCP client) share a
-    port: each sees the broadcasts of its own interface, and broadcasts leave through it.
-    """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode() + b"\0")
-        if rcvbuf is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
-        sock.bind(("0.0.0.0", port))
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
+def open_dhcp_socket(interface: str, port: int, rcvbuf: int | None = None) -> socket.socket:
+    """0.0.0.0:port on ``interface``, broadcasting, with IP_PKTINFO (see the module doc)."""
+    return open_udp_socket(
+        "0.0.0.0", port, interface, broadcast=True, pktinfo=True, rcvbuf=rcvbuf
+    )
 
 
 def _sockaddr_in(ip: bytes) -> bytes:
@@ -92,14 +80,6 @@ def set_arp_entry(sock: socket.socket, interface: str, ip: bytes, mac: str) -> N
         + struct.pack("16s", interface.encode())
     )
     fcntl.ioctl(sock.fileno(), SIOCSARP, req)
-
-
-def _destination_address(ancillary: list[tuple[int, int, bytes]]) -> bytes:
-    """The datagram's destination address (in_pktinfo.ipi_addr), packed; b"" if not given."""
-    for level, kind, data in ancillary:
-        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 12:
-            return data[8:12]
-    return b""
 
 
 class DatagramCore(Protocol):
@@ -130,12 +110,12 @@ class DhcpEndpoint:
         self.sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sources: dict[tuple[str, int, bytes], Source] = {}
-        self._pktinfo: dict[IPv4Address, list[tuple[int, int, bytes]]] = {}
+        self._pktinfo: dict[IPv4Address, Ancillary] = {}
         self._pause: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self.sock = open_udp_socket(self.interface, self.port, RCVBUF)
+        self.sock = open_dhcp_socket(self.interface, self.port, RCVBUF)
         self._loop.add_reader(self.sock.fileno(), self._on_readable)
 
     def stop_reading(self) -> None:
@@ -162,7 +142,7 @@ class DhcpEndpoint:
         got = 0
         for _ in range(MAX_BURST):
             try:
-                data, anc, _flags, (addr, port) = sock.recvmsg(4096, CMSG_SPACE)
+                data, anc, _flags, (addr, port) = sock.recvmsg(4096, PKTINFO_SPACE)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
@@ -170,7 +150,7 @@ class DhcpEndpoint:
                 break
             got += 1
             try:
-                source = self._source(addr, port, _destination_address(anc))
+                source = self._source(addr, port, destination_address(anc))
                 outcome: Outcome = self.core.receive(data, source, now)
             except Exception:
                 # A bug in the core must cost one datagram, never the daemon.
@@ -201,14 +181,12 @@ class DhcpEndpoint:
         if self.sock is not None:
             self._send(self.sock, reply)
 
-    def _from(self, source: IPv4Address) -> list[tuple[int, int, bytes]]:
+    def _from(self, source: IPv4Address) -> Ancillary:
         cmsg = self._pktinfo.get(source)
         if cmsg is None:
             if len(self._pktinfo) > 64:
                 self._pktinfo.clear()
-            # struct in_pktinfo {ifindex 0, spec_dst = the source address, addr unused}
-            info = struct.pack("=I4s4s", 0, source.packed, b"\0\0\0\0")
-            cmsg = self._pktinfo[source] = [(socket.IPPROTO_IP, IP_PKTINFO, info)]
+            cmsg = self._pktinfo[source] = send_from(source.packed)
         return cmsg
 
     def _source(self, addr: str, port: int, local: bytes) -> Source:

@@ -20,7 +20,7 @@ import structlog
 from pxed.dhcp.options import MessageType, OptionCode
 from pxed.dhcp.packet import DhcpPacket, build, parse
 from pxed.errors import MalformedPacket
-from pxed.net.dhcp import open_udp_socket
+from pxed.net.dhcp import open_dhcp_socket
 from pxed.netinfo import InterfaceInfo
 
 log = structlog.get_logger("pxed.probe")
@@ -85,7 +85,7 @@ async def probe(
     xid = int.from_bytes(os.urandom(4), "big")
     found: list[ProbeOffer] = []
     try:
-        sock = open_udp_socket(info.name, client_port)
+        sock = open_dhcp_socket(info.name, client_port)
     except OSError as exc:
         log.warning("probe.failed", iface=info.name, error=str(exc))
         return found
@@ -128,7 +128,7 @@ class ForeignServerWatcher:
 
     async def start(self) -> None:
         try:
-            self.sock = open_udp_socket(self.info.name, self.port)
+            self.sock = open_dhcp_socket(self.info.name, self.port)
         except OSError as exc:
             # Not fatal: another program holds the client port without SO_REUSEADDR.
             log.warning("watch.unavailable", iface=self.info.name, error=str(exc))

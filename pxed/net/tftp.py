@@ -62,6 +62,7 @@ from typing import Any
 import structlog
 
 from pxed.config import TftpConfig
+from pxed.net.udp import PKTINFO_SPACE, Ancillary, local_address, open_udp_socket, send_from
 from pxed.tftp import packet as tp
 from pxed.tftp.files import FileStore
 from pxed.tftp.packet import ErrorCode
@@ -73,7 +74,6 @@ log = structlog.get_logger("pxed.tftp")
 SOL_UDP = 17
 UDP_SEGMENT = 103  # linux/udp.h: GSO segment size (cmsg or sockopt)
 IP_MTU = 14  # linux/in.h: path MTU of a connected socket
-IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 GSO_MAX_SEGMENTS = 64  # UDP_MAX_SEGMENTS (linux/udp.h) on the kernels we run on
 GSO_MAX_BYTES = 65507 - 8  # what one UDP datagram may carry, the limit of one GSO call
 MAX_EVENTS = 256
@@ -102,11 +102,6 @@ _TRANSIENT_ERRNOS = (
 )
 
 Emit = Callable[[int, str, dict[str, Any]], None]
-
-
-def _pktinfo(local_ip: str) -> bytes:
-    """struct in_pktinfo {ifindex, spec_dst, addr}: choose the source address of a reply."""
-    return struct.pack("=I4s4s", 0, socket.inet_aton(local_ip), b"\0\0\0\0")
 
 
 def _peer(addr: Address) -> str:
@@ -149,7 +144,7 @@ class _Conn:
         """Per-transfer mode: an unconnected socket on the same port, which gets what other
         peers send there (a connected socket only hears its peer) so they get ERROR 5."""
         self.mtu: int | None = None
-        self.cmsg: list[tuple[int, int, bytes]] = []
+        self.cmsg: Ancillary = []
         """Ancillary data for every send (IP_PKTINFO from a wildcard single-port socket)."""
         self.port = port
         """The transfer's own port (its TID), the catcher's; 0 in single-port mode."""
@@ -277,8 +272,9 @@ class _Pump:
         for _ in range(MAX_DRAIN):
             try:
                 if wildcard:
-                    data, anc, _flags, addr = sock.recvmsg(2048, 64)
-                    local_ip = _local_address(anc) or "0.0.0.0"
+                    data, anc, _flags, addr = sock.recvmsg(2048, PKTINFO_SPACE)
+                    local = local_address(anc)
+                    local_ip = socket.inet_ntoa(local) if local else "0.0.0.0"
                 else:
                     data, addr = sock.recvfrom(2048)
             except (BlockingIOError, InterruptedError):
@@ -344,13 +340,13 @@ class _Pump:
         if self.single:
             conn = _Conn(transfer, self.listen, False)
             if self.wildcard and local_ip != "0.0.0.0":
-                conn.cmsg = [(socket.IPPROTO_IP, IP_PKTINFO, _pktinfo(local_ip))]
+                conn.cmsg = send_from(socket.inet_aton(local_ip))
         else:
             bind = local_ip if self.wildcard else self.host
             catcher = self._fresh_port(bind)
             port = catcher.getsockname()[1]
             try:
-                sock = open_socket(bind, port, self.interface, reuse=True)
+                sock = open_udp_socket(bind, port, self.interface)
             except OSError:
                 catcher.close()
                 raise
@@ -389,7 +385,7 @@ class _Pump:
         """
         span = self.config.port_range
         if span is None:
-            return open_socket(bind, 0, self.interface, reuse=True)
+            return open_udp_socket(bind, 0, self.interface)
         first, last = span
         size = last - first + 1
         denied = 0
@@ -398,7 +394,7 @@ class _Pump:
             if port in self.ports:
                 continue
             try:
-                sock = open_socket(bind, port, self.interface, reuse=True)
+                sock = open_udp_socket(bind, port, self.interface)
             except OSError as exc:
                 if exc.errno == errno.EACCES:
                     denied += 1  # a privileged port (below ip_unprivileged_port_start)
@@ -549,8 +545,7 @@ class _Pump:
         """An answer from the listening socket, from the address the request was sent to."""
         try:
             if self.wildcard and local_ip and local_ip != "0.0.0.0":
-                cmsg = [(socket.IPPROTO_IP, IP_PKTINFO, _pktinfo(local_ip))]
-                self.listen.sendmsg([datagram], cmsg, 0, addr)
+                self.listen.sendmsg([datagram], send_from(socket.inet_aton(local_ip)), 0, addr)
             else:
                 self.listen.sendto(datagram, addr)
         except OSError as exc:
@@ -671,23 +666,6 @@ class _Pump:
         os.close(self.wake_fd)
 
 
-def open_socket(
-    host: str, port: int, interface: str | None, *, reuse: bool = False
-) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
-    try:
-        if port or reuse:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if interface:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode() + b"\0")
-        sock.bind((host, port))
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
 class TftpEndpoint:
     """The TFTP server on one address: port 69 (or ``config.port``) and the transfers' TIDs."""
 
@@ -742,15 +720,15 @@ class TftpEndpoint:
     async def start(self) -> None:
         self._loop = loop = asyncio.get_running_loop()
         _raise_fd_limit(2 * self.config.max_transfers + 256)  # two sockets per transfer
-        sock = open_socket(self.host, self.config.port, self.interface)
-        try:
-            if self.host in ("", "0.0.0.0"):
-                sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
-        except OSError:
-            sock.close()
-            raise
+        wildcard = self.host in ("", "0.0.0.0")
+        sock = open_udp_socket(
+            self.host,
+            self.config.port,
+            self.interface,
+            reuse=self.config.port != 0,
+            pktinfo=wildcard,
+            rcvbuf=RCVBUF,
+        )
         self._sock = sock
         self._port = sock.getsockname()[1]
         emit = self._emit_threadsafe if self.threaded else self._log
@@ -885,13 +863,6 @@ class TftpEndpoint:
             if mac:
                 fields["mac"] = mac
         log.log(level, event, **fields)
-
-
-def _local_address(ancillary: list[tuple[int, int, bytes]]) -> str | None:
-    for level, kind, data in ancillary:
-        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 12:
-            return socket.inet_ntoa(data[4:8])  # ipi_spec_dst: our address it arrived on
-    return None
 
 
 def _debug_enabled() -> bool:

@@ -665,8 +665,12 @@ async def test_stats_and_shared_file(server: TftpEndpoint, tmp_path: Path) -> No
 
 
 def test_pktinfo_layout() -> None:
-    from pxed.net.tftp import _local_address, _pktinfo
+    from pxed.net.udp import IP_PKTINFO, destination_address, local_address, send_from
 
-    raw = _pktinfo("198.18.0.1")
+    ((level, kind, raw),) = send_from(socket.inet_aton("198.18.0.1"))
+    assert (level, kind) == (socket.IPPROTO_IP, IP_PKTINFO)
     assert struct.unpack("=I4s4s", raw)[1] == socket.inet_aton("198.18.0.1")
-    assert _local_address([(socket.IPPROTO_IP, 8, raw)]) == "198.18.0.1"
+    received = struct.pack("=I4s4s", 3, socket.inet_aton("198.18.0.1"), b"\xff" * 4)
+    assert local_address([(socket.IPPROTO_IP, IP_PKTINFO, received)]) == raw[4:8]
+    assert destination_address([(socket.IPPROTO_IP, IP_PKTINFO, received)]) == b"\xff" * 4
+    assert local_address([]) == b"" and destination_address([]) == b""
