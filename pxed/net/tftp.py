@@ -35,9 +35,10 @@ one firmware fetching its kernel and initrd) the thread serves it in a *lane*: a
 ``read`` on that socket (SO_RCVTIMEO 2 ms) instead of ``epoll_wait``, two system calls per
 block, giving way to an epoll round every 2 ms for new requests and timers. With the lane
 pxed is level with dnsmasq on lock-step transfers.
-``PXED_TFTP_THREAD=0`` runs the same pump inside the event loop instead (``add_reader`` on
-its epoll, one asyncio timer, no lane); ``PXED_TFTP_LANE=0`` turns the lane off and
-``PXED_TFTP_GSO=0`` sends windows a datagram at a time (both for measurements). Either way
+``TftpEndpoint(threaded=False)`` runs the same pump inside the event loop instead
+(``add_reader`` on its epoll, one asyncio timer, no lane); ``lane=False`` turns the lane off
+and ``gso=False`` sends windows a datagram at a time (both for measurements: bench/tftp's
+variants run pxed through bench/pxed_variant, which sets them). Either way
 the cores are touched by one thread only, the pump's; the loop thread starts and stops it and
 writes the log lines, which the pump hands over with ``call_soon_threadsafe`` (one per
 transfer, not per packet).
@@ -82,9 +83,6 @@ RCVBUF = 1 << 20
 SNDBUF = 1 << 20
 MTU_CACHE_SECONDS = 30.0
 IDLE_WAIT = 1.0  # longest epoll wait of the pump thread (it checks for a stop request)
-THREADED = os.environ.get("PXED_TFTP_THREAD", "1") != "0"
-LANE = os.environ.get("PXED_TFTP_LANE", "1") != "0"
-GSO = os.environ.get("PXED_TFTP_GSO", "1") != "0"  # PXED_TFTP_GSO=0: for bench/tftp only
 LANE_WAIT = 0.002  # longest blocking read of a lane (SO_RCVTIMEO)
 LANE_SLICE = 0.002  # a lane gives way to an epoll round this often
 _LANE_TIMEVAL = struct.pack("@ll", 0, int(LANE_WAIT * 1e6))
@@ -162,6 +160,9 @@ class _Pump:
         core: TftpServer,
         emit: Emit,
         debug: bool,
+        *,
+        lane: bool = True,
+        gso: bool = True,
     ) -> None:
         self.config = config
         self.host = host
@@ -181,7 +182,9 @@ class _Pump:
         self.catchers: dict[int, _Conn] = {}
         self.conns: dict[Address, _Conn] = {}
         self.next_deadline = float("inf")
-        self.gso = GSO
+        self.gso = gso
+        """Windows go out with UDP GSO (until the kernel refuses it)."""
+        self.use_lane = lane
         self.gso_sends = 0
         self._mtu_cache: dict[str, tuple[int | None, float]] = {}
         self.ports: set[int] = set()
@@ -463,7 +466,7 @@ class _Pump:
 
     def lane(self) -> _Conn | None:
         """The transfer to serve in a lane: the only one running, on its own socket."""
-        if len(self.by_fd) != 1 or not LANE:
+        if len(self.by_fd) != 1 or not self.use_lane:
             return None
         return next(iter(self.by_fd.values()))
 
@@ -676,14 +679,18 @@ class TftpEndpoint:
         *,
         interface: str | None = None,
         mac_lookup: Callable[[str], str | None] | None = None,
-        threaded: bool | None = None,
+        threaded: bool = True,
+        lane: bool = True,
+        gso: bool = True,
     ) -> None:
         self.config = config
         self.host = host
         self.interface = interface
         self.mac_lookup = mac_lookup
-        self.threaded = THREADED if threaded is None else threaded
+        self.threaded = threaded
         """The pump on a thread of its own (default) or inside the event loop."""
+        self._lane = lane and threaded
+        self._gso = gso
         self.files = FileStore.for_config(config)
         self.core = TftpServer(config, self.files, mac_lookup=mac_lookup)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -733,7 +740,15 @@ class TftpEndpoint:
         self._port = sock.getsockname()[1]
         emit = self._emit_threadsafe if self.threaded else self._log
         self._pump = pump = _Pump(
-            self.config, self.host, self.interface, sock, self.core, emit, _debug_enabled()
+            self.config,
+            self.host,
+            self.interface,
+            sock,
+            self.core,
+            emit,
+            _debug_enabled(),
+            lane=self._lane,
+            gso=self._gso,
         )
         if self.threaded:
             self._stop = False
