@@ -25,7 +25,7 @@ from pxed.boot import BootPolicy, ConfigBootPolicy
 from pxed.config import Config, SubnetConfig
 from pxed.configload import derive_subnet
 from pxed.dhcp.proxy import PROXY_PORT, ProxyServer
-from pxed.dhcp.server import DhcpServer
+from pxed.dhcp.server import DhcpServer, reservation_key
 from pxed.errors import ConfigError, PxedError
 from pxed.leases import LeaseStore, LeaseTable
 from pxed.net.commit import GroupCommitter
@@ -363,10 +363,8 @@ class Server:
         log.info("pxed.addresses", interfaces=self.addresses())
 
     def _reservations(self, sub: SubnetConfig) -> dict[IPv4Address, bytes]:
-        # Reservations are keyed by MAC (hardware type 1 + chaddr), the identity a PXE ROM
-        # presents; see DhcpServer._key().
         return {
-            host.ip: b"\x01" + bytes.fromhex(host.mac.replace(":", ""))
+            host.ip: reservation_key(host.mac)
             for host in self.config.hosts
             if host.ip is not None and host.ip in sub.network
         }

@@ -144,6 +144,12 @@ class _Bucket:
         return False
 
 
+def reservation_key(mac: str) -> bytes:
+    """The lease key of a reserved host: hardware type 1 + its MAC, the identity a PXE ROM
+    presents (see DhcpServer._key)."""
+    return b"\x01" + bytes.fromhex(mac.replace(":", ""))
+
+
 def client_key(packet: DhcpPacket) -> bytes:
     """Client identity: option 61 when present, else hardware type + chaddr (RFC 2131 §4.2)."""
     cid = packet.client_id
@@ -168,9 +174,7 @@ class DhcpServer:
         self.policy = policy
         self.tables = dict(tables)
         self.hosts: dict[str, HostConfig] = {h.mac: h for h in config.hosts}
-        self._reserved_keys = {
-            b"\x01" + bytes.fromhex(h.mac.replace(":", "")) for h in config.hosts if h.ip
-        }
+        self._reserved_keys = {reservation_key(h.mac) for h in config.hosts if h.ip is not None}
         self.subnets: list[_Subnet] = []
         self.set_interfaces(interfaces)
         for sub in config.subnets:
