@@ -68,7 +68,7 @@ from pxed.tftp import packet as tp
 from pxed.tftp.files import FileStore
 from pxed.tftp.packet import ErrorCode
 from pxed.tftp.server import Accepted, Duplicate, Refused, TftpServer, TftpStats
-from pxed.tftp.transfer import Address, Buffer, Burst, Datagram, Transfer
+from pxed.tftp.transfer import Address, Buffer, Burst, Datagram, Outcome, Transfer
 
 log = structlog.get_logger("pxed.tftp")
 
@@ -100,6 +100,8 @@ _TRANSIENT_ERRNOS = (
 )
 
 Emit = Callable[[int, str, dict[str, Any]], None]
+TRANSFER_EVENTS = frozenset(o.event for o in Outcome)
+"""The events of a finished transfer (their lines get the client's MAC)."""
 
 
 def _peer(addr: Address) -> str:
@@ -311,9 +313,8 @@ class _Pump:
             return
         assert isinstance(decision, Accepted)
         transfer = decision.transfer
-        if decision.replaced is not None:
+        if decision.replaced is not None:  # the core has ended it: close its sockets
             old = self.conns.get(decision.replaced.client)
-            decision.replaced.fail("replaced", "a new request came from the same client port", now)
             if old is not None and old.transfer is decision.replaced:
                 self._end(old)
             else:
@@ -321,7 +322,7 @@ class _Pump:
         try:
             conn = self._open_conn(transfer, local_ip)
         except OSError as exc:
-            transfer.fail("error", f"no socket: {exc.strerror}", now)
+            transfer.fail(Outcome.ERROR, f"no socket: {exc.strerror}", now)
             self.core.finish(transfer)
             self._send_raw(tp.encode_error(ErrorCode.NOT_DEFINED, "server busy"), addr, local_ip)
             self.emit(
@@ -583,7 +584,7 @@ class _Pump:
         if isinstance(exc, BlockingIOError | InterruptedError) or exc.errno in _TRANSIENT_ERRNOS:
             return  # send buffer full, a firewall drop...: the timer retries, then gives up
         reason = "file changed on disk" if exc.errno == errno.EFAULT else exc.strerror
-        conn.transfer.fail("error", f"send failed: {reason}", time.monotonic())
+        conn.transfer.fail(Outcome.ERROR, f"send failed: {reason}", time.monotonic())
 
     def _send_gso(self, conn: _Conn, burst: Burst) -> None:
         first = burst[0]
@@ -619,7 +620,7 @@ class _Pump:
         for transfer, burst in self.core.on_timer(now):
             conn = self.conns.get(transfer.client)
             if conn is None or conn.transfer is not transfer:
-                transfer.fail("error", "lost its socket", now)
+                transfer.fail(Outcome.ERROR, "lost its socket", now)
                 self.core.finish(transfer)
                 continue
             if burst:
@@ -646,14 +647,8 @@ class _Pump:
                         self.ep.unregister(fd)
                 conn.catcher.close()
         self.core.finish(transfer)
-        outcome = transfer.outcome
-        if outcome == "ok":
-            self.emit(logging.INFO, "tftp.done", transfer.summary())
-        elif outcome == "declined":
-            # Not a failure: firmware asking a file's size only (EDK2 does on every boot).
-            self.emit(logging.INFO, "tftp.declined", transfer.summary())
-        else:
-            self.emit(logging.WARNING, "tftp.failed", transfer.summary())
+        outcome = transfer.outcome or Outcome.ERROR
+        self.emit(outcome.level, outcome.event, transfer.summary())
 
     def shutdown(self, now: float) -> None:
         """End every transfer with ERROR 0 to its client; close the epoll."""
@@ -869,7 +864,7 @@ class TftpEndpoint:
             loop.call_soon_threadsafe(self._log, level, event, fields)
 
     def _log(self, level: int, event: str, fields: dict[str, Any]) -> None:
-        if self.mac_lookup is not None and event in ("tftp.done", "tftp.declined", "tftp.failed"):
+        if self.mac_lookup is not None and event in TRANSFER_EVENTS:
             client = str(fields.get("client", "")).rpartition(":")[0]
             try:
                 mac = self.mac_lookup(client)

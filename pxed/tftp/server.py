@@ -23,7 +23,7 @@ from pxed.errors import MalformedPacket
 from pxed.tftp import packet as tp
 from pxed.tftp.files import FileRefused, FileSource
 from pxed.tftp.packet import ErrorCode, Opcode
-from pxed.tftp.transfer import Address, Burst, Settings, Transfer, negotiate
+from pxed.tftp.transfer import Address, Burst, Outcome, Settings, Transfer, negotiate
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +186,7 @@ class TftpServer:
             self.refused += 1
             return _refuse("tftp.refused", exc.reason, exc.error_code, pkt.filename)
         if replaced is not None:
-            replaced.fail("replaced", "a new request came from the same client port", now)
+            replaced.fail(Outcome.REPLACED, "a new request came from the same client port", now)
             self.finish(replaced)
         transfer = Transfer(
             client,
@@ -215,7 +215,7 @@ class TftpServer:
             self._per_client[ip] = left
         else:
             self._per_client.pop(ip, None)
-        if transfer.outcome == "ok":
+        if transfer.outcome is Outcome.OK:
             self.done += 1
         else:
             self.failed += 1
@@ -227,7 +227,7 @@ class TftpServer:
         """End every transfer; the bursts are the ERRORs to send."""
         out = []
         for transfer in list(self.transfers.values()):
-            burst = transfer.abort(ErrorCode.NOT_DEFINED, message, now, outcome="shutdown")
+            burst = transfer.abort(ErrorCode.NOT_DEFINED, message, now, outcome=Outcome.SHUTDOWN)
             out.append((transfer, burst))
         return out
 

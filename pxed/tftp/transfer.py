@@ -37,9 +37,10 @@ milliseconds instead of the seconds a client asks for.
 
 from __future__ import annotations
 
+import logging
 import struct
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Final, Union
 
 from pxed.errors import MalformedPacket
@@ -72,6 +73,37 @@ class State(Enum):
     """The last block was acknowledged."""
     FAILED = "failed"
     """Ended early: timeout, client ERROR, shutdown, replaced by a new request..."""
+
+
+class Outcome(StrEnum):
+    """How a transfer ended; each carries its log event and level (one event a transfer).
+
+    A StrEnum, so that the value is what the log line and the tests read (``"ok"``...).
+    """
+
+    OK = "ok"
+    DECLINED = "declined"
+    """ERROR 8 in answer to the OACK: the client asked the size only (EDK2, every boot)."""
+    CLIENT_ERROR = "client-error"
+    TIMEOUT = "timeout"
+    ABORTED = "aborted"
+    SHUTDOWN = "shutdown"
+    REPLACED = "replaced"
+    """A new RRQ came from the same client port (the firmware started over)."""
+    ERROR = "error"
+    """Our side failed: no socket, a send that cannot succeed, the file changed."""
+
+    @property
+    def event(self) -> str:
+        if self is Outcome.OK:
+            return "tftp.done"
+        if self is Outcome.DECLINED:
+            return "tftp.declined"  # not a failure: a size probe
+        return "tftp.failed"
+
+    @property
+    def level(self) -> int:
+        return logging.INFO if self in (Outcome.OK, Outcome.DECLINED) else logging.WARNING
 
 
 _SENDING: Final = State.SENDING
@@ -217,9 +249,8 @@ class Transfer:
         self.state = State.NEW
         self.finished = False
         """True once DONE or FAILED: the glue drops the transfer and releases the file."""
-        self.outcome = ""
-        """Set when finished: ``ok``, ``timeout``, ``declined`` (ERROR 8 to the OACK),
-        ``client-error``, ``shutdown``..."""
+        self.outcome: Outcome | None = None
+        """Set when finished."""
         self.error = ""
         self.client_error: tuple[int, str] | None = None
         self.started_at = now
@@ -354,7 +385,7 @@ class Transfer:
                 self._sample(now)
             self._acked = got
             if got >= self._nblocks:
-                self._finish(State.DONE, "ok", "", now)
+                self._finish(State.DONE, Outcome.OK, "", now)
                 return []
             if self._windowsize != 1:
                 return self._window(now, got + 1)
@@ -380,7 +411,7 @@ class Transfer:
             )
             self._finish(
                 State.FAILED,
-                "declined" if declined else "client-error",
+                Outcome.DECLINED if declined else Outcome.CLIENT_ERROR,
                 f"client sent ERROR {pkt.code}: {pkt.message}",
                 now,
             )
@@ -399,7 +430,7 @@ class Transfer:
             self._tries += 1
             if self._tries > self._settings.retries:
                 self._finish(
-                    State.FAILED, "timeout", f"no ACK after {self._tries - 1} retries", now
+                    State.FAILED, Outcome.TIMEOUT, f"no ACK after {self._tries - 1} retries", now
                 )
                 return []
         self._interval = min(expired * 2, self._max_interval)
@@ -413,14 +444,16 @@ class Transfer:
         self.retransmissions += len(burst)
         return burst
 
-    def abort(self, code: int, message: str, now: float, outcome: str = "aborted") -> Burst:
+    def abort(
+        self, code: int, message: str, now: float, outcome: Outcome = Outcome.ABORTED
+    ) -> Burst:
         """End the transfer from our side; returns the ERROR to send the client."""
         if self.finished:
             return []
         self._finish(State.FAILED, outcome, message, now)
         return [(tp.encode_error(code, message),)]
 
-    def fail(self, outcome: str, message: str, now: float) -> None:
+    def fail(self, outcome: Outcome, message: str, now: float) -> None:
         """End the transfer without telling the client (a send failed, the client is gone)."""
         if not self.finished:
             self._finish(State.FAILED, outcome, message, now)
@@ -478,7 +511,7 @@ class Transfer:
             self.duplicates += 1
         return []
 
-    def _finish(self, state: State, outcome: str, error: str, now: float) -> None:
+    def _finish(self, state: State, outcome: Outcome, error: str, now: float) -> None:
         self.state = state
         self.finished = True
         self.outcome = outcome
@@ -501,7 +534,7 @@ class Transfer:
             "windowsize": self._windowsize,
             "seconds": round(end - self.started_at, 4),
             "retransmissions": self.retransmissions,
-            "outcome": self.outcome,
+            "outcome": str(self.outcome) if self.outcome is not None else None,
         }
         if self.negotiation.names:
             fields["options"] = ",".join(self.negotiation.names)
@@ -509,6 +542,6 @@ class Transfer:
             fields["duplicate_acks"] = self.duplicates
         if self.ignored:
             fields["ignored"] = self.ignored
-        if self.error and self.outcome != "ok":
+        if self.error and self.outcome is not Outcome.OK:
             fields["error"] = self.error
         return fields

@@ -14,6 +14,7 @@ from pxed.tftp import packet as tp
 from pxed.tftp.files import FileRefused, FileStore
 from pxed.tftp.packet import ErrorCode
 from pxed.tftp.server import Accepted, Duplicate, Refused, TftpServer
+from pxed.tftp.transfer import Outcome
 
 CLIENT = ("198.18.0.2", 40000)
 
@@ -136,7 +137,7 @@ def test_limits_answer_with_an_error() -> None:
     # One finishes: room again.
     t = accepted[0]
     assert isinstance(t, Accepted)
-    t.transfer.fail("timeout", "x", 1.0)
+    t.transfer.fail(Outcome.TIMEOUT, "x", 1.0)
     srv.finish(t.transfer)
     assert isinstance(srv.request(rrq(), ("198.18.0.4", 1), 1.0), Accepted)
 

@@ -6,6 +6,7 @@ a "network" that can drop datagrams, and time is simulated (no sleeps, no socket
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass, field
 
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 
 from pxed.errors import MalformedPacket
 from pxed.tftp import packet as tp
-from pxed.tftp.transfer import Burst, Settings, State, Transfer, negotiate
+from pxed.tftp.transfer import Burst, Outcome, Settings, State, Transfer, negotiate
 
 
 @dataclass
@@ -392,7 +393,7 @@ def test_junk_is_ignored_and_transfer_goes_on(junk: bytes) -> None:
 def test_abort_returns_error_once() -> None:
     t = make(b"abc")
     t.start(0.0)
-    assert flat(t.abort(0, "server shutting down", 1.0, "shutdown")) == [
+    assert flat(t.abort(0, "server shutting down", 1.0, Outcome.SHUTDOWN)) == [
         tp.encode_error(0, "server shutting down")
     ]
     assert t.outcome == "shutdown"
@@ -469,3 +470,11 @@ def test_tsize_beyond_64_bits_is_refused() -> None:
     assert negotiate(ok).tsize
     with pytest.raises(MalformedPacket):
         negotiate(tp.ReadRequest("f", "octet", (("tsize", str(2**64)),)))
+
+
+def test_each_outcome_carries_its_event_and_level() -> None:
+    assert (Outcome.OK.event, Outcome.OK.level) == ("tftp.done", logging.INFO)
+    assert (Outcome.DECLINED.event, Outcome.DECLINED.level) == ("tftp.declined", logging.INFO)
+    for failed in set(Outcome) - {Outcome.OK, Outcome.DECLINED}:
+        assert (failed.event, failed.level) == ("tftp.failed", logging.WARNING)
+    assert Outcome.CLIENT_ERROR == "client-error"  # the value is what the log line says
