@@ -526,13 +526,13 @@ class _Pump:
         self._after(conn)
 
     def _stranger(self, sock: socket.socket, data: bytes, addr: Address) -> None:
-        """A datagram on a transfer's port from another TID: ERROR 5, the transfer goes on."""
+        """A datagram on a transfer's port from another peer: the core says what to answer."""
         if self.debug:
             self.emit(logging.DEBUG, "tftp.unknown_tid", {"source": _peer(addr)})
-        if len(data) >= 2 and data[0] == 0 and data[1] == tp.Opcode.ERROR:
-            return  # never answer an ERROR
-        with contextlib.suppress(OSError):
-            sock.sendto(tp.encode_error(ErrorCode.UNKNOWN_TID, "unknown transfer ID"), addr)
+        reply = self.core.stranger(data)
+        if reply is not None:
+            with contextlib.suppress(OSError):
+                sock.sendto(reply, addr)
 
     def _after(self, conn: _Conn) -> None:
         transfer = conn.transfer

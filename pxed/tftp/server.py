@@ -25,6 +25,8 @@ from pxed.tftp.files import FileRefused, FileSource
 from pxed.tftp.packet import ErrorCode, Opcode
 from pxed.tftp.transfer import Address, Burst, Outcome, Settings, Transfer, negotiate
 
+UNKNOWN_TID_ERROR = tp.encode_error(ErrorCode.UNKNOWN_TID, "unknown transfer ID")
+
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
@@ -134,6 +136,14 @@ class TftpServer:
         except Exception as exc:  # a bug must cost one request, not the server
             self.refused += 1
             return _refuse("tftp.refused", f"internal error: {exc!r}", ErrorCode.NOT_DEFINED)
+
+    def stranger(self, datagram: bytes) -> bytes | None:
+        """What to answer a datagram that reached a transfer's port from another peer
+        (RFC 1350 §4: ERROR 5, and the transfer goes on); None for an ERROR, which is
+        never answered (two servers must not trade ERRORs)."""
+        if len(datagram) >= 2 and datagram[0] == 0 and datagram[1] == Opcode.ERROR:
+            return None
+        return UNKNOWN_TID_ERROR
 
     def _request(self, datagram: bytes, client: Address, now: float) -> Decision:
         if len(datagram) >= 2 and datagram[0] == 0 and datagram[1] == Opcode.WRQ:

@@ -321,3 +321,14 @@ def test_per_client_directory(per_client: str | None, mac: str | None, under: st
     assert isinstance(decision, Accepted)
     assert files.unders == [under]
     assert asked == (["198.18.0.7"] if per_client == "mac" else [])
+
+
+def test_a_stranger_on_a_transfers_port_gets_error_5_unless_it_sent_an_error(
+    tmp_path: Path,
+) -> None:
+    core = TftpServer(TftpConfig(root=tmp_path), FileStore(tmp_path))
+    reply = core.stranger(tp.encode_ack(1))
+    assert reply is not None
+    assert tp.decode(reply) == tp.Error(ErrorCode.UNKNOWN_TID, "unknown transfer ID")
+    assert core.stranger(tp.encode_error(ErrorCode.NOT_DEFINED, "x")) is None
+    assert core.stranger(b"\x00") is not None  # too short to be an ERROR: answered
