@@ -113,8 +113,7 @@ class Server:
 
     async def start(self) -> None:
         cfg = self.config
-        self._links = read_links(cfg.interfaces, self._lookup)
-        self.interfaces = {name: link.info for name, link in self._links.items()}
+        self._take_links(read_links(cfg.interfaces, self._lookup))
         for name in cfg.interfaces:
             if name not in self._links:
                 # systemd starts pxed before every bridge or VLAN exists: serve it once it
@@ -135,7 +134,7 @@ class Server:
             for name in self._links:
                 await self._serve(name)
             if cfg.tftp.enabled and not cfg.interfaces:
-                await self._start_tftp(None)
+                self.endpoints.append(await self._start_tftp(None))
             if cfg.interfaces:
                 self._watcher = LinkWatcher(
                     cfg.interfaces, self._links, self._links_changed, lookup=self._lookup
@@ -223,14 +222,7 @@ class Server:
             self.proxy = ProxyServer(self.config, self.interfaces, self.policy)
             for offer in self._offers:
                 self.proxy.learn(offer.interface, offer.address)
-            unsure = [
-                info
-                for name, info in self.interfaces.items()
-                if len(info.addresses) > 1
-                and all(
-                    info.address_in(s.network) is None for s in self.config.subnets if not s.derived
-                )
-            ]
+            unsure = [info for name, info in self.interfaces.items() if self.proxy.unsure(name)]
             if not self._offers and unsure:
                 # No probe ran, and an interface has several addresses with no configured
                 # subnet to say which the router's clients are in: ask the router once, in
@@ -282,18 +274,10 @@ class Server:
         async with self._applying:
             if self._closing:
                 return
-            self._links = links
-            self.interfaces = {name: link.info for name, link in links.items()}
-            self._own.clear()
-            self._own.update(a.ip for info in self.interfaces.values() for a in info.addresses)
-            if self.dhcp is not None:
-                self.dhcp.set_interfaces(self.interfaces)
-            if self.proxy is not None:
-                self.proxy.set_interfaces(self.interfaces)
+            self._take_links(links)
             if self.mode == "waiting" and self.interfaces:
                 self.mode = await self._resolve_mode()
                 await self._start_dhcp_core()
-                await self._derive()
                 for name in list(self._by_interface):
                     await self._unserve(name)
                 found = [*found, *(Change(n, ChangeKind.APPEARED) for n in self.interfaces)]
@@ -315,6 +299,17 @@ class Server:
             for change in found:
                 self._log_change(change)
             self._log_addresses()
+
+    def _take_links(self, links: dict[str, LinkState]) -> None:
+        """The interfaces as they are now: for the sockets, the watchers and the cores."""
+        self._links = links
+        self.interfaces = {name: link.info for name, link in links.items()}
+        self._own.clear()
+        self._own.update(a.ip for info in self.interfaces.values() for a in info.addresses)
+        if self.dhcp is not None:
+            self.dhcp.set_interfaces(self.interfaces)
+        if self.proxy is not None:
+            self.proxy.set_interfaces(self.interfaces)
 
     async def _derive(self) -> None:
         """The subnet of ``derive_on``, once that interface has an address."""
@@ -385,7 +380,6 @@ class Server:
         for table in self.tables.values():
             table.load(leases)
         self.dhcp = DhcpServer(cfg, self.interfaces, self.tables, self.policy)
-        self._own.update(a.ip for info in self.interfaces.values() for a in info.addresses)
         await self._derive()
 
     async def _start_tftp(self, name: str | None) -> Any:
@@ -399,8 +393,6 @@ class Server:
             self.config.tftp, "0.0.0.0", interface=name, mac_lookup=self.mac_for
         )
         await endpoint.start()
-        if name is None:
-            self.endpoints.append(endpoint)
         return endpoint
 
     def _lock_state_dir(self) -> None:

@@ -118,29 +118,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"pxed {__version__}")
     _add_common(parser)
     args = parser.parse_args(argv)
-    config, notes = _load(args, "pxed")
+    config, notes, warnings = _load(args, "pxed")
     if config is None:
         return 2
     from pxed import logs
 
     logs.configure(config.log_format, config.log_level)
     try:
-        return asyncio.run(_run(config, notes))
+        return asyncio.run(_run(config, notes, warnings))
     finally:
         logs.flush()
 
 
-def _load(args: argparse.Namespace, prefix: str) -> tuple[Config | None, list[str]]:
-    """The validated configuration and its notes; None after printing each problem."""
+def _load(
+    args: argparse.Namespace, prefix: str
+) -> tuple[Config | None, list[str], list[str]]:
+    """The validated configuration, its notes and its warnings; None after printing each
+    problem."""
     notes: list[str] = []
     warnings: list[str] = []
     try:
         config = load_config(args.config, overrides(args), notes=notes, warnings=warnings)
-        return config, [*notes, *(f"warning: {w}" for w in warnings)]
+        return config, notes, warnings
     except ConfigError as exc:
         for line in exc.problems:
             print(f"{prefix}: {line}", file=sys.stderr)
-        return None, notes
+        return None, notes, warnings
 
 
 def _check(argv: list[str]) -> int:
@@ -149,11 +152,13 @@ def _check(argv: list[str]) -> int:
     )
     _add_common(parser)
     args = parser.parse_args(argv)
-    config, notes = _load(args, str(args.config or "pxed"))
+    config, notes, warnings = _load(args, str(args.config or "pxed"))
     if config is None:
         return 1
     for note in notes:
-        print(note if note.startswith("warning: ") else f"note: {note}")
+        print(f"note: {note}")
+    for warning in warnings:
+        print(f"warning: {warning}")
     print(f"{args.config or 'configuration'}: ok ({_summary(config)})")
     return 0
 
@@ -170,7 +175,7 @@ def _summary(config: Config) -> str:
     return "; ".join(parts)
 
 
-async def _run(config: Config, notes: list[str]) -> int:
+async def _run(config: Config, notes: list[str], warnings: list[str]) -> int:
     import structlog
 
     from pxed.app import Server
@@ -178,10 +183,9 @@ async def _run(config: Config, notes: list[str]) -> int:
 
     log = structlog.get_logger("pxed")
     for note in notes:
-        if note.startswith("warning: "):
-            log.warning("pxed.config", note=note.removeprefix("warning: "))
-        else:
-            log.info("pxed.config", note=note)
+        log.info("pxed.config", note=note)
+    for warning in warnings:
+        log.warning("pxed.config", note=warning)
     server = Server(config)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

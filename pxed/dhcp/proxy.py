@@ -97,17 +97,35 @@ class ProxyServer:
             own = info.address_in_same_net(client)
             if own is not None:
                 return own
-        for sub in self.config.subnets:
-            if not sub.derived:
-                own = info.address_in(sub.network)
-                if own is not None:
-                    return own
+        own = self._in_configured_subnet(info)
+        if own is not None:
+            return own
         learned = self._learned.get(interface)
         if learned is not None:
             own = info.address_in_same_net(learned)
             if own is not None:
                 return own
         return info.primary.ip
+
+    def unsure(self, interface: str) -> bool:
+        """Whether only the router can say which of the interface's several addresses its
+        clients are in: no configured subnet holds one, and nothing was learned yet."""
+        info = self.interfaces.get(interface)
+        return (
+            info is not None
+            and len(info.addresses) > 1
+            and self._in_configured_subnet(info) is None
+            and interface not in self._learned
+        )
+
+    def _in_configured_subnet(self, info: InterfaceInfo) -> IPv4Address | None:
+        """Our address in a configured subnet (a derived one is only the primary's)."""
+        for sub in self.config.subnets:
+            if not sub.derived:
+                own = info.address_in(sub.network)
+                if own is not None:
+                    return own
+        return None
 
     def receive(self, data: bytes, source: Source, now: float) -> Outcome:
         out = Outcome()

@@ -246,9 +246,9 @@ class DhcpServer:
             self._drop(p, "no subnet for this request", iface=src.interface, giaddr=str(p.giaddr))
             return
         host = self.hosts.get(p.mac)
-        if not self._admitted(p, src, host, candidates, now):
-            return
         key = self._key(p)
+        if not self._admitted(p, src, key, host, candidates, now):
+            return
         ip: IPv4Address | None = None
         subnet = candidates[0]
         reserved = host.ip if host is not None else None
@@ -310,9 +310,7 @@ class DhcpServer:
             return
         key = self._key(p)
         host = self.hosts.get(p.mac)
-        if self.config.known_only and host is None:
-            self._count("unknown-client")
-            self._drop(p, "known_only: no [[dhcp.host]] entry for this MAC")
+        if self._unknown(p, host):
             return
         reserved = None
         if host is not None and host.ip is not None and host.ip in subnet.config.network:
@@ -446,23 +444,29 @@ class DhcpServer:
             return True
         return sub.table.by_client(key) is not None
 
+    def _unknown(self, p: DhcpPacket, host: HostConfig | None) -> bool:
+        """known_only, and no ``[[dhcp.host]]`` for this MAC: dropped (counted, logged)."""
+        if host is not None or not self.config.known_only:
+            return False
+        self._count("unknown-client")
+        self._drop(p, "known_only: no [[dhcp.host]] entry for this MAC")
+        return True
+
     def _admitted(
         self,
         p: DhcpPacket,
         src: Source,
+        key: bytes,
         host: HostConfig | None,
         candidates: Sequence[_Subnet],
         now: float,
     ) -> bool:
         """known_only and the bound on new clients a second, checked at DISCOVER."""
-        if host is None and self.config.known_only:
-            self._count("unknown-client")
-            self._drop(p, "known_only: no [[dhcp.host]] entry for this MAC")
+        if self._unknown(p, host):
             return False
         rate = self.config.new_clients_per_second
         if rate <= 0 or host is not None:
             return True
-        key = self._key(p)
         if any(c.table.by_client(key) is not None for c in candidates):
             return True  # not new: it has (or had) a lease or an offer here
         bucket = self._buckets.get(src.interface)
