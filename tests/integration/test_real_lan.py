@@ -32,10 +32,17 @@ def make_root(lab: Lab) -> tuple[Path, bytes]:
     return root, payload
 
 
-def write_config(lab: Lab, text: str) -> Path:
+def start_pxed(
+    lab: Lab, server: Netns, root: Path, dhcp: str, interfaces: tuple[str, ...] = ("pxs0",)
+) -> Pxed:
+    """pxed in full DHCP mode on ``interfaces``, serving ``root``; ``dhcp`` is the TOML of
+    its subnets and hosts."""
     cfg = lab.tmp / "pxed.toml"
-    cfg.write_text(text)
-    return cfg
+    cfg.write_text(
+        f"[server]\ninterfaces = {json.dumps(list(interfaces))}\nmode = \"dhcp\"\n"
+        f"{dhcp}\n[tftp]\nroot = \"{root}\"\n"
+    )
+    return Pxed(server, lab.tmp, "--config", str(cfg))
 
 
 def pxe_discover(client: Netns, iface: str = "eth0", *args: str) -> list[dict[str, Any]]:
@@ -91,19 +98,15 @@ def test_served_subnet_on_a_secondary_address(lab: Lab) -> None:
     lab.addr(server, "pxs0", "198.18.0.1/24")  # the kernel's primary address
     lab.addr(server, "pxs0", "198.19.0.1/16")
     root, payload = make_root(lab)
-    cfg = write_config(
+    pxed = start_pxed(
         lab,
-        f"""
-[server]
-interfaces = ["pxs0"]
-mode = "dhcp"
+        server,
+        root,
+        """
 [dhcp]
 range = "198.19.1.10-198.19.1.20"
-[tftp]
-root = "{root}"
 """,
     )
-    pxed = Pxed(server, lab.tmp, "--config", str(cfg))
     ready = pxed.wait_ready()
     assert ready["addresses"]["pxs0"]["dhcp"] == ["198.19.0.1"], ready
     assert set(ready["addresses"]["pxs0"]["tftp"]) == {"198.18.0.1", "198.19.0.1"}
@@ -149,12 +152,11 @@ def test_two_secondary_subnets_each_get_their_own_server_address(lab: Lab) -> No
     lab.addr(server, "pxs0", "198.19.10.1/24")
     lab.addr(server, "pxs0", "198.19.11.1/24")
     root, payload = make_root(lab)
-    cfg = write_config(
+    pxed = start_pxed(
         lab,
-        f"""
-[server]
-interfaces = ["pxs0"]
-mode = "dhcp"
+        server,
+        root,
+        """
 [[dhcp.subnet]]
 range = "198.19.10.100-198.19.10.150"
 [[dhcp.subnet]]
@@ -165,11 +167,8 @@ ip = "198.19.10.50"
 [[dhcp.host]]
 mac = "52:54:00:a1:00:01"
 ip = "198.19.11.50"
-[tftp]
-root = "{root}"
 """,
     )
-    pxed = Pxed(server, lab.tmp, "--config", str(cfg))
     ready = pxed.wait_ready()
     assert sorted(ready["addresses"]["pxs0"]["dhcp"]) == ["198.19.10.1", "198.19.11.1"]
     for n, c in enumerate(clients):
@@ -201,21 +200,17 @@ def test_relayed_client_is_told_the_address_the_relay_reached(lab: Lab) -> None:
     relay.run("sysctl", "-qw", "net.ipv4.ip_forward=1")
     server.run("ip", "route", "add", "198.18.5.0/24", "via", "198.18.4.2")
     root, payload = make_root(lab)
-    cfg = write_config(
+    pxed = start_pxed(
         lab,
-        f"""
-[server]
-interfaces = ["pxs0"]
-mode = "dhcp"
+        server,
+        root,
+        """
 [[dhcp.subnet]]
 network = "198.18.5.0/24"
 range = "198.18.5.100-198.18.5.150"
 router = "198.18.5.1"
-[tftp]
-root = "{root}"
 """,
     )
-    pxed = Pxed(server, lab.tmp, "--config", str(cfg))
     pxed.wait_ready()
     relay.popen(
         "dnsmasq", "--no-daemon", "--port=0", "--bind-interfaces", "--interface=down0",
@@ -249,22 +244,19 @@ def test_addresses_and_interfaces_that_come_and_go_are_followed(lab: Lab) -> Non
     lab.addr(client, "eth0", "198.19.20.9/24")
     lab.addr(client, "eth0", "198.18.0.9/24")
     root, payload = make_root(lab)
-    cfg = write_config(
+    pxed = start_pxed(
         lab,
-        f"""
-[server]
-interfaces = ["pxs0", "pxlate"]
-mode = "dhcp"
+        server,
+        root,
+        """
 [[dhcp.subnet]]
 range = "198.18.0.100-198.18.0.150"
 [[dhcp.subnet]]
 network = "198.19.20.0/24"
 range = "198.19.20.100-198.19.20.150"
-[tftp]
-root = "{root}"
 """,
+        ("pxs0", "pxlate"),
     )
-    pxed = Pxed(server, lab.tmp, "--config", str(cfg))
     ready = pxed.wait_ready()
     assert ready["addresses"]["pxlate"]["state"] == "missing"
     waiting = [e for e in pxed.events("pxed.interface") if e["interface"] == "pxlate"]
