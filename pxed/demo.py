@@ -1,11 +1,13 @@
 """`pxed demo`: watch a machine PXE-boot through pxed, with no spare network needed.
 
-It builds an isolated lab (two network namespaces joined by a veth pair, a bridge and a tap
-device on the machine side), stages a TFTP root with `pxed stage` and a Linux kernel, starts
+It stages a TFTP root with `pxed stage` and a Linux kernel, builds the lab's boot layout
+(pxed.lab.boot: a server namespace and a machine namespace with a bridge and a tap), starts
 pxed in the server namespace, powers on a QEMU machine (BIOS or UEFI, `-accel tcg`) and prints
 the boot's timeline as it happens: DHCP offer and ack with the address and boot file, every
 file sent with its size and time, the kernel's first line. Then it removes everything it made.
 It never touches an interface outside the namespaces it created.
+
+The demo is a list of scenarios (``SCENARIOS``): a firmware kind and the path it takes.
 """
 
 from __future__ import annotations
@@ -13,11 +15,8 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -27,14 +26,41 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from pxed import qemu, stage
-from pxed.qemu import EventLog, Firmware, Machine, Netlab, SerialLog
+from pxed import stage
+from pxed.lab import Lab
+from pxed.lab.boot import POOL, PREFIX, SERVER_IF, SERVER_IP, BootLab
+from pxed.lab.kernel import find_kernel
+from pxed.lab.machines import Firmware, Machine, hints, missing_requirements, strip_ansi
 
 KERNEL_CACHE = Path("/var/cache/pxed/kernel")
 DEMO_MAC = "52:54:00:de:00:01"
 DEMO_IP = "198.19.0.50"
-POOL = "198.19.1.10-198.19.1.250"
 APPEND = "console=ttyS0,115200 panic=-1"
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """One way the demo machine boots."""
+
+    firmware: Firmware
+    via: str
+    path: str
+    """What the timeline says boots (the firmware's chain)."""
+
+
+SCENARIOS = (
+    Scenario(Firmware.BIOS, "pxelinux", "SeaBIOS -> iPXE ROM -> pxelinux.0 (host entry)"),
+    Scenario(Firmware.BIOS, "ipxe", "SeaBIOS -> iPXE ROM -> boot.ipxe"),
+    Scenario(Firmware.UEFI, "ipxe", "OVMF (EDK2 PXE) -> ipxe.efi -> boot.ipxe"),
+)
+
+
+def scenario(firmware: Firmware, via: str) -> Scenario:
+    """The scenario for these choices (UEFI always chains through iPXE)."""
+    for s in SCENARIOS:
+        if s.firmware is firmware and (s.via == via or firmware is not Firmware.BIOS):
+            return s
+    raise ValueError(f"no demo scenario for {firmware.value} via {via}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -130,7 +156,7 @@ class Timeline:
 
 def missing_packages(firmware: Firmware) -> list[str]:
     """Debian packages the demo needs that this host lacks."""
-    missing = qemu.missing_requirements([firmware])
+    missing = missing_requirements([firmware])
     needed = [s for s in stage.SOURCES if s.required]
     if firmware is Firmware.UEFI:
         needed += [s for s in stage.SOURCES if s.dest == "ipxe.efi"]
@@ -194,39 +220,35 @@ def run(args: argparse.Namespace, out: IO[str]) -> int:
             return 1
     else:
         try:
-            kernel = qemu.find_kernel(KERNEL_CACHE, lambda m: say(f"  kernel: {m}"))
+            kernel = find_kernel(KERNEL_CACHE, lambda m: say(f"  kernel: {m}"))
         except (OSError, RuntimeError) as exc:
             say(f"pxed demo: no kernel to boot ({exc}); pass one with --kernel FILE")
             return 1
 
-    work = Path(tempfile.mkdtemp(prefix="pxed-demo-"))
-    lab = Netlab(tag="demo")
+    lab = Lab(tag="demo", prefix="pxed-demo-", keep=args.keep)
     old_term = signal.signal(signal.SIGTERM, _on_signal)
     try:
-        return _run_lab(args, firmware, kernel, work, lab, say)
+        return _run_lab(args, scenario(firmware, args.via), kernel, lab, say)
     except (_Stop, KeyboardInterrupt):
         say("\npxed demo: interrupted")
         return 130
     finally:
         say("pxed demo: tearing down (machine, pxed, namespaces"
             + (")" if args.keep else ", work directory)"))
-        lab.close()
+        lab.close(grace=3.0)
         signal.signal(signal.SIGTERM, old_term)
         if args.keep:
-            say(f"pxed demo: logs, serial console and TFTP root kept in {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+            say(f"pxed demo: logs, serial console and TFTP root kept in {lab.tmp}")
 
 
 def _run_lab(
     args: argparse.Namespace,
-    firmware: Firmware,
+    plan: Scenario,
     kernel: Path,
-    work: Path,
-    lab: Netlab,
+    lab: Lab,
     say: Callable[[str], None],
 ) -> int:
-    root = work / "tftp"
+    root = lab.tmp / "tftp"
     opts = stage.StageOptions(
         root=root, netboot_xyz_url=None, serial=True, menu_timeout=10,
         kernel=stage.KernelEntry(kernel, None, APPEND, label="Boot the demo kernel"),
@@ -236,73 +258,57 @@ def _run_lab(
     say(f"pxed demo: staged {root} with pxed stage: {', '.join(staged)}")
     say(f"           kernel {kernel} ({stage.human_size(kernel.stat().st_size)})")
 
-    lab.up()
-    say(f"pxed demo: lab up: namespaces {lab.server_ns} (pxed on {lab.server_if} "
-        f"{lab.server_cidr}) and {lab.machine_ns} (bridge, tap, QEMU)")
-    config = work / "pxed.toml"
-    config.write_text(demo_config(firmware, args.via))
-    cmd = [
-        sys.executable, "-m", "pxed", "--config", str(config), "--iface", lab.server_if,
-        "--range", POOL, "--tftp-root", str(root), "--state-dir", str(work / "state"),
-        "--log-format", "json",
-    ]
+    boots = BootLab(lab, root)
+    say(f"pxed demo: lab up: namespaces {boots.server.name} (pxed on {SERVER_IF} "
+        f"{SERVER_IP}/{PREFIX}) and {boots.machines.name} (bridge, tap, QEMU)")
+    pxed = boots.pxed(demo_config(plan.firmware, plan.via))
     timeline = Timeline(DEMO_MAC)
     lock = threading.Lock()
-    t0: list[float] = []
     wall0: list[float] = []
 
     def on_event(e: dict[str, Any]) -> None:
-        if not t0:
+        if not wall0:
             return
         # pxed's own timestamp, not the arrival time: lines may arrive a little late.
-        t = event_time(e, wall0[0]) if wall0 else None
+        t = event_time(e, wall0[0])
         with lock:
-            for line in timeline.event(e, t if t is not None else time.monotonic() - t0[0]):
+            for line in timeline.event(e, t if t is not None else time.time() - wall0[0]):
                 say(line)
 
-    pxed = lab.popen(lab.server_ns, cmd)
-    events = EventLog(pxed.stdout, work / "pxed.log", on_event)
-    if not qemu.wait_until(lambda: bool(events.named("pxed.ready")), 30,
-                           alive=lambda: pxed.poll() is None):
-        say("pxed demo: pxed did not start:\n" + events.text())
+    pxed.on_event = on_event
+    try:
+        boots.start(pxed)
+    except RuntimeError as exc:
+        say(f"pxed demo: pxed did not start:\n{exc}")
         return 1
-    say(f"pxed demo: pxed ready ({' '.join(cmd[1:4])} ... --log-format json)")
+    say(f"pxed demo: pxed ready (pxed --iface {SERVER_IF} --range {POOL[0]}-{POOL[1]} "
+        "--tftp-root ... --log-format json)")
 
-    machine = Machine("pxed-demo", DEMO_MAC, firmware)
-    tap = lab.tap()
-    serial = SerialLog(work / "serial.log")
-    qcmd = qemu.qemu_command(machine, tap, serial.path, work)
-    path = {"bios": "SeaBIOS -> iPXE ROM", "uefi": "OVMF (EDK2 PXE)"}[firmware.value]
+    machine = Machine("pxed-demo", DEMO_MAC, plan.firmware)
     say("")
     with lock:
-        t0.append(time.monotonic())
-        wall0.append(time.time())
-        say(f"{Timeline.stamp(0.0)}power on     {firmware.value.upper()} machine {DEMO_MAC} "
-            f"({path}; qemu -accel tcg, a boot takes 20-60 s)")
-    with (work / "qemu.log").open("wb") as qemu_log:
-        vm = lab.popen(lab.machine_ns, qcmd, stdout=subprocess.DEVNULL, stderr=qemu_log)
-
-    qemu.wait_until(
-        lambda: serial.kernel_banner() is not None or qemu.gave_up(serial.text()),
-        args.timeout, alive=lambda: vm.poll() is None,
-    )
-    elapsed = time.monotonic() - t0[0]
-    line = serial.kernel_banner()
-    if line is not None:
+        vm = boots.power_on(machine)
+        wall0.append(vm.wall)
+        say(f"{Timeline.stamp(0.0)}power on     {plan.firmware.value.upper()} machine "
+            f"{DEMO_MAC} ({plan.path}; qemu -accel tcg, a boot takes 20-60 s)")
+    elapsed = vm.wait_kernel(args.timeout)
+    line = vm.serial.kernel_banner()
+    if elapsed is not None and line is not None:
         with lock:
             say(timeline.kernel(line, elapsed)[0])
         say("")
         say(f"pxed demo: power-on to kernel in {elapsed:.1f} s; the machine booted through "
             "pxed (DHCP and TFTP).")
         return 0
+    waited = time.monotonic() - vm.started
     time.sleep(1.0)
     say("")
-    say(f"pxed demo: no kernel after {elapsed:.0f} s. The machine's serial console ends with:")
-    for text in qemu.strip_ansi(serial.text()).splitlines()[-15:]:
+    say(f"pxed demo: no kernel after {waited:.0f} s. The machine's serial console ends with:")
+    for text in strip_ansi(vm.serial.text()).splitlines()[-15:]:
         say(f"    {text}")
-    for hint in qemu.hints(serial.text()):
+    for hint in hints(vm.serial.text()):
         say(f"hint: {hint}")
-    say(f"pxed's log ends with:\n{chr(10).join(events.text().splitlines()[-8:])}")
+    say(f"pxed's log ends with:\n{pxed.tail(8)}")
     return 1
 
 

@@ -1,13 +1,15 @@
-"""Shared fixtures: the namespace lab for integration and e2e tests."""
+"""Shared fixtures (tests/lab.py) and the suite's markers."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Generator
+from typing import Any
 
 import pytest
 
-from tests.lab import Lab
+from pxed.lab import ToolMissing
+from tests.lab import lab, tftp_lab  # noqa: F401  (fixtures)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -26,9 +28,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.e2e)
 
 
-@pytest.fixture
-def lab() -> Iterator[Lab]:
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root (run the suite as root: make test)")
-    with Lab() as the_lab:
-        yield the_lab
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[Any]
+) -> Generator[None, Any, None]:
+    """A program the lab needs is missing (pxed.lab.ToolMissing): a skip naming its package."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if call.excinfo is not None and call.excinfo.errisinstance(ToolMissing):
+        report.outcome = "skipped"
+        report.longrepr = (str(item.path), item.location[1] or 0, f"Skipped: {call.excinfo.value}")

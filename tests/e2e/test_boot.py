@@ -19,16 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from pxed.qemu import Firmware, Machine
-from tests.e2e.conftest import (
-    POOL,
-    SERVER_IP,
-    BootLab,
-    in_pool,
-    staged_size,
-    udhcpc_available,
-)
-from tests.lab import wait_for
+from pxed.lab import wait_for
+from pxed.lab.boot import POOL, SERVER_IP, BootLab
+from pxed.lab.machines import Firmware, Machine
+from tests.e2e.conftest import in_pool, staged_size, udhcpc_available
 
 RESERVED_BIOS_MAC = "52:54:00:e2:e0:01"
 RESERVED_IP = "198.19.0.50"
@@ -130,9 +124,7 @@ ip = "198.19.0.60"
 boot = "undionly.kpxe"
 """)
     lab = bootlab.lab
-    client = lab.ns("cli")
-    lab.veth(bootlab.machines_ns, "c0", client, "eth0")
-    bootlab.machines_ns.run("ip", "link", "set", "c0", "master", "br0")
+    client = bootlab.join("cli", "eth0")
     script = lab.tmp / "udhcpc.script"
     script.write_text(UDHCPC_SCRIPT)
     script.chmod(0o755)
@@ -147,7 +139,7 @@ boot = "undionly.kpxe"
                f"-s {shlex.quote(str(script))} -V {vendor} -x 0x5d:{arch_hex}")
         res = client.run("sh", "-c", cmd, check=False, timeout=60)
         assert wait_for(out.exists, 5), (
-            f"udhcpc ({label}) got no lease:\n{res.stdout}{res.stderr}\n{bootlab.pxed_tail(30)}")
+            f"udhcpc ({label}) got no lease:\n{res.stdout}{res.stderr}\n{bootlab.tail(30)}")
         return dict(kv.split("=", 1) for kv in out.read_text().split())
 
     unknown = ask("52:54:00:e2:e0:11", "00ff", "unknown-arch")
@@ -158,7 +150,7 @@ boot = "undionly.kpxe"
     host = ask(reserved, "0007", "reserved")
     assert host == {"ip": "198.19.0.60", "boot_file": "undionly.kpxe", "siaddr": SERVER_IP}, host
 
-    decided = {e["mac"]: e for e in bootlab.pxed_events("dhcp.ack")}
+    decided = {e["mac"]: e for e in bootlab.events("dhcp.ack")}
     assert decided["52:54:00:e2:e0:11"]["boot_reason"] == "bios", decided
     assert decided["52:54:00:e2:e0:11"]["arch"] in (255, [255]), decided
     assert decided[reserved]["boot_reason"] == "host", decided

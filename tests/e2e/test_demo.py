@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from pxed import qemu
 from pxed.demo import Timeline, demo_config, event_time, missing_packages
-from pxed.qemu import Firmware, Machine
+from pxed.lab import machines
+from pxed.lab.machines import Firmware, Machine
 
 MAC = "52:54:00:de:00:01"
 
@@ -64,31 +64,31 @@ def test_demo_config_host_entry_only_for_the_pxelinux_path() -> None:
 
 def test_qemu_command_lines(tmp_path: Path) -> None:
     serial = tmp_path / "serial.log"
-    bios = qemu.qemu_command(Machine("b", MAC, Firmware.BIOS), "tap0", serial, tmp_path)
+    bios = machines.qemu_command(Machine("b", MAC, Firmware.BIOS), "tap0", serial, tmp_path)
     assert bios[:3] == ["qemu-system-x86_64", "-accel", "tcg"]
     assert f"e1000,netdev=n0,mac={MAC}" in bios  # default ROM: QEMU's iPXE build
     assert f"file:{serial}" in bios
     code, vars_ = tmp_path / "CODE.fd", tmp_path / "VARS.fd"
     code.write_bytes(b"c")
     vars_.write_bytes(b"v")
-    uefi = qemu.qemu_command(Machine("u", MAC, Firmware.UEFI), "tap1", serial, tmp_path,
-                             ovmf=(code, vars_))
+    uefi = machines.qemu_command(Machine("u", MAC, Firmware.UEFI), "tap1", serial, tmp_path,
+                             pflash=(code, vars_))
     assert f"virtio-net-pci,netdev=n0,mac={MAC},romfile=" in uefi  # EDK2's own PXE client
-    per_vm = tmp_path / "u-OVMF_VARS.fd"
+    per_vm = tmp_path / "u-VARS.fd"
     assert per_vm.read_bytes() == b"v" and any(str(per_vm) in a for a in uefi)
     assert any(f"readonly=on,file={code}" in a for a in uefi)
 
 
 def test_serial_log_banner_and_hints(tmp_path: Path) -> None:
-    log = qemu.SerialLog(tmp_path / "s.log")
+    log = machines.SerialLog(tmp_path / "s.log")
     assert log.kernel_banner() is None and log.text() == ""
     log.path.write_text("junk\x1b[2J\n[    0.000000] Linux version 6.1.0 (x)")
     assert log.kernel_banner() is None  # not a whole line yet
     log.path.write_text("junk\n[    0.000000] Linux version 6.1.0 (x)\n[ 0.0] Command line: y\n")
     assert log.kernel_banner() == "Linux version 6.1.0 (x)"
-    assert qemu.gave_up("  PXE-E16: No valid offer received.")
-    assert any("4011" in h for h in qemu.hints("PXE-E16: No valid offer received."))
-    assert not qemu.gave_up("Linux version")
+    assert machines.gave_up("  PXE-E16: No valid offer received.")
+    assert any("4011" in h for h in machines.hints("PXE-E16: No valid offer received."))
+    assert not machines.gave_up("Linux version")
 
 
 def _links() -> set[str]:

@@ -13,26 +13,20 @@ from __future__ import annotations
 
 import ipaddress
 
-from pxed.qemu import Firmware, Machine
-from tests.e2e.conftest import BootLab
+from pxed.lab.boot import BootLab
+from pxed.lab.dhcp import DnsmasqDhcp, router_setup
+from pxed.lab.machines import Firmware, Machine
 from tests.e2e.test_boot import HOSTS, PXELINUX_FILES, RESERVED_BIOS_MAC, UEFI_MAC, assert_files
-from tests.lab import require
 
 ROUTER_IP = "198.19.0.254"
 ROUTER_POOL = ("198.19.3.10", "198.19.3.200")
 
 
 def start_router(bootlab: BootLab) -> None:
-    require("dnsmasq")
-    router = bootlab.lab.ns("rt")
-    bootlab.lab.veth(router, "lan0", bootlab.machines_ns, "rtport")
-    bootlab.machines_ns.run("ip", "link", "set", "rtport", "master", "br0")
+    router = bootlab.join("rt", "lan0")
     bootlab.lab.addr(router, "lan0", f"{ROUTER_IP}/16")
-    router.popen(
-        "dnsmasq", "--no-daemon", "--port=0", "--bind-interfaces", "--interface=lan0",
-        "--conf-file=/dev/null", f"--dhcp-range={ROUTER_POOL[0]},{ROUTER_POOL[1]},1h",
-        f"--dhcp-leasefile={bootlab.lab.tmp / 'router.leases'}",
-    )  # fmt: skip
+    setup = router_setup(ROUTER_IP, ROUTER_POOL)
+    DnsmasqDhcp(router, "lan0", setup, bootlab.lab.tmp / "router").start()
 
 
 def from_router(ip: str) -> bool:
@@ -42,32 +36,32 @@ def from_router(ip: str) -> bool:
 
 def test_bios_boots_through_the_proxy(bootlab: BootLab) -> None:
     start_router(bootlab)
-    bootlab.start_pxed(HOSTS, extra=("--mode", "proxy"))
-    assert bootlab.pxed_events("pxed.ready")[0]["mode"] == "proxy"
+    bootlab.start_pxed(HOSTS, args=("--mode", "proxy"))
+    assert bootlab.events("pxed.ready")[0]["mode"] == "proxy"
     boot = bootlab.boot(Machine("bios-proxy", RESERVED_BIOS_MAC, Firmware.BIOS))
     why = boot.explain()
     assert boot.ok, f"no 'Linux version' on the serial console{why}"
-    offers = bootlab.pxed_events("proxy.offer", mac=RESERVED_BIOS_MAC)
+    offers = bootlab.events("proxy.offer", mac=RESERVED_BIOS_MAC)
     assert offers and all(o["boot_file"] == "pxelinux.0" for o in offers), why
-    assert not bootlab.pxed_events("dhcp.ack"), f"pxed handed out an address{why}"
+    assert not bootlab.events("dhcp.ack"), f"pxed handed out an address{why}"
     files = boot.files()
     assert_files(files, bootlab.root, PXELINUX_FILES, "pxelinux via proxy" + why)
     # The address the machine used is the router's: TFTP requests came from it.
-    sources = {e["client"].split(":")[0] for e in bootlab.pxed_events("tftp.done")
+    sources = {e["client"].split(":")[0] for e in bootlab.events("tftp.done")
                if e.get("mac") == RESERVED_BIOS_MAC and "client" in e}
     assert sources and all(from_router(ip) for ip in sources), f"{sources}{why}"
 
 
 def test_uefi_boots_through_the_proxy(bootlab: BootLab) -> None:
     start_router(bootlab)
-    bootlab.start_pxed(HOSTS, extra=("--mode", "proxy"))
+    bootlab.start_pxed(HOSTS, args=("--mode", "proxy"))
     boot = bootlab.boot(Machine("uefi-proxy", UEFI_MAC, Firmware.UEFI))
     why = boot.explain()
     assert "Start PXE over IPv4" in boot.serial.text(), f"OVMF's PXE client did not run{why}"
     assert boot.ok, f"no 'Linux version' on the serial console{why}"
-    offers = bootlab.pxed_events("proxy.offer", mac=UEFI_MAC)
+    offers = bootlab.events("proxy.offer", mac=UEFI_MAC)
     assert any(o["boot_file"] == "ipxe.efi" for o in offers), why
     assert any(o["boot_file"] == "boot.ipxe" for o in offers), f"iPXE did not ask again{why}"
-    assert not bootlab.pxed_events("dhcp.ack"), f"pxed handed out an address{why}"
+    assert not bootlab.events("dhcp.ack"), f"pxed handed out an address{why}"
     assert_files(boot.files(), bootlab.root, ("ipxe.efi", "boot.ipxe", "vmlinuz"),
                  "UEFI via proxy" + why)

@@ -17,10 +17,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from pxed.qemu import Firmware, Machine
-from tests.e2e.conftest import SERVER_IF, SERVER_IP, BootLab
+from pxed.lab.boot import SERVER_IF, SERVER_IP, BootLab
+from pxed.lab.dhcp import DnsmasqDhcp, router_setup
+from pxed.lab.machines import Firmware, Machine
 from tests.e2e.test_boot import HOSTS, PXELINUX_FILES, RESERVED_BIOS_MAC, UEFI_MAC, assert_files
-from tests.lab import require
 
 MANAGEMENT = "198.18.0.1/24"
 ROUTER_POOL = ("198.19.3.10", "198.19.3.200")
@@ -36,7 +36,7 @@ def test_bios_boots_from_a_secondary_address(bootlab: BootLab) -> None:
     why = boot.explain()
     assert boot.ok, f"no 'Linux version' on the serial console{why}"
     assert_files(boot.files(), bootlab.root, PXELINUX_FILES, "pxelinux from 198.19.0.1" + why)
-    ready = bootlab.pxed_events("pxed.ready")[0]
+    ready = bootlab.events("pxed.ready")[0]
     assert ready["addresses"][SERVER_IF]["dhcp"] == [SERVER_IP], ready
 
 
@@ -52,12 +52,8 @@ def busy_core(bootlab: BootLab) -> Iterator[None]:
 
 def start_local_router(bootlab: BootLab) -> None:
     """dnsmasq on pxed's own host and interface, handing out addresses only."""
-    require("dnsmasq")
-    bootlab.server.popen(
-        "dnsmasq", "--no-daemon", "--port=0", "--bind-interfaces", f"--interface={SERVER_IF}",
-        "--conf-file=/dev/null", f"--dhcp-range={ROUTER_POOL[0]},{ROUTER_POOL[1]},1h",
-        f"--dhcp-leasefile={bootlab.lab.tmp / 'router.leases'}", "--log-dhcp",
-    )  # fmt: skip
+    setup = router_setup(SERVER_IP, ROUTER_POOL)
+    DnsmasqDhcp(bootlab.server, SERVER_IF, setup, bootlab.lab.tmp / "router").start()
 
 
 def from_router(ip: str) -> bool:
@@ -68,8 +64,8 @@ def from_router(ip: str) -> bool:
 @pytest.mark.usefixtures("busy_core")
 def test_proxy_beside_a_dhcp_server_on_the_same_host(bootlab: BootLab) -> None:
     start_local_router(bootlab)
-    bootlab.start_pxed(HOSTS, extra=("--mode", "proxy"))
-    assert bootlab.pxed_events("pxed.ready")[0]["mode"] == "proxy"
+    bootlab.start_pxed(HOSTS, args=("--mode", "proxy"))
+    assert bootlab.events("pxed.ready")[0]["mode"] == "proxy"
     machines = [
         Machine(f"{kind.value}-{n}", mac, kind)
         for n in (1, 2)
@@ -82,9 +78,9 @@ def test_proxy_beside_a_dhcp_server_on_the_same_host(bootlab: BootLab) -> None:
         assert boot.ok, f"{machine.name}: no 'Linux version' on the serial console{why}"
     # pxed never answered a REQUEST for an address: every ACK it sent is a boot answer on
     # port 4011 or to a client that already has its address.
-    for ack in bootlab.pxed_events("proxy.ack"):
+    for ack in bootlab.events("proxy.ack"):
         assert ack["port"] == 4011 or ack["ip"] != "0.0.0.0", ack
-    assert not bootlab.pxed_events("dhcp.ack")
-    sources = {e["client"].split(":")[0] for e in bootlab.pxed_events("tftp.done")}
+    assert not bootlab.events("dhcp.ack")
+    sources = {e["client"].split(":")[0] for e in bootlab.events("tftp.done")}
     assert sources and all(from_router(ip) for ip in sources), sources
     assert_files(boot.files(), bootlab.root, PXELINUX_FILES, "BIOS via same-host proxy")

@@ -12,20 +12,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.dhcp_harness import (
-    CLIENT_IF,
-    Capture,
-    Dhclient,
-    DhcpMsg,
-    DhcpNet,
-    DhcpServer,
-    DhcpSetup,
-    Reservation,
-    Udhcpc,
-    make_dhcp_net,
-    norm_xid,
-)
-from tests.lab import Lab, wait_for
+from pxed.lab import Lab, wait_for
+from pxed.lab.capture import Capture, DhcpMsg
+from pxed.lab.clients import Dhclient, Udhcpc
+from pxed.lab.dhcp import CLIENT_IF, DhcpNet, DhcpServer, DhcpSetup, Reservation, norm_xid
+from tests.lab import dhcp_net
 
 RESERVED_MAC = "52:54:00:12:34:56"
 RESERVED_IP = "198.19.0.50"
@@ -34,7 +25,7 @@ RESERVED_NAME = "node1"
 
 @pytest.fixture
 def net(lab: Lab) -> Iterator[DhcpNet]:
-    the_net = make_dhcp_net(lab)
+    the_net = dhcp_net(lab)
     try:
         yield the_net
     finally:
@@ -45,7 +36,7 @@ def net(lab: Lab) -> Iterator[DhcpNet]:
 def reserved_net(lab: Lab) -> Iterator[DhcpNet]:
     setup = DhcpSetup(hosts=(Reservation(RESERVED_MAC, RESERVED_IP, RESERVED_NAME,
                                          "pxelinux.0"),))
-    the_net = make_dhcp_net(lab, setup, client_mac=RESERVED_MAC)
+    the_net = dhcp_net(lab, setup, client_mac=RESERVED_MAC)
     try:
         yield the_net
     finally:

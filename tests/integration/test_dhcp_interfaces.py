@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import re
-
-from tests.integration.pxedproc import Pxed
-from tests.lab import Lab, Netns, require
+from pxed.lab import Lab, require
+from pxed.lab.clients import udhcpc_once
+from pxed.lab.pxed import PxedProcess
 
 CONFIG = """
 [server]
@@ -23,16 +22,6 @@ enabled = false
 """
 
 
-def udhcpc(ns: Netns) -> str | None:
-    """One lease attempt with busybox udhcpc; the address it got, or None."""
-    res = ns.run(
-        "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "3", "-T", "1",
-        "-s", "/bin/true", check=False, timeout=60,
-    )  # fmt: skip
-    m = re.search(r"lease of (\S+) obtained from (\S+)", res.stdout + res.stderr)
-    return m.group(1) if m else None
-
-
 def test_each_interface_serves_its_own_subnet(lab: Lab) -> None:
     require("busybox")
     server = lab.ns("srv")
@@ -44,13 +33,13 @@ def test_each_interface_serves_its_own_subnet(lab: Lab) -> None:
         clients.append(client)
     cfg = lab.tmp / "pxed.toml"
     cfg.write_text(CONFIG)
-    pxed = Pxed(server, lab.tmp, "--config", str(cfg))
-    ready = pxed.wait_ready()
+    pxed = PxedProcess(server, lab.tmp, args=["--config", str(cfg)])
+    ready = pxed.start()
     assert sorted(ready["subnets"]) == ["198.18.64.0/24", "198.19.0.0/16"]
 
-    assert udhcpc(clients[0]) == "198.19.1.10", pxed.log()
-    assert udhcpc(clients[1]) == "198.18.64.100", pxed.log()
+    assert udhcpc_once(clients[0]) == "198.19.1.10", pxed.log()
+    assert udhcpc_once(clients[1]) == "198.18.64.100", pxed.log()
     # pxs2 has an address but is not in [server] interfaces: nobody answers there.
-    assert udhcpc(clients[2]) is None, pxed.log()
+    assert udhcpc_once(clients[2]) is None, pxed.log()
     acks = pxed.events("dhcp.ack")
     assert sorted(e["ip"] for e in acks) == ["198.18.64.100", "198.19.1.10"]

@@ -12,22 +12,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.dhcp_harness import (
-    CLIENT_IF,
-    Capture,
-    DhcpMsg,
-    DhcpNet,
-    Lease,
-    acks,
-    conflicting_acks,
-    finish_perfdhcp,
-    mac_in_space,
-    make_dhcp_net,
-    run_perfdhcp,
-    start_perfdhcp,
-    udp_rcvbuf_errors,
-)
-from tests.lab import Lab, wait_for
+from pxed.lab import Lab, wait_for
+from pxed.lab.capture import Capture, DhcpMsg, acks, conflicting_acks
+from pxed.lab.clients import finish_perfdhcp, mac_in_space, run_perfdhcp, start_perfdhcp
+from pxed.lab.dhcp import CLIENT_IF, DhcpNet, Lease
+from tests.lab import dhcp_net
 
 # Two disjoint client MAC spaces (perfdhcp -b mac=BASE -R N draws BASE .. BASE+N-1).
 BEFORE_BASE, BEFORE_N = "02:00:00:0a:00:00", 20000
@@ -38,7 +27,7 @@ CRASH_RATE = 2000
 
 @pytest.fixture
 def net(lab: Lab) -> Iterator[DhcpNet]:
-    the_net = make_dhcp_net(lab)
+    the_net = dhcp_net(lab)
     try:
         yield the_net
     finally:
@@ -67,7 +56,7 @@ def test_perfdhcp_relay_exchanges_without_drops(net: DhcpNet) -> None:
     server.start()
     relay = net.add_relay_address()
     cap = Capture(net.client_ns, CLIENT_IF, net.tmp / "perf.pcap")
-    lost0 = udp_rcvbuf_errors(net.client_ns)
+    lost0 = net.client_ns.udp_rcvbuf_errors()
     try:
         # Replies may be up to 3 s late (-d 3) on a busy machine: this asserts that every
         # exchange completes; how fast is for bench/dhcp.
@@ -77,7 +66,7 @@ def test_perfdhcp_relay_exchanges_without_drops(net: DhcpNet) -> None:
         cap.stop()
     # Replies the kernel dropped at perfdhcp's own full socket (the load generator starved of
     # CPU on a busy machine) are not the server's drops; the capture still saw them.
-    lost_at_perfdhcp = udp_rcvbuf_errors(net.client_ns) - lost0
+    lost_at_perfdhcp = net.client_ns.udp_rcvbuf_errors() - lost0
     assert {"DISCOVER-OFFER", "REQUEST-ACK"} <= res.exchanges.keys(), res.output
     for name, ex in res.exchanges.items():
         assert ex.sent >= 0.75 * RATE * PERIOD, (name, ex, res.output)

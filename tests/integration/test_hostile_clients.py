@@ -8,7 +8,6 @@ other machines' identities, then a starvation run of random MACs.
 from __future__ import annotations
 
 import json
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from tests.integration.pxedproc import Pxed
-from tests.lab import Lab, Netns, require, wait_for
+from pxed.lab import Lab, Netns, wait_for
+from pxed.lab.clients import dhclient_once, leased_address, udhcpc_once
+from pxed.lab.pxed import PxedProcess
 
 HOSTILE = Path(__file__).parent / "clients" / "hostile.py"
 SERVER_IP = "198.19.0.1"
@@ -51,7 +51,7 @@ def segment(lab: Lab) -> Segment:
     return Segment(lab, hosts["srv"], hosts["vic"], hosts["res"], hosts["att"])
 
 
-def start_pxed(seg: Segment, extra: str = "") -> Pxed:
+def start_pxed(seg: Segment, extra: str = "") -> PxedProcess:
     cfg = seg.lab.tmp / "pxed.toml"
     cfg.write_text(
         f"""
@@ -70,31 +70,14 @@ mac = "{VICTIM_MAC}"
 enabled = false
 """
     )
-    pxed = Pxed(seg.server, seg.lab.tmp, "--config", str(cfg))
-    pxed.wait_ready()
+    pxed = PxedProcess(seg.server, seg.lab.tmp, args=["--config", str(cfg)])
+    pxed.start()
     return pxed
 
 
 def dhclient(seg: Segment, ns: Netns, tag: str) -> str:
     """A lease with dhclient (renewing the one in its lease file, if any); the address."""
-    require("dhclient")
-    lf, pf = seg.lab.tmp / f"{tag}.leases", seg.lab.tmp / f"{tag}.pid"
-    ns.run(
-        "dhclient", "-1", "-lf", str(lf), "-pf", str(pf), "-sf", "/bin/true", "eth0",
-        timeout=60,
-    )  # fmt: skip
-    ns.run("dhclient", "-x", "-pf", str(pf), check=False)
-    return re.findall(r"fixed-address (\S+);", lf.read_text())[-1]
-
-
-def udhcpc(ns: Netns) -> str | None:
-    require("busybox")
-    res = ns.run(
-        "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "3", "-T", "1",
-        "-s", "/bin/true", check=False, timeout=60,
-    )  # fmt: skip
-    m = re.search(r"lease of (\S+) obtained", res.stdout + res.stderr)
-    return m.group(1) if m else None
+    return leased_address(dhclient_once(ns, "eth0", seg.lab.tmp, tag))
 
 
 def hostile(seg: Segment, *args: str) -> list[dict[str, Any]]:
@@ -133,7 +116,7 @@ def test_forged_declines_releases_and_client_ids_change_nothing(segment: Segment
 
     # The victim keeps its address; the reserved host still gets its own.
     assert dhclient(segment, segment.victim, "victim") == victim_ip
-    assert udhcpc(segment.reserved) == RESERVED_IP, pxed.log()
+    assert udhcpc_once(segment.reserved) == RESERVED_IP, pxed.log()
     assert not pxed.events("dhcp.decline") and not pxed.events("dhcp.pool_exhausted")
     assert [e["ip"] for e in pxed.events("dhcp.release")] == []
 
@@ -143,7 +126,7 @@ def test_starvation_against_known_only(segment: Segment) -> None:
     (storm,) = hostile(segment, "storm", "--count", "300")
     assert storm["sent"] == 300 and storm["offers"] == 0, storm
     assert dhclient(segment, segment.victim, "victim").startswith("198.19.1.")
-    assert udhcpc(segment.reserved) == RESERVED_IP, pxed.log()
+    assert udhcpc_once(segment.reserved) == RESERVED_IP, pxed.log()
 
 
 def test_starvation_against_the_new_client_bound(segment: Segment) -> None:
@@ -159,4 +142,4 @@ def test_starvation_against_the_new_client_bound(segment: Segment) -> None:
     assert len(pxed.events("dhcp.new_clients_limited")) == 1
     # Known machines are answered through it: the victim renews, the reserved host binds.
     assert dhclient(segment, segment.victim, "victim") == victim_ip
-    assert udhcpc(segment.reserved) == RESERVED_IP, pxed.log()
+    assert udhcpc_once(segment.reserved) == RESERVED_IP, pxed.log()

@@ -8,7 +8,6 @@ pxed, and a client (dhclient, or a scapy PXE client).
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,8 +16,10 @@ from typing import Any
 
 import pytest
 
-from tests.integration.pxedproc import Pxed
-from tests.lab import Lab, Netns, require, wait_for
+from pxed.lab import Lab, Netns, wait_for
+from pxed.lab.clients import dhclient_once
+from pxed.lab.dhcp import DnsmasqDhcp, router_setup
+from pxed.lab.pxed import PxedProcess
 
 ROUTER_IP = "198.19.0.1"
 PXED_IP = "198.19.0.5"
@@ -58,18 +59,11 @@ def segment(lab: Lab) -> Iterator[Segment]:
     yield Segment(lab, hosts["rt"], hosts["px"], hosts["cl"], root)
 
 
-def start_router(seg: Segment) -> subprocess.Popen[bytes]:
-    require("dnsmasq")
-    return seg.router.popen(
-        "dnsmasq",
-        "--no-daemon",
-        "--port=0",
-        "--bind-interfaces",
-        "--interface=lan0",
-        f"--dhcp-range={ROUTER_POOL[0]},{ROUTER_POOL[1]},1h",
-        f"--dhcp-leasefile={seg.lab.tmp / 'router.leases'}",
-        "--log-dhcp",
-    )
+def start_router(seg: Segment) -> DnsmasqDhcp:
+    setup = router_setup(ROUTER_IP, ROUTER_POOL)
+    router = DnsmasqDhcp(seg.router, "lan0", setup, seg.lab.tmp / "router")
+    router.start()
+    return router
 
 
 def pxe_client(seg: Segment, *args: str) -> list[dict[str, Any]]:
@@ -77,37 +71,23 @@ def pxe_client(seg: Segment, *args: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
 
 
-def dhclient(seg: Segment) -> str:
-    require("dhclient")
-    lf, pf = seg.lab.tmp / "dhclient.leases", seg.lab.tmp / "dhclient.pid"
-    seg.client.run(
-        "dhclient",
-        "-1",
-        "-v",
-        "-lf",
-        str(lf),
-        "-pf",
-        str(pf),
-        "-sf",
-        "/bin/true",
-        "eth0",
-        timeout=60,
-    )
-    seg.client.run("dhclient", "-x", "-pf", str(pf), check=False)
-    return lf.read_text()
+def pxed_on(segment: Segment, *args: str) -> PxedProcess:
+    """pxed on the segment's pxs0 with ``args`` (not started yet)."""
+    args = ["--iface", "pxs0", *args, *segment.args]
+    return PxedProcess(segment.pxed, segment.lab.tmp, args=args)
 
 
 def test_auto_mode_becomes_proxy_beside_a_router_and_leaves_plain_clients_alone(
     segment: Segment,
 ) -> None:
     start_router(segment)
-    pxed = Pxed(segment.pxed, segment.lab.tmp, "--iface", "pxs0", *segment.args)  # auto
-    ready = pxed.wait_ready()
+    pxed = pxed_on(segment)  # auto
+    ready = pxed.start()
     assert ready["mode"] == "proxy", pxed.log()
     (mode,) = pxed.events("pxed.mode")
     assert ROUTER_IP in mode["servers"]
 
-    leases = dhclient(segment)
+    leases = dhclient_once(segment.client, "eth0", segment.lab.tmp)
     assert f"option dhcp-server-identifier {ROUTER_IP};" in leases
     assert "fixed-address 198.19.2." in leases
     # pxed said nothing to the ordinary client.
@@ -116,8 +96,8 @@ def test_auto_mode_becomes_proxy_beside_a_router_and_leaves_plain_clients_alone(
 
 def test_proxy_answers_pxe_firmware_with_boot_info_only(segment: Segment) -> None:
     start_router(segment)
-    pxed = Pxed(segment.pxed, segment.lab.tmp, "--iface", "pxs0", "--mode", "proxy", *segment.args)
-    assert pxed.wait_ready()["mode"] == "proxy"
+    pxed = pxed_on(segment, "--mode", "proxy")
+    assert pxed.start()["mode"] == "proxy"
 
     replies = pxe_client(segment, "--arch", "0")
     by_src = {r["src"]: r for r in replies}
@@ -138,35 +118,17 @@ def test_proxy_answers_pxe_firmware_with_boot_info_only(segment: Segment) -> Non
 
 
 def test_auto_mode_serves_dhcp_when_alone(segment: Segment) -> None:
-    pxed = Pxed(
-        segment.pxed,
-        segment.lab.tmp,
-        "--iface",
-        "pxs0",
-        "--range",
-        "198.19.3.1-198.19.3.50",
-        *segment.args,
-    )
-    ready = pxed.wait_ready()
+    pxed = pxed_on(segment, "--range", "198.19.3.1-198.19.3.50")
+    ready = pxed.start()
     assert ready["mode"] == "dhcp", pxed.log()
-    leases = dhclient(segment)
+    leases = dhclient_once(segment.client, "eth0", segment.lab.tmp)
     assert f"option dhcp-server-identifier {PXED_IP};" in leases
     assert "fixed-address 198.19.3." in leases
 
 
 def test_full_mode_warns_about_another_server_once(segment: Segment) -> None:
-    pxed = Pxed(
-        segment.pxed,
-        segment.lab.tmp,
-        "--iface",
-        "pxs0",
-        "--mode",
-        "dhcp",
-        "--range",
-        "198.19.3.1-198.19.3.50",
-        *segment.args,
-    )
-    pxed.wait_ready()
+    pxed = pxed_on(segment, "--mode", "dhcp", "--range", "198.19.3.1-198.19.3.50")
+    pxed.start()
     start_router(segment)
     # Two PXE-ish clients make the router broadcast two offers; one warning names it.
     pxe_client(segment)
@@ -187,7 +149,7 @@ def management_first(seg: Segment) -> None:
     seg.pxed.run("ip", "addr", "add", f"{PXED_IP}/16", "dev", "pxs0")
 
 
-def proxy_addresses(pxed: Pxed) -> list[list[str]]:
+def proxy_addresses(pxed: PxedProcess) -> list[list[str]]:
     """What pxed said it answers from on pxs0, at start-up and after each change."""
     maps = [e["addresses"] for e in pxed.events("pxed.ready")]
     maps += [e["interfaces"] for e in pxed.events("pxed.addresses")]
@@ -198,8 +160,8 @@ def proxy_addresses(pxed: Pxed) -> list[list[str]]:
 def test_proxy_answers_from_its_address_in_the_routers_subnet(segment: Segment, mode: str) -> None:
     management_first(segment)
     start_router(segment)
-    pxed = Pxed(segment.pxed, segment.lab.tmp, "--iface", "pxs0", "--mode", mode, *segment.args)
-    assert pxed.wait_ready()["mode"] == "proxy"
+    pxed = pxed_on(segment, "--mode", mode)
+    assert pxed.start()["mode"] == "proxy"
     # Auto mode learnt where the router puts its clients from the probe before it was ready;
     # explicit proxy mode asks the router once in the background, for an interface like this.
     assert wait_for(lambda: [PXED_IP] in proxy_addresses(pxed), timeout=10), pxed.log()

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from tests.integration.pxedproc import Pxed
-from tests.lab import Lab, Netns, require, wait_for
+from pxed.lab import Lab, Netns, require, wait_for
+from pxed.lab.capture import Capture
+from pxed.lab.clients import dhclient_once, leased_address
+from pxed.lab.pxed import PxedProcess
 
 PROBE = Path(__file__).parent / "clients" / "pxe_probe.py"
 
@@ -34,7 +33,7 @@ def make_root(lab: Lab) -> tuple[Path, bytes]:
 
 def start_pxed(
     lab: Lab, server: Netns, root: Path, dhcp: str, interfaces: tuple[str, ...] = ("pxs0",)
-) -> Pxed:
+) -> PxedProcess:
     """pxed in full DHCP mode on ``interfaces``, serving ``root``; ``dhcp`` is the TOML of
     its subnets and hosts."""
     cfg = lab.tmp / "pxed.toml"
@@ -42,7 +41,7 @@ def start_pxed(
         f"[server]\ninterfaces = {json.dumps(list(interfaces))}\nmode = \"dhcp\"\n"
         f"{dhcp}\n[tftp]\nroot = \"{root}\"\n"
     )
-    return Pxed(server, lab.tmp, "--config", str(cfg))
+    return PxedProcess(server, lab.tmp, args=["--config", str(cfg)])
 
 
 def pxe_discover(client: Netns, iface: str = "eth0", *args: str) -> list[dict[str, Any]]:
@@ -50,32 +49,9 @@ def pxe_discover(client: Netns, iface: str = "eth0", *args: str) -> list[dict[st
     return [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
 
 
-class SourceCapture:
-    """tcpdump in the client's namespace: which addresses sent UDP to the client."""
-
-    def __init__(self, ns: Netns, iface: str, client_ip: str) -> None:
-        require("tcpdump")
-        self.proc = ns.popen(
-            "tcpdump", "-i", iface, "-n", "-l", "-U", "--immediate-mode",
-            f"udp and dst host {client_ip}",
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )  # fmt: skip
-        assert self.proc.stderr is not None
-        for _ in range(10):
-            line = self.proc.stderr.readline().decode(errors="replace")
-            if "listening on" in line or not line:
-                break
-        assert "listening on" in line, line
-
-    def sources(self) -> set[str]:
-        self.proc.send_signal(signal.SIGINT)
-        out, _ = self.proc.communicate(timeout=10)
-        found = set()
-        for line in out.decode(errors="replace").splitlines():
-            m = re.search(r"IP (\d+\.\d+\.\d+\.\d+)\.\d+ > ", line)
-            if m:
-                found.add(m.group(1))
-        return found
+def udp_to(lab: Lab, ns: Netns, ip: str) -> Capture:
+    """tcpdump in the client's namespace: which addresses send UDP to the client."""
+    return Capture(ns, "eth0", lab.tmp / f"to-{ip}.pcap", bpf=f"udp and dst host {ip}")
 
 
 def curl_tftp(ns: Netns, server: str, name: str, out: Path) -> None:
@@ -107,7 +83,7 @@ def test_served_subnet_on_a_secondary_address(lab: Lab) -> None:
 range = "198.19.1.10-198.19.1.20"
 """,
     )
-    ready = pxed.wait_ready()
+    ready = pxed.start()
     assert ready["addresses"]["pxs0"]["dhcp"] == ["198.19.0.1"], ready
     assert set(ready["addresses"]["pxs0"]["tftp"]) == {"198.18.0.1", "198.19.0.1"}
     sockets = server.run("ss", "-Hlun", "sport = :69").stdout
@@ -120,14 +96,10 @@ range = "198.19.1.10-198.19.1.20"
     assert offer["src"] == "198.19.0.1", offer
 
     # dhclient takes a real lease; then the next-server it was told answers, from itself.
-    require("dhclient")
-    lf, pf = lab.tmp / "dhclient.leases", lab.tmp / "dhclient.pid"
-    client.run("dhclient", "-1", "-lf", str(lf), "-pf", str(pf), "eth0", timeout=60)
-    client.run("dhclient", "-x", "-pf", str(pf), check=False)
-    leases = lf.read_text()
+    leases = dhclient_once(client, "eth0", lab.tmp, script=None)
     assert "option dhcp-server-identifier 198.19.0.1;" in leases, leases
-    ip = re.findall(r"fixed-address (\S+);", leases)[-1]
-    cap = SourceCapture(client, "eth0", ip)
+    ip = leased_address(leases)
+    cap = udp_to(lab, client, ip)
     curl_tftp(client, "198.19.0.1", "pxelinux.0", lab.tmp / "curl.out")
     tftp_hpa(client, "198.19.0.1", "pxelinux.0", lab.tmp / "hpa.out")
     assert cap.sources() == {"198.19.0.1"}
@@ -169,7 +141,7 @@ mac = "52:54:00:a1:00:01"
 ip = "198.19.11.50"
 """,
     )
-    ready = pxed.wait_ready()
+    ready = pxed.start()
     assert sorted(ready["addresses"]["pxs0"]["dhcp"]) == ["198.19.10.1", "198.19.11.1"]
     for n, c in enumerate(clients):
         net = f"198.19.{10 + n}"
@@ -178,7 +150,7 @@ ip = "198.19.11.50"
         assert offer["siaddr"] == f"{net}.1" and offer["options"]["server_id"] == f"{net}.1"
         assert offer["src"] == f"{net}.1", offer
         lab.addr(c, "eth0", f"{net}.50/24")
-        cap = SourceCapture(c, "eth0", f"{net}.50")
+        cap = udp_to(lab, c, f"{net}.50")
         curl_tftp(c, offer["siaddr"], "pxelinux.0", lab.tmp / f"c{n}.out")
         assert cap.sources() == {f"{net}.1"}
         assert (lab.tmp / f"c{n}.out").read_bytes() == payload
@@ -211,7 +183,7 @@ range = "198.18.5.100-198.18.5.150"
 router = "198.18.5.1"
 """,
     )
-    pxed.wait_ready()
+    pxed.start()
     relay.popen(
         "dnsmasq", "--no-daemon", "--port=0", "--bind-interfaces", "--interface=down0",
         "--dhcp-relay=198.18.5.1,198.18.4.1", "--log-dhcp",
@@ -228,7 +200,7 @@ router = "198.18.5.1"
     # back from it.
     lab.addr(client, "eth0", f"{offer['yiaddr']}/24")
     client.run("ip", "route", "add", "default", "via", "198.18.5.1")
-    cap = SourceCapture(client, "eth0", offer["yiaddr"])
+    cap = udp_to(lab, client, offer["yiaddr"])
     curl_tftp(client, offer["siaddr"], "pxelinux.0", lab.tmp / "relayed.out")
     assert cap.sources() == {"198.18.4.1"}
     assert (lab.tmp / "relayed.out").read_bytes() == payload
@@ -257,7 +229,7 @@ range = "198.19.20.100-198.19.20.150"
 """,
         ("pxs0", "pxlate"),
     )
-    ready = pxed.wait_ready()
+    ready = pxed.start()
     assert ready["addresses"]["pxlate"]["state"] == "missing"
     waiting = [e for e in pxed.events("pxed.interface") if e["interface"] == "pxlate"]
     assert waiting and waiting[0]["change"] == "waiting" and waiting[0]["level"] == "warning"
@@ -270,7 +242,7 @@ range = "198.19.20.100-198.19.20.150"
     ), pxed.log()
     (added,) = [e for e in pxed.events("pxed.interface") if e.get("address") == "198.19.20.1/24"]
     assert added["change"] == "address-added" and added["serving"] == "dhcp+tftp"
-    cap = SourceCapture(client, "eth0", "198.19.20.9")
+    cap = udp_to(lab, client, "198.19.20.9")
     curl_tftp(client, "198.19.20.1", "pxelinux.0", lab.tmp / "added.out")
     assert cap.sources() == {"198.19.20.1"}
     assert (lab.tmp / "added.out").read_bytes() == payload
@@ -316,10 +288,10 @@ def test_interface_that_gets_its_address_late_has_its_subnet_derived(lab: Lab) -
     """`pxed --iface br0` started before the bridge has its address (or exists at all)."""
     server, client = lab.ns("srv"), lab.ns("cl")
     root, _payload = make_root(lab)
-    pxed = Pxed(
-        server, lab.tmp, "--iface", "pxs0", "--mode", "dhcp", "--tftp-root", str(root)
+    pxed = PxedProcess(
+        server, lab.tmp, args=["--iface", "pxs0", "--mode", "dhcp", "--tftp-root", str(root)]
     )
-    ready = pxed.wait_ready()
+    ready = pxed.start()
     assert ready["subnets"] == [] and ready["addresses"]["pxs0"]["state"] == "missing"
     lab.veth(server, "pxs0", client, "eth0")
     lab.addr(server, "pxs0", "198.18.30.1/24")

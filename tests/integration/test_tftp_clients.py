@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest_tftp import (
+from pxed.lab import require, wait_for
+from pxed.lab.tftp import (
     CLIENT_IP,
     SERVER_IF,
     SERVER_IP,
@@ -29,11 +30,7 @@ from tests.integration.conftest_tftp import (
     fetch_many,
     make_file,
     same_file,
-    tftp_lab,
 )
-from tests.lab import require, wait_for
-
-__all__ = ["tftp_lab"]  # the fixture, imported for pytest
 
 MB = 1024 * 1024
 

@@ -1,40 +1,34 @@
-"""TFTP integration harness: a server namespace and a client namespace joined by a veth.
+"""TFTP servers in the lab (pxed, dnsmasq, atftpd), real clients, and the two-namespace net.
 
-The server under test (pxed, or dnsmasq / atftpd for the benchmark) runs as a subprocess in
-the server namespace; real clients (curl, atftp, tftp-hpa, tftpy) run in the client namespace.
-Addresses come from 198.18.0.0/15 only. Used by tests/integration/test_tftp_*.py and by
-bench/tftp (which imports it: one harness for both, so the benchmark measures what the tests
-check).
+The server runs in a server namespace, real clients (curl, atftp, tftp-hpa, tftpy) in a
+client namespace joined to it by a veth; more server namespaces can join the same client
+namespace (a benchmark keeps every server on port 69 and interleaves their runs). The tests
+(tests/integration/test_tftp_*.py) and bench/tftp both use this, so the benchmark measures
+what the tests check.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
-import pytest
-
-from tests.lab import (
-    Lab,
-    Netns,
-    ServerProcess,
-    have,
-    udp_port_bound,
-)
+from pxed.lab.logs import Event, json_event
+from pxed.lab.netns import Lab, Netns
+from pxed.lab.process import ServerProcess
+from pxed.lab.pxed import PxedProcess
+from pxed.lab.tools import have, require
 
 SERVER_IF = "pxts0"
 CLIENT_IF = "pxtc0"
 SERVER_IP = "198.18.69.1"
 CLIENT_IP = "198.18.69.2"
 PREFIX = 24
-REPO = Path(__file__).resolve().parents[2]
 
 
 def make_file(path: Path, size: int, seed: int = 0) -> Path:
@@ -81,15 +75,12 @@ class TftpServerProc(ServerProcess):
         self.root = root
 
     def is_ready(self) -> bool:
-        return udp_port_bound(self.ns, 69)
+        return self.ns.udp_port_bound(69)
 
 
-class PxedTftp(TftpServerProc):
-    """pxed through its CLI: ``pxed --no-dhcp --iface IF --tftp-root DIR --log-format json``."""
-
-    name = "pxed"
-    tool = "ip"
-    python: ClassVar[str] = os.environ.get("PXED_PYTHON", sys.executable)
+class PxedTftp(TftpServerProc, PxedProcess):
+    """pxed through its CLI: ``pxed --no-dhcp --iface IF --tftp-root DIR``, ``[tftp]`` from
+    ``tftp`` (a mapping of that table's keys)."""
 
     def __init__(
         self,
@@ -102,46 +93,16 @@ class PxedTftp(TftpServerProc):
     ) -> None:
         super().__init__(ns, root, workdir, quiet=quiet)
         self.tftp = tftp or {}
-
-    def command(self) -> list[str]:
-        cmd = [
-            self.python,
-            # -P: the working directory does not go first on sys.path, so that PYTHONPATH
-            # decides which pxed runs (bench/tftp's pxed-base; run from a checkout, `-m`
-            # would import that checkout's pxed whatever PYTHONPATH says).
-            "-P",
-            "-m",
-            "pxed",
-            "--no-dhcp",
-            "--iface",
-            SERVER_IF,
-            "--tftp-root",
-            str(self.root),
-            "--log-format",
-            "json",
-            "--log-level",
-            "warning" if self.quiet else "debug",
-        ]
-        if self.tftp:
-            config = self.workdir / "pxed.toml"
-            lines = ["[tftp]"]
-            for key, value in self.tftp.items():
-                lines.append(f"{key} = {json.dumps(value)}")
-            config.write_text("\n".join(lines) + "\n")
-            cmd += ["--config", str(config)]
-        return cmd
-
-    def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = str(REPO) + (
-            os.pathsep + env["PYTHONPATH"] if "PYTHONPATH" in env else ""
-        )
-        return env
+        self.config = {"tftp": self.tftp} if self.tftp else None
+        self.args = ["--no-dhcp", "--iface", SERVER_IF, "--tftp-root", str(root)]
+        self.log_level = "debug"
+        self.ready_port = 69
 
     def is_ready(self) -> bool:
-        if self.quiet:
-            return udp_port_bound(self.ns, 69)
-        return any(e.get("event") == "tftp.listening" for e in self.events())
+        return PxedProcess.is_ready(self)
+
+    def parse_line(self, line: str) -> Event | None:
+        return json_event(line)
 
 
 class DnsmasqTftp(TftpServerProc):
@@ -150,21 +111,11 @@ class DnsmasqTftp(TftpServerProc):
 
     def command(self) -> list[str]:
         return [
-            "dnsmasq",
-            "--no-daemon",
-            "--port=0",
-            "--conf-file=/dev/null",
-            "--bind-interfaces",
-            f"--interface={SERVER_IF}",
-            "--except-interface=lo",
-            "--enable-tftp",
-            f"--tftp-root={self.root}",
-            "--tftp-max=1000",
-            "--user=root",
-            "--group=root",
-            "--pid-file=",
-            "--log-facility=-",
-        ]
+            "dnsmasq", "--no-daemon", "--port=0", "--conf-file=/dev/null", "--bind-interfaces",
+            f"--interface={SERVER_IF}", "--except-interface=lo", "--enable-tftp",
+            f"--tftp-root={self.root}", "--tftp-max=1000", "--user=root", "--group=root",
+            "--pid-file=", "--log-facility=-",
+        ]  # fmt: skip
 
 
 class AtftpdTftp(TftpServerProc):
@@ -174,24 +125,10 @@ class AtftpdTftp(TftpServerProc):
 
     def command(self) -> list[str]:
         return [
-            "atftpd",
-            "--daemon",
-            "--no-fork",
-            "--port",
-            "69",
-            "--bind-address",
-            self.bind,
-            "--user",
-            "root",
-            "--group",
-            "root",
-            "--maxthread",
-            "200",
-            "--logfile",
-            "-",
-            "--verbose=1",
-            str(self.root),
-        ]
+            "atftpd", "--daemon", "--no-fork", "--port", "69", "--bind-address", self.bind,
+            "--user", "root", "--group", "root", "--maxthread", "200", "--logfile", "-",
+            "--verbose=1", str(self.root),
+        ]  # fmt: skip
 
 
 SERVERS: dict[str, type[TftpServerProc]] = {
@@ -374,8 +311,7 @@ class TftpLab:
             )
             if res.returncode == 0:
                 return "netem"
-        if not have("nft"):
-            pytest.skip("no netem in this kernel and no nft: apt-get install nftables")
+        require("nft")  # no netem in this kernel: nftables drops instead
         rules = (
             "table inet pxedloss {\n"
             "  chain out {\n"
@@ -395,12 +331,3 @@ class TftpLab:
     def close(self) -> None:
         for srv in self.servers:
             srv.stop()
-
-
-@pytest.fixture
-def tftp_lab(lab: Lab) -> Iterator[TftpLab]:
-    tl = TftpLab(lab)
-    try:
-        yield tl
-    finally:
-        tl.close()
