@@ -1,4 +1,4 @@
-"""Configuration: frozen dataclasses, built in code or loaded from TOML and validated.
+"""The configuration model: frozen dataclasses, built in code or loaded from TOML.
 
 Every problem found is reported as one line; a configuration with any problem is refused
 as a whole (ConfigError carries all the lines, not just the first).
