@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from pxed import configload
 from pxed.cli import main
-from pxed.configload import build_config, default_pool, derive_subnet, load_config, parse_duration
+from pxed.config import load as configload
+from pxed.config.load import build_config, default_pool, derive_subnet, load_config, parse_duration
 from pxed.errors import ConfigError
 from pxed.netinfo import InterfaceInfo
 
@@ -364,8 +364,8 @@ def test_durations(text: str | int, seconds: int) -> None:
 def test_check_command_exit_codes(
     tmp_path: Path, root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("pxed.configload.interface_info", lookup)
-    import pxed.configload as cl
+    monkeypatch.setattr("pxed.config.load.interface_info", lookup)
+    import pxed.config.load as cl
 
     monkeypatch.setattr(cl.load_config, "__kwdefaults__", {"lookup": lookup, "notes": None})
     good = write(tmp_path, EXAMPLE.format(root=root, state=tmp_path))

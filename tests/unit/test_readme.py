@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pxed import configload
+from pxed.config import load as configload
 
 README = (Path(__file__).parents[2] / "README.md").read_text()
 SECTIONS = {
