@@ -12,8 +12,15 @@ from pathlib import Path
 import pytest
 
 from pxed.cli import main
-from pxed.config import load as configload
-from pxed.config.load import build_config, default_pool, derive_subnet, load_config, parse_duration
+from pxed.config.load import build_config, default_pool, derive_subnet, load_config
+from pxed.config.parse import (
+    BOOT_KEYS,
+    DHCP_KEYS,
+    HOST_KEYS,
+    SERVER_KEYS,
+    TFTP_KEYS,
+    parse_duration,
+)
 from pxed.errors import ConfigError
 from pxed.netinfo import InterfaceInfo
 
@@ -105,11 +112,11 @@ def test_the_shipped_example_is_complete_and_valid(tmp_path: Path, root: Path) -
 def test_the_shipped_example_names_every_key() -> None:
     text = (Path(__file__).parents[2] / "conf" / "pxed.toml").read_text()
     keys = (
-        configload.SERVER_KEYS - {"dhcp_port"}  # a test-only knob
-        | configload.DHCP_KEYS
-        | configload.BOOT_KEYS
-        | configload.TFTP_KEYS
-        | configload.HOST_KEYS
+        SERVER_KEYS - {"dhcp_port"}  # a test-only knob
+        | DHCP_KEYS
+        | BOOT_KEYS
+        | TFTP_KEYS
+        | HOST_KEYS
     )
     missing = [
         key

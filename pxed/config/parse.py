@@ -1,0 +1,556 @@
+"""Parse stage: a configuration mapping (the TOML's shape) -> what it states, typed.
+
+Pure: no interface is looked up and no file is read but the TOML itself (load_file), so a
+configuration parses the same on any machine, whichever interfaces it has. Every value is
+checked for its own sake here; a subnet comes out as a SubnetSpec, whose network and pool
+may still be missing for the derive stage to find on the interfaces, and the rules between
+parts (hosts inside subnets, pools inside networks, boot files under the root) are the
+check stage's, which runs on a Config however it was built.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import partial
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any
+
+from pxed.config.model import BootConfig, Config, HostConfig, SubnetConfig, TftpConfig
+from pxed.config.problems import Problems
+from pxed.dhcp import options as dopts
+from pxed.errors import ConfigError
+
+# The keys each table accepts; anything else is an "unknown key" problem.
+SERVER_KEYS = {
+    "interfaces",
+    "mode",
+    "state_dir",
+    "log_format",
+    "log_level",
+    "dhcp_port",
+    "probe_timeout",
+}
+SUBNET_KEYS = {
+    "range",
+    "lease_time",
+    "router",
+    "dns",
+    "domain",
+    "ntp",
+    "mtu",
+    "broadcast",
+    "routes",
+    "options",
+    "network",
+    "interface",
+}
+DHCP_KEYS = SUBNET_KEYS | {
+    "enabled",
+    "host",
+    "subnet",
+    "offer_hold",
+    "decline_quarantine",
+    "known_only",
+    "new_clients_per_second",
+}
+HOST_KEYS = {"mac", "ip", "hostname", "boot"}
+BOOT_KEYS = {"bios", "uefi_x64", "uefi_ia32", "uefi_arm64", "ipxe", "next_server"}
+TFTP_KEYS = {
+    "root",
+    "enabled",
+    "port",
+    "single_port",
+    "port_range",
+    "case_insensitive",
+    "per_client",
+    "world_readable_only",
+    "max_blksize",
+    "max_windowsize",
+    "default_timeout",
+    "retries",
+    "max_transfers",
+    "max_transfers_per_client",
+}
+TOP_KEYS = {"server", "dhcp", "boot", "tftp"}
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_MAC = re.compile(r"^[0-9a-f]{2}([:-][0-9a-f]{2}){5}$")
+# A subnet's settings are parsed before its network is known (the derive stage finds it):
+# they ride on this placeholder until then, and on Config.derive_template while pxed waits.
+_NOWHERE = ipaddress.IPv4Network("0.0.0.0/32")
+
+
+@dataclass(frozen=True, slots=True)
+class SubnetSpec:
+    """A subnet as the configuration states it; the derive stage places it on an interface."""
+
+    where: str
+    """Where it is stated ("[dhcp]", "[[dhcp.subnet]] #2"): the prefix of its problem lines."""
+    ranges: tuple[tuple[IPv4Address, IPv4Address], ...]
+    network: IPv4Network | None
+    """None: the network of the interface address whose subnet holds the range."""
+    interface: str | None
+    """As written (a value that is no interface name is refused by the derive stage)."""
+    settings: SubnetConfig | None
+    """Router, DNS, lease time, options... on a placeholder network; None if one was bad."""
+    derived: bool
+    """Neither range nor network given: both come from the first free interface."""
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """What a configuration states, before any interface is looked at."""
+
+    config: Config
+    """Everything but the subnets (none yet) and derive_on/derive_template; the boot files
+    as named, not yet looked for under the TFTP root."""
+    subnets: tuple[SubnetSpec, ...] = ()
+    template: SubnetConfig | None = None
+    """The ``[dhcp]`` settings when ``[dhcp]`` names no range, network or subnets: its one
+    subnet is wholly derived from an interface, at load or once one has an address."""
+
+
+def parse_duration(value: object) -> int:
+    """'12h', '30m', '1d', '90s', 3600 -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration")
+    if isinstance(value, int):
+        if value <= 0:
+            raise ValueError(f"{value} is not a positive duration")
+        return value
+    if isinstance(value, str):
+        m = _DURATION.match(value.lower())
+        if m and int(m.group(1)) > 0:
+            return int(m.group(1)) * _UNITS[m.group(2)]
+    raise ValueError(f"{value!r} is not a duration (like 3600, '90s', '30m', '12h', '1d')")
+
+
+def normalise_mac(text: str) -> str:
+    mac = text.strip().lower()
+    if not _MAC.match(mac):
+        raise ValueError(f"{text!r} is not a MAC address (like 52:54:00:12:34:56)")
+    return mac.replace("-", ":")
+
+
+def parse_range(text: str) -> tuple[IPv4Address, IPv4Address]:
+    """'198.19.1.0-198.19.254.254' -> (start, end); 'start-end' with start <= end."""
+    parts = [p.strip() for p in str(text).split("-")]
+    if len(parts) != 2:
+        raise ValueError(f"range {text!r} is not FIRST-LAST (like 198.19.1.0-198.19.254.254)")
+    start, end = ipaddress.IPv4Address(parts[0]), ipaddress.IPv4Address(parts[1])
+    if start > end:
+        raise ValueError(f"range {text!r} starts after it ends")
+    return start, end
+
+
+def _unknown(problems: Problems, table: str, data: Mapping[str, Any], known: set[str]) -> None:
+    for key in data:
+        if key not in known:
+            problems.add(f"{table}: unknown key {key!r}")
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _ip(value: Any) -> IPv4Address:
+    if not isinstance(value, str | IPv4Address):
+        raise ValueError(f"{value!r} is not an IPv4 address")
+    try:
+        return ipaddress.IPv4Address(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IPv4 address") from None
+
+
+def _ips(value: Any) -> tuple[IPv4Address, ...]:
+    return tuple(_ip(v) for v in _as_list(value))
+
+
+def load_file(path: Path) -> dict[str, Any]:
+    """Read a TOML file; an unreadable or malformed file is a ConfigError naming it."""
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+
+
+def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge two nested mappings; values in overrides win (command-line flags)."""
+    out: dict[str, Any] = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse(data: Mapping[str, Any], problems: Problems | None = None) -> Parsed:
+    """What a configuration mapping (the TOML's shape) states, every value checked.
+
+    Raises ConfigError with every problem; given ``problems``, adds to it instead and
+    returns what could be parsed (load_config runs the next stages on it, to tell all).
+    """
+    own = problems is None
+    problems = Problems() if problems is None else problems
+    _unknown(problems, "config", data, TOP_KEYS)
+    server = _table(problems, data, "server")
+    dhcp = _table(problems, data, "dhcp")
+    boot_t = _table(problems, data, "boot")
+    tftp_t = _table(problems, data, "tftp")
+    _unknown(problems, "[server]", server, SERVER_KEYS)
+    _unknown(problems, "[dhcp]", dhcp, DHCP_KEYS)
+    _unknown(problems, "[boot]", boot_t, BOOT_KEYS)
+    _unknown(problems, "[tftp]", tftp_t, TFTP_KEYS)
+
+    interfaces = tuple(str(i) for i in _as_list(server.get("interfaces")))
+    dhcp_enabled = dhcp.get("enabled", True)
+    if not isinstance(dhcp_enabled, bool):
+        problems.add(f"[dhcp] enabled: {dhcp_enabled!r} is not true or false")
+        dhcp_enabled = True
+    mode = server.get("mode", "auto")
+    if mode not in ("dhcp", "proxy", "auto"):
+        problems.add(f"[server] mode: {mode!r} is not one of 'dhcp', 'proxy', 'auto'")
+        mode = "auto"
+    probe_timeout = problems.check(
+        "[server] probe_timeout", partial(parse_duration, server.get("probe_timeout", 5))
+    )
+    log_format = server.get("log_format", "console")
+    if log_format not in ("console", "json"):
+        problems.add(f"[server] log_format: {log_format!r} is not 'console' or 'json'")
+        log_format = "console"
+    log_level = str(server.get("log_level", "info")).lower()
+    if log_level not in ("debug", "info", "warning", "error"):
+        problems.add(f"[server] log_level: {log_level!r} is not debug, info, warning or error")
+        log_level = "info"
+    dhcp_port = server.get("dhcp_port", 67)
+    if not isinstance(dhcp_port, int) or not 1 <= dhcp_port <= 65535:
+        problems.add(f"[server] dhcp_port: {dhcp_port!r} is not a port number")
+        dhcp_port = 67
+
+    tftp = _tftp(problems, tftp_t)
+    hosts = _hosts(problems, dhcp)
+    subnets = _subnets(problems, dhcp) if dhcp_enabled else []
+    boot = _boot(problems, boot_t)
+
+    offer_hold = problems.check(
+        "[dhcp] offer_hold", lambda: parse_duration(dhcp.get("offer_hold", 60))
+    )
+    quarantine = problems.check(
+        "[dhcp] decline_quarantine", lambda: parse_duration(dhcp.get("decline_quarantine", "10m"))
+    )
+
+    known_only = dhcp.get("known_only", False)
+    if not isinstance(known_only, bool):
+        problems.add(f"[dhcp] known_only: {known_only!r} is not true or false")
+        known_only = False
+    rate = dhcp.get("new_clients_per_second", 0)
+    if not isinstance(rate, int) or isinstance(rate, bool) or not 0 <= rate <= 1_000_000:
+        problems.add(f"[dhcp] new_clients_per_second: {rate!r} is not a count (0 = no bound)")
+        rate = 0
+    # Only [dhcp] itself, with neither range nor network nor [[dhcp.subnet]]: then its one
+    # subnet can wait for an interface that has no address yet (Config.derive_template).
+    template = None
+    if subnets and not {"range", "network"} & dhcp.keys() and not dhcp.get("subnet"):
+        template = subnets[0].settings
+
+    if own:
+        problems.raise_any()
+    config = Config(
+        interfaces=interfaces,
+        mode=mode,
+        probe_timeout=float(probe_timeout or 5),
+        dhcp_enabled=dhcp_enabled,
+        state_dir=Path(str(server.get("state_dir", "/var/lib/pxed"))),
+        hosts=tuple(hosts),
+        boot=boot,
+        tftp=tftp,
+        log_format=log_format,
+        log_level=log_level,
+        dhcp_port=dhcp_port,
+        offer_hold=float(offer_hold or 60),
+        decline_quarantine=int(quarantine or 600),
+        known_only=known_only,
+        new_clients_per_second=rate,
+    )
+    return Parsed(config=config, subnets=tuple(subnets), template=template)
+
+
+def _table(problems: Problems, data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = data.get(name, {})
+    if not isinstance(value, Mapping):
+        problems.add(f"[{name}]: must be a table")
+        return {}
+    return value
+
+
+def _port_range(problems: Problems, value: Any) -> tuple[int, int] | None:
+    """``"FIRST-LAST"`` or ``[FIRST, LAST]``: the ports transfers are served from (whether
+    they clash with the listening port is the check stage's rule)."""
+    if value is None:
+        return None
+    where = "[tftp] port_range"
+    ends: list[Any] = []
+    if isinstance(value, str):
+        ends = [part.strip() for part in value.split("-")]
+        if len(ends) == 2 and all(part.isdigit() for part in ends):
+            ends = [int(part) for part in ends]
+    elif isinstance(value, list):
+        ends = list(value)
+    if len(ends) != 2 or not all(isinstance(e, int) and not isinstance(e, bool) for e in ends):
+        problems.add(f'{where}: {value!r} is not "FIRST-LAST" or [FIRST, LAST] (port numbers)')
+        return None
+    first, last = ends
+    if not 1 <= first <= last <= 65535:
+        problems.add(f"{where}: {first}-{last} is not a range of ports within 1..65535")
+        return None
+    return (first, last)
+
+
+def _per_client(problems: Problems, value: Any) -> str | None:
+    if value is None:
+        return None
+    if value in ("ip", "mac"):
+        return str(value)
+    problems.add(f'[tftp] per_client: {value!r} is not "mac" or "ip"')
+    return None
+
+
+def _tftp(problems: Problems, t: Mapping[str, Any]) -> TftpConfig:
+    d = TftpConfig()
+
+    def num(key: str, lo: float, hi: float, default: Any, kind: type = int) -> Any:
+        v = t.get(key, default)
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, int | float)
+            or (kind is int and not isinstance(v, int))
+        ):
+            problems.add(f"[tftp] {key}: {v!r} is not a number")
+            return default
+        if not lo <= v <= hi:
+            problems.add(f"[tftp] {key}: {v} is outside {lo}..{hi}")
+            return default
+        return v
+
+    def flag(key: str, default: bool) -> bool:
+        v = t.get(key, default)
+        if not isinstance(v, bool):
+            problems.add(f"[tftp] {key}: {v!r} is not true or false")
+            return default
+        return v
+
+    port = num("port", 0, 65535, d.port)
+    single_port = flag("single_port", d.single_port)
+    return TftpConfig(
+        root=Path(str(t.get("root", d.root))),
+        enabled=flag("enabled", d.enabled),
+        port=port,
+        single_port=single_port,
+        port_range=_port_range(problems, t.get("port_range")),
+        case_insensitive=flag("case_insensitive", d.case_insensitive),
+        per_client=_per_client(problems, t.get("per_client")),
+        world_readable_only=flag("world_readable_only", d.world_readable_only),
+        max_blksize=num("max_blksize", 8, 65464, d.max_blksize),
+        max_windowsize=num("max_windowsize", 1, 65535, d.max_windowsize),
+        default_timeout=float(num("default_timeout", 0.1, 255, d.default_timeout, float)),
+        retries=num("retries", 1, 100, d.retries),
+        max_transfers=num("max_transfers", 1, 100000, d.max_transfers),
+        max_transfers_per_client=num(
+            "max_transfers_per_client", 1, 100000, d.max_transfers_per_client
+        ),
+    )
+
+
+def _hosts(problems: Problems, dhcp: Mapping[str, Any]) -> list[HostConfig]:
+    hosts: list[HostConfig] = []
+    raw = dhcp.get("host", [])
+    if not isinstance(raw, list):
+        problems.add("[[dhcp.host]]: must be an array of tables")
+        return hosts
+    for n, h in enumerate(raw, 1):
+        where = f"[[dhcp.host]] #{n}"
+        if not isinstance(h, Mapping):
+            problems.add(f"{where}: must be a table")
+            continue
+        _unknown(problems, where, h, HOST_KEYS)
+        if "mac" not in h:
+            problems.add(f"{where}: needs a mac")
+            continue
+        mac: str | None = problems.check(f"{where} mac", partial(normalise_mac, str(h["mac"])))
+        ip: IPv4Address | None = (
+            problems.check(f"{where} ip", partial(_ip, h["ip"])) if "ip" in h else None
+        )
+        hostname = h.get("hostname")
+        if hostname is not None and not re.match(
+            r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$", str(hostname)
+        ):
+            problems.add(f"{where} hostname: {hostname!r} is not a valid host name")
+        if mac is not None:
+            hosts.append(HostConfig(mac=mac, ip=ip, hostname=hostname, boot=h.get("boot")))
+    return hosts
+
+
+def _subnets(problems: Problems, dhcp: Mapping[str, Any]) -> list[SubnetSpec]:
+    tables: list[tuple[str, Mapping[str, Any]]] = []
+    defaults = {k: v for k, v in dhcp.items() if k in SUBNET_KEYS}
+    extra = dhcp.get("subnet", [])
+    if not isinstance(extra, list):
+        problems.add("[[dhcp.subnet]]: must be an array of tables")
+        extra = []
+    for n, sub in enumerate(extra, 1):
+        if not isinstance(sub, Mapping):
+            problems.add(f"[[dhcp.subnet]] #{n}: must be a table")
+            continue
+        _unknown(problems, f"[[dhcp.subnet]] #{n}", sub, SUBNET_KEYS)
+        # A subnet inherits the [dhcp] settings (router, dns, lease time...) but not its range.
+        inherited = {
+            k: v for k, v in defaults.items() if k not in ("range", "network", "interface")
+        }
+        tables.append((f"[[dhcp.subnet]] #{n}", {**inherited, **sub}))
+    if "range" in dhcp or not extra:
+        tables.insert(0, ("[dhcp]", defaults))
+    return [_subnet(problems, where, t) for where, t in tables]
+
+
+def _subnet(problems: Problems, where: str, t: Mapping[str, Any]) -> SubnetSpec:
+    ranges: list[tuple[IPv4Address, IPv4Address]] = []
+    for r in _as_list(t.get("range")):
+        parsed = problems.check(f"{where} range", partial(parse_range, r))
+        if parsed:
+            ranges.append(parsed)
+    network: IPv4Network | None = None
+    if "network" in t:
+        network = problems.check(
+            f"{where} network", lambda: ipaddress.IPv4Network(str(t["network"]), strict=False)
+        )
+    settings = _subnet_settings(problems, where, t)
+    return SubnetSpec(
+        where=where,
+        ranges=tuple(ranges),
+        network=network,
+        interface=t.get("interface"),
+        settings=SubnetConfig(network=_NOWHERE, ranges=(), **settings) if settings else None,
+        derived="range" not in t and "network" not in t,
+    )
+
+
+def _subnet_settings(problems: Problems, where: str, t: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Router, DNS, lease time and the other per-subnet options; None if any is bad."""
+    before = len(problems.lines)
+    router = problems.check(f"{where} router", lambda: _ips(t.get("router"))) or ()
+    dns = problems.check(f"{where} dns", lambda: _ips(t.get("dns"))) or ()
+    ntp = problems.check(f"{where} ntp", lambda: _ips(t.get("ntp"))) or ()
+    broadcast = (
+        problems.check(f"{where} broadcast", lambda: _ip(t["broadcast"]))
+        if "broadcast" in t
+        else None
+    )
+    lease_time = problems.check(
+        f"{where} lease_time", lambda: parse_duration(t.get("lease_time", "12h"))
+    )
+    mtu = t.get("mtu")
+    if mtu is not None and (
+        not isinstance(mtu, int) or isinstance(mtu, bool) or not 68 <= mtu <= 65535
+    ):
+        problems.add(f"{where} mtu: {mtu!r} is not an MTU (68..65535)")
+        mtu = None
+    domain = t.get("domain")
+    if domain is not None and not re.match(r"^[A-Za-z0-9.-]{1,253}$", str(domain)):
+        problems.add(f"{where} domain: {domain!r} is not a domain name")
+    routes = problems.check(f"{where} routes", lambda: _routes(t.get("routes", []))) or ()
+    options = _options(problems, where, t.get("options", {}))
+    if len(problems.lines) != before:
+        return None
+    return {
+        "router": router,
+        "dns": dns,
+        "ntp": ntp,
+        "domain": str(domain) if domain else None,
+        "mtu": mtu,
+        "broadcast": broadcast,
+        "routes": routes,
+        "lease_time": lease_time or 43200,
+        "options": options,
+    }
+
+
+def _routes(value: Any) -> tuple[tuple[IPv4Network, IPv4Address], ...]:
+    out = []
+    for item in _as_list(value):
+        if isinstance(item, Mapping):
+            dest, gw = item.get("to") or item.get("network"), item.get("via") or item.get("gateway")
+        elif isinstance(item, list | tuple) and len(item) == 2:
+            dest, gw = item
+        else:
+            raise ValueError(f'{item!r} is not a route (use ["198.18.5.0/24", "198.19.0.1"])')
+        out.append((ipaddress.IPv4Network(str(dest), strict=False), _ip(gw)))
+    return tuple(out)
+
+
+def _options(problems: Problems, where: str, raw: Any) -> tuple[tuple[int, bytes], ...]:
+    """[dhcp.options]: "ntp-servers" = [...], "150" = "198.19.0.1", or {type=..., value=...}."""
+    if not isinstance(raw, Mapping):
+        problems.add(f"{where} options: must be a table of option = value")
+        return ()
+    out: list[tuple[int, bytes]] = []
+    for key, value in raw.items():
+        code: int | None
+        if str(key).isdigit():
+            code = int(key)
+        elif str(key).startswith("option-") and str(key)[7:].isdigit():
+            code = int(str(key)[7:])
+        else:
+            code = dopts.option_code_by_name(str(key))
+        if code is None or not 1 <= code <= 254:
+            problems.add(f"{where} options: {key!r} is not a known option name or a code 1..254")
+            continue
+        kind: dopts.OptionKind | None = None
+        if isinstance(value, Mapping):
+            kind_name = str(value.get("type", "")).upper().replace("-", "_")
+            try:
+                kind = dopts.OptionKind[kind_name]
+            except KeyError:
+                names = ", ".join(k.name.lower().replace("_", "-") for k in dopts.OptionKind)
+                problems.add(
+                    f"{where} options {key}: type {value.get('type')!r} is not one of {names}"
+                )
+                continue
+            value = value.get("value")
+        elif code not in dopts.OPTION_TABLE:
+            problems.add(
+                f"{where} options {key}: option {code} has no known type; "
+                'write {{ type = "ip", value = ... }}'
+            )
+            continue
+        try:
+            out.append((code, dopts.encode_value(code, value, kind)))
+        except (ValueError, TypeError) as exc:
+            problems.add(f"{where} options {key}: {exc}")
+    return tuple(out)
+
+
+def _boot(problems: Problems, t: Mapping[str, Any]) -> BootConfig:
+    values: dict[str, Any] = {}
+    for key in ("bios", "uefi_x64", "uefi_ia32", "uefi_arm64", "ipxe"):
+        if key in t:
+            v = t[key]
+            if v is not None and (not isinstance(v, str) or not v or len(v.encode()) > 255):
+                problems.add(f"[boot] {key}: {v!r} is not a file name")
+            else:
+                values[key] = v or None
+    if "next_server" in t:
+        values["next_server"] = problems.check("[boot] next_server", lambda: _ip(t["next_server"]))
+    explicit = frozenset(values)
+    return BootConfig(**values, explicit=explicit)
