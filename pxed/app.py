@@ -23,7 +23,7 @@ import structlog
 from pxed import __version__
 from pxed.boot import BootPolicy, ConfigBootPolicy
 from pxed.config import Config, SubnetConfig
-from pxed.config.load import derive_subnet
+from pxed.config.derive import derive_subnet
 from pxed.dhcp.proxy import PROXY_PORT, ProxyServer
 from pxed.dhcp.server import DhcpServer, reservation_key
 from pxed.errors import ConfigError, PxedError

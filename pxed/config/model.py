@@ -132,4 +132,4 @@ class Config:
     missing or had none when the configuration was loaded)."""
     derive_template: SubnetConfig | None = None
     """The ``[dhcp]`` settings (router, DNS, lease time...) that subnet gets; its network
-    and pool are placeholders until then (pxed.config.load.derive_subnet)."""
+    and pool are placeholders until then (pxed.config.derive.derive_subnet)."""

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from pxed.cli import main
-from pxed.config.load import build_config, default_pool, derive_subnet, load_config
+from pxed.config.derive import default_pool, derive_subnet
+from pxed.config.load import build_config, load_config
 from pxed.config.parse import (
     BOOT_KEYS,
     DHCP_KEYS,
