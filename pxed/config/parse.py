@@ -500,7 +500,14 @@ def _routes(value: Any) -> tuple[tuple[IPv4Network, IPv4Address], ...]:
 
 
 def _options(problems: Problems, where: str, raw: Any) -> tuple[tuple[int, bytes], ...]:
-    """[dhcp.options]: "ntp-servers" = [...], "150" = "198.19.0.1", or {type=..., value=...}."""
+    """[dhcp.options]: "ntp-servers" = [...], "150" = "198.19.0.1", or {type=..., value=...}.
+
+    Only the TOML's shape is read here: which key is an option, which value is a table
+    with a type. The types and their wire bytes have one home, the option codec
+    (pxed/dhcp/options.py: OptionKind, OPTION_TABLE, encode_value), not this stage: an
+    option's type is a fact of the DHCP option space, the same for every way a value gets
+    there, and the codec's tests pin each one to its RFC layout.
+    """
     if not isinstance(raw, Mapping):
         problems.add(f"{where} options: must be a table of option = value")
         return ()
@@ -518,11 +525,11 @@ def _options(problems: Problems, where: str, raw: Any) -> tuple[tuple[int, bytes
             continue
         kind: dopts.OptionKind | None = None
         if isinstance(value, Mapping):
-            kind_name = str(value.get("type", "")).upper().replace("-", "_")
+            # A type is spelt as the codec's OptionKind values ("ip-list"), any case, - or _.
             try:
-                kind = dopts.OptionKind[kind_name]
-            except KeyError:
-                names = ", ".join(k.name.lower().replace("_", "-") for k in dopts.OptionKind)
+                kind = dopts.OptionKind(str(value.get("type", "")).lower().replace("_", "-"))
+            except ValueError:
+                names = ", ".join(k.value for k in dopts.OptionKind)
                 problems.add(
                     f"{where} options {key}: type {value.get('type')!r} is not one of {names}"
                 )
