@@ -513,14 +513,8 @@ def _options(problems: Problems, where: str, raw: Any) -> tuple[tuple[int, bytes
         return ()
     out: list[tuple[int, bytes]] = []
     for key, value in raw.items():
-        code: int | None
-        if str(key).isdigit():
-            code = int(key)
-        elif str(key).startswith("option-") and str(key)[7:].isdigit():
-            code = int(str(key)[7:])
-        else:
-            code = dopts.option_code_by_name(str(key))
-        if code is None or not 1 <= code <= 254:
+        code = dopts.option_code_by_name(str(key))  # names, aliases, "150", "option-150"
+        if code is None:
             problems.add(f"{where} options: {key!r} is not a known option name or a code 1..254")
             continue
         kind: dopts.OptionKind | None = None

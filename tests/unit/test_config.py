@@ -436,3 +436,19 @@ def test_known_only_and_the_new_client_bound(tmp_path: Path) -> None:
     assert "[dhcp] new_clients_per_second: -1 is not a count (0 = no bound)" in lines
     lines = problems_of(tmp_path, base + "known_only = true\n")
     assert lines == ["[dhcp] known_only: no [[dhcp.host]] entries, so nobody would be answered"]
+
+
+def test_option_keys_are_read_by_the_codec(root: Path) -> None:
+    """An option key is a name or a code as pxed/dhcp/options.py reads it; a key that only
+    looks like digits ("²") is refused with a line, not a traceback."""
+    base = {"server": {"interfaces": ["pxs0"]}, "tftp": {"root": str(root)}}
+    opts = {"150": "198.19.0.2", "option-151": "198.19.0.3", "042": ["198.19.0.1"]}
+    typed = {k: {"type": "ip-list", "value": v} for k, v in opts.items()}
+    cfg = build_config({**base, "dhcp": {"options": typed}}, lookup=lookup)
+    assert sorted(code for code, _ in cfg.subnets[0].options) == [42, 150, 151]
+    with pytest.raises(ConfigError) as info:
+        build_config({**base, "dhcp": {"options": {"²": 1, "255": 1}}}, lookup=lookup)
+    assert info.value.problems == [
+        "[dhcp] options: '²' is not a known option name or a code 1..254",
+        "[dhcp] options: '255' is not a known option name or a code 1..254",
+    ]
