@@ -1,8 +1,10 @@
 """Check stage: the rules between the parts of a whole Config, and the boot files.
 
-It runs on a Config however it was built; load_config runs it after the derive stage
-(the rules need the subnets' networks, which may come from the interfaces). Values on
-their own (a port number, a MAC's spelling) are the parse stage's.
+It runs on a Config however it was built: load_config runs it after the derive stage
+(the rules need the subnets' networks, which may come from the interfaces), and
+pxed.Server on the Config it is given, so that a program building its Config in code is
+refused with the same lines as `pxed check`. Values on their own (a port number, a MAC's
+spelling) are the parse stage's: a Config built in code has its types for those.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from pxed.config.model import BootConfig, Config, HostConfig, SubnetConfig, Tftp
 from pxed.config.problems import Problems
 from pxed.tftp.files import FileRefused, FileStore
 from pxed.tftp.packet import ErrorCode
+
+_FILE_KEYS = ("bios", "uefi_x64", "uefi_ia32", "uefi_arm64", "ipxe")
+_DEFAULT_BOOT = BootConfig()
 
 
 def check(
@@ -152,19 +157,24 @@ def _check_boot_files(
     """
     if not tftp.enabled:
         return boot
+    # A file the configuration names must be there. Built in code, a BootConfig says what
+    # it sets only by its values: one that differs from the default was set.
+    explicit = boot.explicit | {
+        key for key in _FILE_KEYS if getattr(boot, key) != getattr(_DEFAULT_BOOT, key)
+    }
     root = tftp.root
     if not root.is_dir():
         problems.add(f"[tftp] root: {root} is not a directory (create it, or pass --tftp-root DIR)")
         return boot
     store = FileStore.for_config(tftp)
     changes: dict[str, Any] = {}
-    for key in ("bios", "uefi_x64", "uefi_ia32", "uefi_arm64", "ipxe"):
+    for key in _FILE_KEYS:
         name: str | None = getattr(boot, key)
         if name is None or _is_url(name):
             continue
         why = _not_served(store, name, root)
         if why is not None:
-            if key in boot.explicit:
+            if key in explicit:
                 problems.add(f"[boot] {key}: {why}")
             else:
                 notes.append(f"default boot file ({key}): {why}; not offered")

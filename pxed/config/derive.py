@@ -91,8 +91,8 @@ def check_addresses(
     where: Sequence[str] = (),
 ) -> None:
     """No pool holds pxed's own address on the subnet's interface (the one rule between the
-    parts that needs the interfaces). Raises ConfigError; given ``problems``, adds to it
-    instead."""
+    parts that needs the interfaces: pxed.Server runs it too, once it has read them).
+    Raises ConfigError; given ``problems``, adds to it instead."""
     own = problems is None
     problems = Problems() if problems is None else problems
     for n, sub in enumerate(subnets):

@@ -5,7 +5,9 @@
     check   (pxed/config/check.py)   rules between the parts; boot files under the root
 
 The stages share one list of problems, so that a configuration is refused with all of its
-problems at once. `pxed check` and the daemon load through here.
+problems at once. `pxed check` and the daemon load through here; pxed.Server runs the
+check stage (and the derive stage's own-address rule) again on the Config it is handed,
+so that one built in code is refused with the same lines.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from pxed.config.parse import (
     HOST_KEYS,
     SERVER_KEYS,
     TFTP_KEYS,
+    parse,
     parse_duration,
 )
 from pxed.errors import ConfigError
@@ -145,6 +146,35 @@ def test_only_an_interface_derives_subnet_and_pool(root: Path) -> None:
     assert sub.network == IPv4Network("198.18.64.0/24")
     assert sub.ranges == ((IPv4Address("198.18.64.128"), IPv4Address("198.18.64.254")),)
     assert any("pool 198.18.64.128-198.18.64.254" in n for n in notes)
+
+
+def test_parsing_looks_at_no_interface_and_no_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parse stage states what the TOML says, with no lookup to give and none made:
+    the interface named does not exist, nor do the root and the boot file."""
+
+    def no_interfaces() -> list[str]:
+        raise AssertionError("the parse stage looked at the interfaces")
+
+    monkeypatch.setattr("pxed.netinfo.netifaces.interfaces", no_interfaces)
+    parsed = parse(
+        {
+            "server": {"interfaces": ["nope0"], "mode": "dhcp"},
+            "dhcp": {"range": "198.19.1.0-198.19.1.9", "router": "198.19.0.1"},
+            "boot": {"bios": "missing.0"},
+            "tftp": {"root": "/nonexistent"},
+        }
+    )
+    assert parsed.config.interfaces == ("nope0",) and parsed.config.subnets == ()
+    (spec,) = parsed.subnets
+    assert (spec.where, spec.network, spec.interface) == ("[dhcp]", None, None)
+    assert spec.ranges == ((IPv4Address("198.19.1.0"), IPv4Address("198.19.1.9")),)
+    assert spec.settings is not None and spec.settings.router == (IPv4Address("198.19.0.1"),)
+    assert parsed.config.boot.bios == "missing.0"  # looked for under the root by the check
+    with pytest.raises(ConfigError) as info:
+        parse({"server": {"interfaces": ["nope0"]}, "dhcp": {"range": "198.19.1.9-198.19.1.0"}})
+    assert info.value.problems == [
+        "[dhcp] range: range '198.19.1.9-198.19.1.0' starts after it ends"
+    ]
 
 
 def test_default_pool_avoids_our_own_address() -> None:
