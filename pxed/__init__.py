@@ -11,7 +11,7 @@ __all__ = ["Config", "Server", "__version__", "load_config"]
 if TYPE_CHECKING:
     from pxed.app import Server
     from pxed.config import Config
-    from pxed.configload import load_config
+    from pxed.config.load import load_config
 
 
 def __getattr__(name: str) -> Any:
@@ -25,7 +25,7 @@ def __getattr__(name: str) -> Any:
 
         return Config
     if name == "load_config":
-        from pxed.configload import load_config
+        from pxed.config.load import load_config
 
         return load_config
     raise AttributeError(name)

@@ -23,7 +23,8 @@ import structlog
 from pxed import __version__
 from pxed.boot import BootPolicy, ConfigBootPolicy
 from pxed.config import Config, SubnetConfig
-from pxed.configload import derive_subnet
+from pxed.config.check import check
+from pxed.config.derive import InterfaceLookup, check_addresses, derive_subnet
 from pxed.dhcp.proxy import PROXY_PORT, ProxyServer
 from pxed.dhcp.server import DhcpServer, reservation_key
 from pxed.errors import ConfigError, PxedError
@@ -59,17 +60,26 @@ def neighbour_mac(ip: str, table: Path = Path("/proc/net/arp")) -> str | None:
 
 
 class Server:
-    """One pxed instance: DHCP on the configured interfaces and the TFTP server."""
+    """One pxed instance: DHCP on the configured interfaces and the TFTP server.
+
+    A Config with a problem `pxed check` would report is refused with the same lines
+    (ConfigError): the check stage here, the own-address rule once start() has read the
+    interfaces. A Config from load_config passes them again, for the price of a look at
+    each boot file; one built in code gets the same words as the TOML.
+    """
 
     def __init__(
         self,
         config: Config,
         *,
         policy: BootPolicy | None = None,
-        lookup: Any = interface_info,
+        lookup: InterfaceLookup = interface_info,
     ) -> None:
-        self.config = config
-        self.policy = policy or ConfigBootPolicy(config.boot)
+        self.notes: list[str] = []
+        """What the check left out (default boot files missing under the root); logged at
+        start."""
+        self.config = check(config, notes=self.notes)
+        self.policy = policy or ConfigBootPolicy(self.config.boot)
         self._lookup = lookup
         self.interfaces: dict[str, InterfaceInfo] = {}
         self.store: LeaseStore | None = None
@@ -114,6 +124,9 @@ class Server:
     async def start(self) -> None:
         cfg = self.config
         self._take_links(read_links(cfg.interfaces, self._lookup))
+        check_addresses(cfg.subnets, self.interfaces)
+        for note in self.notes:
+            log.info("pxed.config", note=note)
         for name in cfg.interfaces:
             if name not in self._links:
                 # systemd starts pxed before every bridge or VLAN exists: serve it once it

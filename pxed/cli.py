@@ -12,7 +12,7 @@ from typing import Any
 
 from pxed import __version__
 from pxed.config import Config
-from pxed.configload import load_config
+from pxed.config.load import load_config
 from pxed.errors import ConfigError, PxedError
 
 DESCRIPTION = """\

@@ -11,9 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from pxed import configload
 from pxed.cli import main
-from pxed.configload import build_config, default_pool, derive_subnet, load_config, parse_duration
+from pxed.config.derive import default_pool, derive_subnet
+from pxed.config.load import build_config, load_config
+from pxed.config.parse import (
+    BOOT_KEYS,
+    DHCP_KEYS,
+    HOST_KEYS,
+    SERVER_KEYS,
+    TFTP_KEYS,
+    parse,
+    parse_duration,
+)
 from pxed.errors import ConfigError
 from pxed.netinfo import InterfaceInfo
 
@@ -105,11 +114,11 @@ def test_the_shipped_example_is_complete_and_valid(tmp_path: Path, root: Path) -
 def test_the_shipped_example_names_every_key() -> None:
     text = (Path(__file__).parents[2] / "conf" / "pxed.toml").read_text()
     keys = (
-        configload.SERVER_KEYS - {"dhcp_port"}  # a test-only knob
-        | configload.DHCP_KEYS
-        | configload.BOOT_KEYS
-        | configload.TFTP_KEYS
-        | configload.HOST_KEYS
+        SERVER_KEYS - {"dhcp_port"}  # a test-only knob
+        | DHCP_KEYS
+        | BOOT_KEYS
+        | TFTP_KEYS
+        | HOST_KEYS
     )
     missing = [
         key
@@ -137,6 +146,35 @@ def test_only_an_interface_derives_subnet_and_pool(root: Path) -> None:
     assert sub.network == IPv4Network("198.18.64.0/24")
     assert sub.ranges == ((IPv4Address("198.18.64.128"), IPv4Address("198.18.64.254")),)
     assert any("pool 198.18.64.128-198.18.64.254" in n for n in notes)
+
+
+def test_parsing_looks_at_no_interface_and_no_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parse stage states what the TOML says, with no lookup to give and none made:
+    the interface named does not exist, nor do the root and the boot file."""
+
+    def no_interfaces() -> list[str]:
+        raise AssertionError("the parse stage looked at the interfaces")
+
+    monkeypatch.setattr("pxed.netinfo.netifaces.interfaces", no_interfaces)
+    parsed = parse(
+        {
+            "server": {"interfaces": ["nope0"], "mode": "dhcp"},
+            "dhcp": {"range": "198.19.1.0-198.19.1.9", "router": "198.19.0.1"},
+            "boot": {"bios": "missing.0"},
+            "tftp": {"root": "/nonexistent"},
+        }
+    )
+    assert parsed.config.interfaces == ("nope0",) and parsed.config.subnets == ()
+    (spec,) = parsed.subnets
+    assert (spec.where, spec.network, spec.interface) == ("[dhcp]", None, None)
+    assert spec.ranges == ((IPv4Address("198.19.1.0"), IPv4Address("198.19.1.9")),)
+    assert spec.settings is not None and spec.settings.router == (IPv4Address("198.19.0.1"),)
+    assert parsed.config.boot.bios == "missing.0"  # looked for under the root by the check
+    with pytest.raises(ConfigError) as info:
+        parse({"server": {"interfaces": ["nope0"]}, "dhcp": {"range": "198.19.1.9-198.19.1.0"}})
+    assert info.value.problems == [
+        "[dhcp] range: range '198.19.1.9-198.19.1.0' starts after it ends"
+    ]
 
 
 def test_default_pool_avoids_our_own_address() -> None:
@@ -364,8 +402,8 @@ def test_durations(text: str | int, seconds: int) -> None:
 def test_check_command_exit_codes(
     tmp_path: Path, root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("pxed.configload.interface_info", lookup)
-    import pxed.configload as cl
+    monkeypatch.setattr("pxed.config.load.interface_info", lookup)
+    import pxed.config.load as cl
 
     monkeypatch.setattr(cl.load_config, "__kwdefaults__", {"lookup": lookup, "notes": None})
     good = write(tmp_path, EXAMPLE.format(root=root, state=tmp_path))
@@ -428,3 +466,19 @@ def test_known_only_and_the_new_client_bound(tmp_path: Path) -> None:
     assert "[dhcp] new_clients_per_second: -1 is not a count (0 = no bound)" in lines
     lines = problems_of(tmp_path, base + "known_only = true\n")
     assert lines == ["[dhcp] known_only: no [[dhcp.host]] entries, so nobody would be answered"]
+
+
+def test_option_keys_are_read_by_the_codec(root: Path) -> None:
+    """An option key is a name or a code as pxed/dhcp/options.py reads it; a key that only
+    looks like digits ("²") is refused with a line, not a traceback."""
+    base = {"server": {"interfaces": ["pxs0"]}, "tftp": {"root": str(root)}}
+    opts = {"150": "198.19.0.2", "option-151": "198.19.0.3", "042": ["198.19.0.1"]}
+    typed = {k: {"type": "ip-list", "value": v} for k, v in opts.items()}
+    cfg = build_config({**base, "dhcp": {"options": typed}}, lookup=lookup)
+    assert sorted(code for code, _ in cfg.subnets[0].options) == [42, 150, 151]
+    with pytest.raises(ConfigError) as info:
+        build_config({**base, "dhcp": {"options": {"²": 1, "255": 1}}}, lookup=lookup)
+    assert info.value.problems == [
+        "[dhcp] options: '²' is not a known option name or a code 1..254",
+        "[dhcp] options: '255' is not a known option name or a code 1..254",
+    ]

@@ -7,14 +7,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pxed import configload
+from pxed.config.parse import BOOT_KEYS, DHCP_KEYS, SERVER_KEYS, TFTP_KEYS
 
 README = (Path(__file__).parents[2] / "README.md").read_text()
 SECTIONS = {
-    "server": configload.SERVER_KEYS,
-    "dhcp": configload.DHCP_KEYS,
-    "boot": configload.BOOT_KEYS,
-    "tftp": configload.TFTP_KEYS,
+    "server": SERVER_KEYS,
+    "dhcp": DHCP_KEYS,
+    "boot": BOOT_KEYS,
+    "tftp": TFTP_KEYS,
 }
 UNDOCUMENTED = {("server", "dhcp_port")}  # a test-only knob (--dhcp-port is hidden too)
 

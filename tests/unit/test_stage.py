@@ -389,7 +389,7 @@ def test_daemon_defaults_point_at_a_staged_root(tmp_path: Path, distro: Path) ->
     from ipaddress import IPv4Interface
 
     from pxed.config import TftpConfig
-    from pxed.configload import load_config
+    from pxed.config.load import load_config
     from pxed.netinfo import InterfaceInfo
 
     assert TftpConfig().root == stage.DEFAULT_ROOT

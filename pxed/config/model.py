@@ -1,4 +1,4 @@
-"""Configuration: frozen dataclasses, built in code or loaded from TOML and validated.
+"""The configuration model: frozen dataclasses, built in code or loaded from TOML.
 
 Every problem found is reported as one line; a configuration with any problem is refused
 as a whole (ConfigError carries all the lines, not just the first).
@@ -132,4 +132,4 @@ class Config:
     missing or had none when the configuration was loaded)."""
     derive_template: SubnetConfig | None = None
     """The ``[dhcp]`` settings (router, DNS, lease time...) that subnet gets; its network
-    and pool are placeholders until then (configload.derive_subnet)."""
+    and pool are placeholders until then (pxed.config.derive.derive_subnet)."""

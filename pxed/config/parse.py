@@ -1,7 +1,11 @@
-"""Loading and validating configuration: TOML or a mapping -> Config, one line per problem.
+"""Parse stage: a configuration mapping (the TOML's shape) -> what it states, typed.
 
-The same validation runs for `pxed check`, for the daemon at start-up and for a Config
-handed to pxed.Server by another program, so they refuse the same things with the same words.
+Pure: no interface is looked up and no file is read but the TOML itself (load_file), so a
+configuration parses the same on any machine, whichever interfaces it has. Every value is
+checked for its own sake here; a subnet comes out as a SubnetSpec, whose network and pool
+may still be missing for the derive stage to find on the interfaces, and the rules between
+parts (hosts inside subnets, pools inside networks, boot files under the root) are the
+check stage's, which runs on a Config however it was built.
 """
 
 from __future__ import annotations
@@ -9,27 +13,17 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import partial
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
-from pxed.config import (
-    BootConfig,
-    Config,
-    HostConfig,
-    SubnetConfig,
-    TftpConfig,
-)
+from pxed.config.model import BootConfig, Config, HostConfig, SubnetConfig, TftpConfig
+from pxed.config.problems import Problems
 from pxed.dhcp import options as dopts
 from pxed.errors import ConfigError
-from pxed.netinfo import InterfaceInfo, interface_info
-from pxed.tftp.files import FileRefused, FileStore
-from pxed.tftp.packet import ErrorCode
-
-InterfaceLookup = Callable[[str], InterfaceInfo | None]
 
 # The keys each table accepts; anything else is an "unknown key" problem.
 SERVER_KEYS = {
@@ -87,7 +81,39 @@ TOP_KEYS = {"server", "dhcp", "boot", "tftp"}
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _MAC = re.compile(r"^[0-9a-f]{2}([:-][0-9a-f]{2}){5}$")
-_BOOT_DEFAULTS = BootConfig()
+# A subnet's settings are parsed before its network is known (the derive stage finds it):
+# they ride on this placeholder until then, and on Config.derive_template while pxed waits.
+_NOWHERE = ipaddress.IPv4Network("0.0.0.0/32")
+
+
+@dataclass(frozen=True, slots=True)
+class SubnetSpec:
+    """A subnet as the configuration states it; the derive stage places it on an interface."""
+
+    where: str
+    """Where it is stated ("[dhcp]", "[[dhcp.subnet]] #2"): the prefix of its problem lines."""
+    ranges: tuple[tuple[IPv4Address, IPv4Address], ...]
+    network: IPv4Network | None
+    """None: the network of the interface address whose subnet holds the range."""
+    interface: str | None
+    """As written (a value that is no interface name is refused by the derive stage)."""
+    settings: SubnetConfig | None
+    """Router, DNS, lease time, options... on a placeholder network; None if one was bad."""
+    derived: bool
+    """Neither range nor network given: both come from the first free interface."""
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """What a configuration states, before any interface is looked at."""
+
+    config: Config
+    """Everything but the subnets (none yet) and derive_on/derive_template; the boot files
+    as named, not yet looked for under the TFTP root."""
+    subnets: tuple[SubnetSpec, ...] = ()
+    template: SubnetConfig | None = None
+    """The ``[dhcp]`` settings when ``[dhcp]`` names no range, network or subnets: its one
+    subnet is wholly derived from an interface, at load or once one has an address."""
 
 
 def parse_duration(value: object) -> int:
@@ -123,29 +149,7 @@ def parse_range(text: str) -> tuple[IPv4Address, IPv4Address]:
     return start, end
 
 
-@dataclass
-class _Problems:
-    lines: list[str] = field(default_factory=list)
-
-    def add(self, line: str) -> None:
-        self.lines.append(line)
-
-    def check(self, where: str, fn: Callable[[], Any]) -> Any:
-        """Run a parse step; on ValueError record '<where>: <reason>' and return None."""
-        try:
-            return fn()
-        except (ValueError, TypeError) as exc:
-            self.add(f"{where}: {_reason(exc)}")
-            return None
-
-
-def _reason(exc: Exception) -> str:
-    text = str(exc)
-    # ipaddress says "Expected 4 octets in '1.2.3'"; keep its message but make it say what failed.
-    return text if text else exc.__class__.__name__
-
-
-def _unknown(problems: _Problems, table: str, data: Mapping[str, Any], known: set[str]) -> None:
+def _unknown(problems: Problems, table: str, data: Mapping[str, Any], known: set[str]) -> None:
     for key in data:
         if key not in known:
             problems.add(f"{table}: unknown key {key!r}")
@@ -192,22 +196,14 @@ def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, An
     return out
 
 
-def build_config(
-    data: Mapping[str, Any],
-    *,
-    lookup: InterfaceLookup = interface_info,
-    check_files: bool = True,
-    notes: list[str] | None = None,
-    warnings: list[str] | None = None,
-) -> Config:
-    """Validate a configuration mapping (the TOML's shape) into a Config.
+def parse(data: Mapping[str, Any], problems: Problems | None = None) -> Parsed:
+    """What a configuration mapping (the TOML's shape) states, every value checked.
 
-    Raises ConfigError with every problem. ``notes`` collects what was derived or defaulted
-    (the daemon logs them), such as a pool chosen from the interface's subnet.
+    Raises ConfigError with every problem; given ``problems``, adds to it instead and
+    returns what could be parsed (load_config runs the next stages on it, to tell all).
     """
-    problems = _Problems()
-    notes = notes if notes is not None else []
-    warnings = warnings if warnings is not None else []
+    own = problems is None
+    problems = Problems() if problems is None else problems
     _unknown(problems, "config", data, TOP_KEYS)
     server = _table(problems, data, "server")
     dhcp = _table(problems, data, "dhcp")
@@ -243,24 +239,9 @@ def build_config(
         problems.add(f"[server] dhcp_port: {dhcp_port!r} is not a port number")
         dhcp_port = 67
 
-    infos: dict[str, InterfaceInfo] = {}
-    waiting: list[str] = []
-    for name in interfaces:
-        info = lookup(name)
-        # Not a refusal: systemd starts pxed before every bridge or VLAN exists, and pxed
-        # serves an interface as soon as it appears (pxed/net/links.py).
-        if info is None:
-            warnings.append(f"[server] interfaces: no interface named {name!r} yet")
-            waiting.append(name)
-        elif not info.addresses:
-            warnings.append(f"[server] interfaces: {name} has no IPv4 address yet")
-            waiting.append(name)
-        else:
-            infos[name] = info
-
     tftp = _tftp(problems, tftp_t)
     hosts = _hosts(problems, dhcp)
-    subnets = _subnets(problems, dhcp, infos, notes) if dhcp_enabled else []
+    subnets = _subnets(problems, dhcp) if dhcp_enabled else []
     boot = _boot(problems, boot_t)
 
     offer_hold = problems.check(
@@ -278,50 +259,20 @@ def build_config(
     if not isinstance(rate, int) or isinstance(rate, bool) or not 0 <= rate <= 1_000_000:
         problems.add(f"[dhcp] new_clients_per_second: {rate!r} is not a count (0 = no bound)")
         rate = 0
-    if known_only and not hosts:
-        problems.add("[dhcp] known_only: no [[dhcp.host]] entries, so nobody would be answered")
-    # A subnet still to be derived from an interface that has no address yet: the [dhcp]
-    # table names no range, network or subnets, and nothing could be derived at load.
-    derive_on = None
-    derive_template: SubnetConfig | None = None
-    if (
-        dhcp_enabled
-        and waiting
-        and not subnets
-        and not {"range", "network"} & dhcp.keys()
-        and not dhcp.get("subnet")
-    ):
-        derive_on = waiting[0]
-        settings = _subnet_settings(problems, "[dhcp]", dhcp)
-        if settings is not None:
-            derive_template = SubnetConfig(
-                network=ipaddress.IPv4Network("0.0.0.0/32"),
-                ranges=(),
-                interface=derive_on,
-                derived=True,
-                **settings,
-            )
+    # Only [dhcp] itself, with neither range nor network nor [[dhcp.subnet]]: then its one
+    # subnet can wait for an interface that has no address yet (Config.derive_template).
+    template = None
+    if subnets and not {"range", "network"} & dhcp.keys() and not dhcp.get("subnet"):
+        template = subnets[0].settings
 
-    _check_hosts(problems, hosts, subnets)
-    if check_files:
-        boot = _check_boot_files(problems, boot, hosts, tftp, notes)
-
-    if dhcp_enabled and not interfaces and mode != "dhcp" and not problems.lines:
-        problems.add(f"[server] interfaces: mode {mode!r} needs an interface (--iface)")
-    if dhcp_enabled and not subnets and mode == "dhcp" and not derive_on and not problems.lines:
-        problems.add(
-            "[dhcp] range: no address pool (give --iface, or a range inside an interface's subnet)"
-        )
-
-    if problems.lines:
-        raise ConfigError(problems.lines)
-    return Config(
+    if own:
+        problems.raise_any()
+    config = Config(
         interfaces=interfaces,
         mode=mode,
         probe_timeout=float(probe_timeout or 5),
         dhcp_enabled=dhcp_enabled,
         state_dir=Path(str(server.get("state_dir", "/var/lib/pxed"))),
-        subnets=tuple(subnets),
         hosts=tuple(hosts),
         boot=boot,
         tftp=tftp,
@@ -332,12 +283,11 @@ def build_config(
         decline_quarantine=int(quarantine or 600),
         known_only=known_only,
         new_clients_per_second=rate,
-        derive_on=derive_on,
-        derive_template=derive_template,
     )
+    return Parsed(config=config, subnets=tuple(subnets), template=template)
 
 
-def _table(problems: _Problems, data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+def _table(problems: Problems, data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     value = data.get(name, {})
     if not isinstance(value, Mapping):
         problems.add(f"[{name}]: must be a table")
@@ -345,10 +295,9 @@ def _table(problems: _Problems, data: Mapping[str, Any], name: str) -> Mapping[s
     return value
 
 
-def _port_range(
-    problems: _Problems, value: Any, port: int, single_port: bool
-) -> tuple[int, int] | None:
-    """``"FIRST-LAST"`` or ``[FIRST, LAST]``: the ports transfers are served from."""
+def _port_range(problems: Problems, value: Any) -> tuple[int, int] | None:
+    """``"FIRST-LAST"`` or ``[FIRST, LAST]``: the ports transfers are served from (whether
+    they clash with the listening port is the check stage's rule)."""
     if value is None:
         return None
     where = "[tftp] port_range"
@@ -366,16 +315,10 @@ def _port_range(
     if not 1 <= first <= last <= 65535:
         problems.add(f"{where}: {first}-{last} is not a range of ports within 1..65535")
         return None
-    if single_port:
-        problems.add(f"{where}: not with single_port = true (every transfer is on port {port})")
-        return None
-    if first <= port <= last:
-        problems.add(f"{where}: {first}-{last} holds the listening port {port}")
-        return None
     return (first, last)
 
 
-def _per_client(problems: _Problems, value: Any) -> str | None:
+def _per_client(problems: Problems, value: Any) -> str | None:
     if value is None:
         return None
     if value in ("ip", "mac"):
@@ -384,7 +327,7 @@ def _per_client(problems: _Problems, value: Any) -> str | None:
     return None
 
 
-def _tftp(problems: _Problems, t: Mapping[str, Any]) -> TftpConfig:
+def _tftp(problems: Problems, t: Mapping[str, Any]) -> TftpConfig:
     d = TftpConfig()
 
     def num(key: str, lo: float, hi: float, default: Any, kind: type = int) -> Any:
@@ -415,7 +358,7 @@ def _tftp(problems: _Problems, t: Mapping[str, Any]) -> TftpConfig:
         enabled=flag("enabled", d.enabled),
         port=port,
         single_port=single_port,
-        port_range=_port_range(problems, t.get("port_range"), port, single_port),
+        port_range=_port_range(problems, t.get("port_range")),
         case_insensitive=flag("case_insensitive", d.case_insensitive),
         per_client=_per_client(problems, t.get("per_client")),
         world_readable_only=flag("world_readable_only", d.world_readable_only),
@@ -430,7 +373,7 @@ def _tftp(problems: _Problems, t: Mapping[str, Any]) -> TftpConfig:
     )
 
 
-def _hosts(problems: _Problems, dhcp: Mapping[str, Any]) -> list[HostConfig]:
+def _hosts(problems: Problems, dhcp: Mapping[str, Any]) -> list[HostConfig]:
     hosts: list[HostConfig] = []
     raw = dhcp.get("host", [])
     if not isinstance(raw, list):
@@ -456,22 +399,10 @@ def _hosts(problems: _Problems, dhcp: Mapping[str, Any]) -> list[HostConfig]:
             problems.add(f"{where} hostname: {hostname!r} is not a valid host name")
         if mac is not None:
             hosts.append(HostConfig(mac=mac, ip=ip, hostname=hostname, boot=h.get("boot")))
-    seen_mac: dict[str, int] = {}
-    for n, host in enumerate(hosts, 1):
-        if host.mac in seen_mac:
-            problems.add(
-                f"[[dhcp.host]] #{n}: mac {host.mac} is already used by host #{seen_mac[host.mac]}"
-            )
-        seen_mac.setdefault(host.mac, n)
     return hosts
 
 
-def _subnets(
-    problems: _Problems,
-    dhcp: Mapping[str, Any],
-    infos: Mapping[str, InterfaceInfo],
-    notes: list[str],
-) -> list[SubnetConfig]:
+def _subnets(problems: Problems, dhcp: Mapping[str, Any]) -> list[SubnetSpec]:
     tables: list[tuple[str, Mapping[str, Any]]] = []
     defaults = {k: v for k, v in dhcp.items() if k in SUBNET_KEYS}
     extra = dhcp.get("subnet", [])
@@ -490,55 +421,10 @@ def _subnets(
         tables.append((f"[[dhcp.subnet]] #{n}", {**inherited, **sub}))
     if "range" in dhcp or not extra:
         tables.insert(0, ("[dhcp]", defaults))
-
-    subnets: list[SubnetConfig] = []
-    used_ifaces: set[str] = set()
-    for where, t in tables:
-        sub = _subnet(problems, where, t, infos, notes, used_ifaces)
-        if sub is not None:
-            subnets.append(sub)
-    for i, a in enumerate(subnets):
-        for b in subnets[i + 1 :]:
-            if a.network.overlaps(b.network):
-                problems.add(f"[dhcp] subnets {a.network} and {b.network} overlap")
-    return subnets
+    return [_subnet(problems, where, t) for where, t in tables]
 
 
-def _subnet(
-    problems: _Problems,
-    where: str,
-    t: Mapping[str, Any],
-    infos: Mapping[str, InterfaceInfo],
-    notes: list[str],
-    used_ifaces: set[str],
-) -> SubnetConfig | None:
-    located = _locate(problems, where, t, infos, notes, used_ifaces)
-    # The options are checked even when the subnet could not be placed: every problem is told.
-    settings = _subnet_settings(problems, where, t)
-    if located is None or settings is None:
-        return None
-    network, info, ranges = located
-    return SubnetConfig(
-        network=network,
-        ranges=tuple(ranges),
-        interface=info.name if info else None,
-        derived="range" not in t and "network" not in t,
-        **settings,
-    )
-
-
-Located = tuple[IPv4Network, InterfaceInfo | None, list[tuple[IPv4Address, IPv4Address]]]
-
-
-def _locate(
-    problems: _Problems,
-    where: str,
-    t: Mapping[str, Any],
-    infos: Mapping[str, InterfaceInfo],
-    notes: list[str],
-    used_ifaces: set[str],
-) -> Located | None:
-    """The subnet's network, its interface and pool: given, or derived from the interfaces."""
+def _subnet(problems: Problems, where: str, t: Mapping[str, Any]) -> SubnetSpec:
     ranges: list[tuple[IPv4Address, IPv4Address]] = []
     for r in _as_list(t.get("range")):
         parsed = problems.check(f"{where} range", partial(parse_range, r))
@@ -549,72 +435,18 @@ def _locate(
         network = problems.check(
             f"{where} network", lambda: ipaddress.IPv4Network(str(t["network"]), strict=False)
         )
-    iface_name: str | None = t.get("interface")
-    if iface_name is not None and iface_name not in infos:
-        problems.add(f"{where} interface: {iface_name!r} is not one of [server] interfaces")
-        return None
-    candidates = [infos[iface_name]] if iface_name else list(infos.values())
-
-    # Find the interface subnet that holds the range (or the given network).
-    info: InterfaceInfo | None = None
-    if network is None and ranges:
-        for cand in candidates:
-            for addr in cand.addresses:
-                if ranges[0][0] in addr.network:
-                    info, network = cand, addr.network
-                    break
-            if info:
-                break
-        if network is None:
-            first, last = ranges[0]
-            where_ifs = ", ".join(f"{c.name} {a.network}" for c in candidates for a in c.addresses)
-            problems.add(
-                f"{where} range: {first}-{last} is outside the subnet of every interface"
-                + (f" ({where_ifs})" if where_ifs else " (no interface given: use --iface)")
-            )
-            return None
-    elif network is None:
-        # No range: derive the subnet and a pool from the first interface not yet serving one.
-        free = [c for c in candidates if c.name not in used_ifaces]
-        if not free:
-            return None
-        info = free[0]
-        assert info.primary is not None
-        network = info.primary.network
-        pool = default_pool(network, info.primary.ip)
-        if pool is None:
-            problems.add(f"{where}: {info.name}'s subnet {network} is too small for a pool")
-            return None
-        ranges = [pool]
-        notes.append(
-            f"derived from {info.name}: subnet {network}, server {info.primary.ip}, "
-            f"pool {pool[0]}-{pool[1]}"
-        )
-    elif iface_name is None:
-        info = next((c for c in candidates if c.address_in(network)), None)
-    else:
-        info = infos[iface_name]
-    if network is None:
-        return None
-    if info is not None:
-        used_ifaces.add(info.name)
-    for first, last in ranges:
-        if first not in network or last not in network:
-            problems.add(f"{where} range: {first}-{last} is not inside the subnet {network}")
-        elif first == network.network_address or last == network.broadcast_address:
-            problems.add(
-                f"{where} range: {first}-{last} includes the subnet's network or broadcast address"
-            )
-        if info is not None:
-            own = info.address_in(network)
-            if own is not None and first <= own <= last:
-                problems.add(f"{where} range: {first}-{last} includes pxed's own address {own}")
-    return network, info, ranges
+    settings = _subnet_settings(problems, where, t)
+    return SubnetSpec(
+        where=where,
+        ranges=tuple(ranges),
+        network=network,
+        interface=t.get("interface"),
+        settings=SubnetConfig(network=_NOWHERE, ranges=(), **settings) if settings else None,
+        derived="range" not in t and "network" not in t,
+    )
 
 
-def _subnet_settings(
-    problems: _Problems, where: str, t: Mapping[str, Any]
-) -> dict[str, Any] | None:
+def _subnet_settings(problems: Problems, where: str, t: Mapping[str, Any]) -> dict[str, Any] | None:
     """Router, DNS, lease time and the other per-subnet options; None if any is bad."""
     before = len(problems.lines)
     router = problems.check(f"{where} router", lambda: _ips(t.get("router"))) or ()
@@ -654,37 +486,6 @@ def _subnet_settings(
     }
 
 
-def derive_subnet(template: SubnetConfig, info: InterfaceInfo) -> SubnetConfig | None:
-    """The subnet of an interface that got its first address while pxed runs: the network of
-    that address and the default pool in it, with the ``[dhcp]`` settings of ``template``."""
-    if info.primary is None:
-        return None
-    network = info.primary.network
-    pool = default_pool(network, info.primary.ip)
-    if pool is None:
-        return None
-    return replace(template, network=network, ranges=(pool,), interface=info.name)
-
-
-def default_pool(network: IPv4Network, own: IPv4Address) -> tuple[IPv4Address, IPv4Address] | None:
-    """A sensible pool when none is configured: the upper half of the subnet, minus our address.
-
-    For a /24 that is .128-.254 (clear of the routers and servers that usually sit low);
-    pxed's own address, if it falls inside, moves the pool to the part above or below it.
-    """
-    if network.num_addresses < 8:
-        return None
-    first = int(network.network_address) + network.num_addresses // 2
-    last = int(network.broadcast_address) - 1
-    mine = int(own)
-    if first <= mine <= last:
-        if last - mine >= mine - first:
-            first = mine + 1
-        else:
-            last = mine - 1
-    return IPv4Address(first), IPv4Address(last)
-
-
 def _routes(value: Any) -> tuple[tuple[IPv4Network, IPv4Address], ...]:
     out = []
     for item in _as_list(value):
@@ -698,30 +499,31 @@ def _routes(value: Any) -> tuple[tuple[IPv4Network, IPv4Address], ...]:
     return tuple(out)
 
 
-def _options(problems: _Problems, where: str, raw: Any) -> tuple[tuple[int, bytes], ...]:
-    """[dhcp.options]: "ntp-servers" = [...], "150" = "198.19.0.1", or {type=..., value=...}."""
+def _options(problems: Problems, where: str, raw: Any) -> tuple[tuple[int, bytes], ...]:
+    """[dhcp.options]: "ntp-servers" = [...], "150" = "198.19.0.1", or {type=..., value=...}.
+
+    Only the TOML's shape is read here: which key is an option, which value is a table
+    with a type. The types and their wire bytes have one home, the option codec
+    (pxed/dhcp/options.py: OptionKind, OPTION_TABLE, encode_value), not this stage: an
+    option's type is a fact of the DHCP option space, the same for every way a value gets
+    there, and the codec's tests pin each one to its RFC layout.
+    """
     if not isinstance(raw, Mapping):
         problems.add(f"{where} options: must be a table of option = value")
         return ()
     out: list[tuple[int, bytes]] = []
     for key, value in raw.items():
-        code: int | None
-        if str(key).isdigit():
-            code = int(key)
-        elif str(key).startswith("option-") and str(key)[7:].isdigit():
-            code = int(str(key)[7:])
-        else:
-            code = dopts.option_code_by_name(str(key))
-        if code is None or not 1 <= code <= 254:
+        code = dopts.option_code_by_name(str(key))  # names, aliases, "150", "option-150"
+        if code is None:
             problems.add(f"{where} options: {key!r} is not a known option name or a code 1..254")
             continue
         kind: dopts.OptionKind | None = None
         if isinstance(value, Mapping):
-            kind_name = str(value.get("type", "")).upper().replace("-", "_")
+            # A type is spelt as the codec's OptionKind values ("ip-list"), any case, - or _.
             try:
-                kind = dopts.OptionKind[kind_name]
-            except KeyError:
-                names = ", ".join(k.name.lower().replace("_", "-") for k in dopts.OptionKind)
+                kind = dopts.OptionKind(str(value.get("type", "")).lower().replace("_", "-"))
+            except ValueError:
+                names = ", ".join(k.value for k in dopts.OptionKind)
                 problems.add(
                     f"{where} options {key}: type {value.get('type')!r} is not one of {names}"
                 )
@@ -740,7 +542,7 @@ def _options(problems: _Problems, where: str, raw: Any) -> tuple[tuple[int, byte
     return tuple(out)
 
 
-def _boot(problems: _Problems, t: Mapping[str, Any]) -> BootConfig:
+def _boot(problems: Problems, t: Mapping[str, Any]) -> BootConfig:
     values: dict[str, Any] = {}
     for key in ("bios", "uefi_x64", "uefi_ia32", "uefi_arm64", "ipxe"):
         if key in t:
@@ -753,99 +555,3 @@ def _boot(problems: _Problems, t: Mapping[str, Any]) -> BootConfig:
         values["next_server"] = problems.check("[boot] next_server", lambda: _ip(t["next_server"]))
     explicit = frozenset(values)
     return BootConfig(**values, explicit=explicit)
-
-
-def _check_hosts(problems: _Problems, hosts: list[HostConfig], subnets: list[SubnetConfig]) -> None:
-    owner: dict[IPv4Address, str] = {}
-    for host in hosts:
-        if host.ip is None:
-            continue
-        if host.ip in owner:
-            problems.add(
-                f"[[dhcp.host]] {host.mac}: address {host.ip} is already reserved "
-                f"for {owner[host.ip]}"
-            )
-            continue
-        owner[host.ip] = host.mac
-        if subnets and not any(host.ip in s.network for s in subnets):
-            nets = ", ".join(str(s.network) for s in subnets)
-            problems.add(
-                f"[[dhcp.host]] {host.mac}: address {host.ip} is outside every subnet ({nets})"
-            )
-        for s in subnets:
-            if host.ip in (s.network.network_address, s.network.broadcast_address):
-                problems.add(
-                    f"[[dhcp.host]] {host.mac}: address {host.ip} is not a host address "
-                    f"of {s.network}"
-                )
-
-
-def _is_url(name: str) -> bool:
-    return "://" in name
-
-
-def _check_boot_files(
-    problems: _Problems,
-    boot: BootConfig,
-    hosts: list[HostConfig],
-    tftp: TftpConfig,
-    notes: list[str],
-) -> BootConfig:
-    """Configured boot files must exist under the TFTP root; unconfigured defaults are dropped.
-
-    Defaults (pxelinux.0, ipxe.efi, boot.ipxe) point at a root made by `pxed stage`; when one
-    is missing pxed says so and does not offer it, instead of sending clients to a 404.
-    """
-    if not tftp.enabled:
-        return boot
-    root = tftp.root
-    if not root.is_dir():
-        problems.add(f"[tftp] root: {root} is not a directory (create it, or pass --tftp-root DIR)")
-        return boot
-    store = FileStore.for_config(tftp)
-    changes: dict[str, Any] = {}
-    for key in ("bios", "uefi_x64", "uefi_ia32", "uefi_arm64", "ipxe"):
-        name: str | None = getattr(boot, key)
-        if name is None or _is_url(name):
-            continue
-        why = _not_served(store, name, root)
-        if why is not None:
-            if key in boot.explicit:
-                problems.add(f"[boot] {key}: {why}")
-            else:
-                notes.append(f"default boot file ({key}): {why}; not offered")
-                changes[key] = None
-    for host in hosts:
-        why = None if not host.boot or _is_url(host.boot) else _not_served(store, host.boot, root)
-        if why is not None:
-            problems.add(f"[[dhcp.host]] {host.mac} boot: {why}")
-    if changes:
-        return replace(boot, **changes)
-    return boot
-
-
-def _not_served(store: FileStore, name: str, root: Path) -> str | None:
-    """Why the TFTP server would not serve ``name`` (found by the same lookup, checks and
-    open as a request), or None when it would."""
-    try:
-        store.open(name).close()
-    except FileRefused as exc:
-        if exc.error_code == ErrorCode.FILE_NOT_FOUND:
-            return f"{name!r} does not exist under the TFTP root {root}"
-        return f"{name!r} under the TFTP root {root} is not served: {exc.reason}"
-    return None
-
-
-def load_config(
-    path: Path | str | None = None,
-    overrides: Mapping[str, Any] | None = None,
-    *,
-    lookup: InterfaceLookup = interface_info,
-    notes: list[str] | None = None,
-    warnings: list[str] | None = None,
-) -> Config:
-    """Load a TOML file (if given), apply overrides (command-line flags) and validate."""
-    data: dict[str, Any] = load_file(Path(path)) if path is not None else {}
-    if overrides:
-        data = merge(data, overrides)
-    return build_config(data, lookup=lookup, notes=notes, warnings=warnings)
