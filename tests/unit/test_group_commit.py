@@ -81,7 +81,9 @@ async def test_commits_under_load_are_spaced_and_grouped(tmp_path: Path) -> None
     store.close()
     assert sorted(sent) == list(range(40))
     gaps = [b - a for a, b in itertools.pairwise(under_load)]
-    assert gaps and min(gaps) >= interval * 0.99  # loop.time() granularity
+    # The starts are stamped by the writer thread, which a loaded machine may pick up a few
+    # ms late for one commit and not the next: the loop spaces them by the interval.
+    assert gaps and min(gaps) >= interval - 0.005
     # Grouped: far fewer commits than submissions (each waited for the interval).
     assert len(store.starts) < 20
 
