@@ -64,7 +64,51 @@ def _read_records(record: Path) -> list[dict[str, str]]:
     return out
 
 
-class Dhclient:
+class _RecordingClient:
+    """A DHCP client whose script records every invocation (see _RECORD_SCRIPT)."""
+
+    program = "?"
+
+    def __init__(self, ns: Netns, iface: str, workdir: Path) -> None:
+        self.ns, self.iface, self.dir = ns, iface, workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.record = workdir / f"{self.program}.record"
+        self.script = workdir / f"{self.program}-script"
+        self.out = workdir / f"{self.program}.out"
+        _write_record_script(self.script, self.record)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def records(self) -> list[dict[str, str]]:
+        return _read_records(self.record)
+
+    def wait_reason(self, reasons: Sequence[str], timeout: float = 30,
+                    after: int = 0) -> dict[str, str]:  # fmt: skip
+        """The first record after the ``after``-th whose reason is one of ``reasons``;
+        AssertionError (with the records and the client's output) if none comes."""
+
+        def found() -> dict[str, str] | None:
+            for rec in self.records()[after:]:
+                if rec.get("reason") in reasons:
+                    return rec
+            return None
+
+        def running() -> bool:
+            return self.proc is None or self.proc.poll() is None
+
+        wait_for(lambda: found() is not None, timeout, alive=running)
+        rec = found()
+        if rec is None:
+            raise AssertionError(
+                f"{self.program}: none of {reasons} within {timeout} s; "
+                f"records: {self.records()}\n{self.output()}"
+            )
+        return rec
+
+    def output(self) -> str:
+        return self.out.read_text(errors="replace")[-4000:] if self.out.exists() else ""
+
+
+class Dhclient(_RecordingClient):
     """ISC dhclient in the client namespace, with its own lease, pid, config and script files.
 
     Runs in the foreground (-d) so the test owns the process. The script records every
@@ -72,16 +116,14 @@ class Dhclient:
     renewals (unicast, from ciaddr) and releases can be sent.
     """
 
+    program = "dhclient"
+
     def __init__(self, ns: Netns, iface: str, workdir: Path, renew_after: int | None = None):
         require("dhclient")
-        self.ns, self.iface, self.dir = ns, iface, workdir
-        workdir.mkdir(parents=True, exist_ok=True)
+        super().__init__(ns, iface, workdir)
         self.lease_file = workdir / "dhclient.leases"
         self.pid_file = workdir / "dhclient.pid"
-        self.record = workdir / "dhclient.record"
-        self.script = workdir / "dhclient-script"
         self.conf = workdir / "dhclient.conf"
-        _write_record_script(self.script, self.record)
         conf = [
             "timeout 20;", "retry 1;", "initial-interval 1;", "backoff-cutoff 2;",
             "request subnet-mask, broadcast-address, routers, domain-name,"
@@ -91,7 +133,6 @@ class Dhclient:
             # Renew (unicast REQUEST with ciaddr, RENEWING) soon instead of at T1.
             conf.append(f"supersede dhcp-renewal-time {renew_after};")
         self.conf.write_text("\n".join(conf) + "\n")
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def _args(self) -> list[str]:
         return ["-cf", str(self.conf), "-lf", str(self.lease_file), "-pf", str(self.pid_file),
@@ -101,29 +142,8 @@ class Dhclient:
         """dhclient -1 -d: one attempt to get a lease, then stay in the foreground."""
         self.proc = self.ns.popen(
             "dhclient", "-d", "-1", "-v", *self._args(), self.iface,
-            stdout=subprocess.DEVNULL, stderr=open(self.dir / "dhclient.out", "ab"),  # noqa: SIM115
+            stdout=subprocess.DEVNULL, stderr=open(self.out, "ab"),  # noqa: SIM115
         )
-
-    def records(self) -> list[dict[str, str]]:
-        return _read_records(self.record)
-
-    def wait_reason(self, reasons: Sequence[str], timeout: float = 30,
-                    after: int = 0) -> dict[str, str]:
-        def found() -> dict[str, str] | None:
-            for rec in self.records()[after:]:
-                if rec.get("reason") in reasons:
-                    return rec
-            return None
-
-        ok = wait_for(lambda: found() is not None
-                      or (self.proc is not None and self.proc.poll() is not None), timeout)
-        rec = found()
-        if not ok or rec is None:
-            raise AssertionError(
-                f"dhclient: none of {reasons} within {timeout} s; records: {self.records()}\n"
-                f"{self.output()}"
-            )
-        return rec
 
     def release(self, timeout: float = 20) -> subprocess.CompletedProcess[str]:
         """dhclient -r: release the lease (DHCPRELEASE) and stop the running client."""
@@ -141,49 +161,23 @@ class Dhclient:
             self.proc.kill()
             self.proc.wait(5)
 
-    def output(self) -> str:
-        path = self.dir / "dhclient.out"
-        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
 
 
-class Udhcpc:
+class Udhcpc(_RecordingClient):
     """busybox udhcpc in the foreground; SIGUSR1 renews, SIGUSR2 releases."""
+
+    program = "udhcpc"
 
     def __init__(self, ns: Netns, iface: str, workdir: Path) -> None:
         require("busybox")
-        self.ns, self.iface, self.dir = ns, iface, workdir
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.record = workdir / "udhcpc.record"
-        self.script = workdir / "udhcpc-script"
-        _write_record_script(self.script, self.record)
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(ns, iface, workdir)
 
     def start(self, *extra: str) -> None:
         self.proc = self.ns.popen(
             "busybox", "udhcpc", "-f", "-n", "-t", "5", "-T", "2", "-i", self.iface,
             "-s", str(self.script), *extra,
-            stdout=open(self.dir / "udhcpc.out", "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
+            stdout=open(self.out, "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
         )
-
-    def records(self) -> list[dict[str, str]]:
-        return _read_records(self.record)
-
-    def wait_reason(self, reasons: Sequence[str], timeout: float = 30,
-                    after: int = 0) -> dict[str, str]:
-        def found() -> dict[str, str] | None:
-            for rec in self.records()[after:]:
-                if rec.get("reason") in reasons:
-                    return rec
-            return None
-
-        ok = wait_for(lambda: found() is not None, timeout)
-        rec = found()
-        if not ok or rec is None:
-            raise AssertionError(
-                f"udhcpc: none of {reasons} within {timeout} s; records: {self.records()}\n"
-                f"{self.output()}"
-            )
-        return rec
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None and self.proc.poll() is None, self.output()
@@ -197,10 +191,6 @@ class Udhcpc:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-
-    def output(self) -> str:
-        path = self.dir / "udhcpc.out"
-        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
 
 
 # ---------------------------------------------------------------------------------------------
