@@ -274,6 +274,7 @@ class _Pump:
         single = self.single
         conns = self.conns
         local_ip = self.host
+        is_new_request = self.core.is_new_request
         for _ in range(MAX_DRAIN):
             try:
                 if wildcard:
@@ -290,7 +291,7 @@ class _Pump:
                 return
             if single:
                 conn = conns.get(addr)
-                if conn is not None and not (len(data) >= 2 and data[0] == 0 and data[1] == 1):
+                if conn is not None and not is_new_request(data):
                     self._feed(conn, data, now)
                     continue
             self._request(data, addr, local_ip, now)

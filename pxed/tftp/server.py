@@ -1,6 +1,7 @@
 """The TFTP server core: read requests to transfers, limits, per-client caps, timers. No I/O.
 
 The glue hands every datagram that is not for a running transfer to :meth:`TftpServer.request`
+(on the shared port of ``single_port``, :meth:`TftpServer.is_new_request` tells which are)
 and gets one decision back:
 
 - :class:`Accepted`: a new :class:`~pxed.tftp.transfer.Transfer` (the glue opens its TID,
@@ -136,6 +137,13 @@ class TftpServer:
         except Exception as exc:  # a bug must cost one request, not the server
             self.refused += 1
             return _refuse("tftp.refused", f"internal error: {exc!r}", ErrorCode.NOT_DEFINED)
+
+    def is_new_request(self, datagram: bytes) -> bool:
+        """Whether a datagram from a client that has a transfer running on the shared port
+        (``single_port``) goes to :meth:`request` rather than to that transfer: an RRQ is a
+        request again (a retransmitted one is a :class:`Duplicate`, another one from the
+        same port replaces the transfer); anything else is the transfer's."""
+        return len(datagram) >= 2 and datagram[0] == 0 and datagram[1] == Opcode.RRQ
 
     def stranger(self, datagram: bytes) -> bytes | None:
         """What to answer a datagram that reached a transfer's port from another peer

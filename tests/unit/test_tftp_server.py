@@ -332,3 +332,23 @@ def test_a_stranger_on_a_transfers_port_gets_error_5_unless_it_sent_an_error(
     assert tp.decode(reply) == tp.Error(ErrorCode.UNKNOWN_TID, "unknown transfer ID")
     assert core.stranger(tp.encode_error(ErrorCode.NOT_DEFINED, "x")) is None
     assert core.stranger(b"\x00") is not None  # too short to be an ERROR: answered
+
+
+def test_on_the_shared_port_only_an_rrq_is_a_new_request_from_a_running_client() -> None:
+    srv, _ = server(single_port=True)
+    first = srv.request(rrq(), CLIENT, 0.0)
+    assert isinstance(first, Accepted)
+    # An RRQ from the transfer's own client is a request again (duplicate or replacement).
+    assert srv.is_new_request(rrq())
+    assert srv.is_new_request(rrq("pxelinux.0", "blksize", "1468"))
+    assert isinstance(srv.request(rrq(), CLIENT, 0.1), Duplicate)
+    # Everything else belongs to the running transfer, a WRQ and a broken packet included.
+    for raw in (
+        tp.encode_ack(1),
+        tp.encode_error(ErrorCode.NOT_DEFINED, "x"),
+        b"\x00\x02f\x00octet\x00",
+        b"\x00",
+        b"",
+        b"\x01\x01",
+    ):
+        assert not srv.is_new_request(raw), raw
