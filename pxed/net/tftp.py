@@ -12,7 +12,9 @@ the speed (DESIGN.md; bench/RESULTS.md has the figures). The data path here:
 - All of an endpoint's sockets sit in one epoll of its own (:class:`_Pump`). A round reads
   one datagram from each ready transfer socket (level-triggered: what is left comes back next
   round) and runs the core on it, then writes the DATA of all of them, then drains the
-  listening socket and runs the transfers whose retransmission deadline passed. One round
+  listening socket and runs the transfers whose retransmission deadline passed. Whatever
+  socket a transfer's datagram came in on, one step (``_Pump._received``) takes it to the
+  core and deals with the answer; the callers only read and write. One round
   costs one ``epoll_wait``, and per block one ``read`` and one ``writev`` plus the core's
   few microseconds (dnsmasq makes four calls a block: it also seeks and reads the file).
   ``os.read``/``os.writev`` on the descriptor are the same system calls as ``recv``/
@@ -198,18 +200,19 @@ class _Pump:
     def poll(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds, serve what is ready, run due timers.
 
-        The loop body is the hot path of concurrent transfers (one pass per block), kept
-        inline on purpose: one ``read`` of the ACK and the core for every ready transfer,
-        then one ``writev`` of each DATA. Writing after all the reads keeps the Python of the
-        round together, before the sends wake the clients (a woken client often takes this
-        CPU from the pump; ``bench/tftp_pump``, 50 transfers: 5.4 -> 5.1 µs a block). The
-        other sockets (new requests, strangers) wait until the DATA is out, so that a
-        transfer ended there never closes a descriptor that a pending write names.
+        The loop body is the hot path of concurrent transfers (one pass per block): one
+        ``read`` of the ACK and :meth:`_received` for every ready transfer, then one
+        ``writev`` of each DATA. Writing after all the reads keeps the Python of the round
+        together, before the sends wake the clients (a woken client often takes this CPU
+        from the pump; ``bench/tftp_pump``, 50 transfers: 5.4 -> 5.1 µs a block). The other
+        sockets (new requests, strangers) wait until the DATA is out, so that a transfer
+        ended there never closes a descriptor that a pending write names.
         """
         events = self.ep.poll(timeout, MAX_EVENTS)
         now = time.monotonic()
         by_fd = self.by_fd
         read = os.read
+        received = self._received
         sends: list[tuple[_Conn, Datagram]] = []
         others: list[int] = []
         for fd, _ in events:
@@ -222,19 +225,9 @@ class _Pump:
             except OSError as exc:
                 self._recv_failed(conn, exc)
                 continue
-            transfer = conn.transfer
-            burst = transfer.receive(data, now)
-            if burst:
-                if len(burst) == 1:
-                    sends.append((conn, burst[0]))
-                else:
-                    self._send(conn, burst)
-            if transfer.finished:
-                self._end(conn)
-                continue
-            deadline = transfer.deadline
-            if deadline is not None and deadline < self.next_deadline:
-                self.next_deadline = deadline
+            datagram = received(conn, data, now)
+            if datagram is not None:
+                sends.append((conn, datagram))
         if sends:
             writev = os.writev
             for conn, datagram in sends:
@@ -486,6 +479,7 @@ class _Pump:
         fd = conn.fd
         read = os.read
         writev = os.writev
+        received = self._received
         transfer = conn.transfer
         mono = time.monotonic
         sock.setblocking(True)
@@ -497,21 +491,15 @@ class _Pump:
                 except OSError:
                     return False  # LANE_WAIT passed (EAGAIN), or an error epoll will report
                 now = mono()
-                burst = transfer.receive(data, now)
-                if burst:
-                    if len(burst) == 1:
-                        try:
-                            writev(fd, burst[0])
-                        except OSError as exc:
-                            self._send_failed(conn, exc)
-                    else:
-                        self._send(conn, burst)
+                datagram = received(conn, data, now)
+                if datagram is not None:
+                    try:
+                        writev(fd, datagram)
+                    except OSError as exc:
+                        self._send_failed(conn, exc)
+                        self._after(conn)
                 if transfer.finished:
-                    self._end(conn)
-                    return True
-                deadline = transfer.deadline
-                if deadline is not None and deadline < self.next_deadline:
-                    self.next_deadline = deadline
+                    return True  # ended by _received or _after, its socket closed
                 if now >= end or now >= self.next_deadline:
                     return True
             return True
@@ -520,11 +508,12 @@ class _Pump:
                 sock.setblocking(False)
 
     def _feed(self, conn: _Conn, data: bytes, now: float) -> None:
-        transfer = conn.transfer
-        burst = transfer.receive(data, now)
-        if burst:
-            self._send(conn, burst)
-        self._after(conn)
+        """:meth:`_received` for a datagram read from a shared socket (the listening one in
+        single-port mode, a catcher); its answer goes out at once."""
+        datagram = self._received(conn, data, now)
+        if datagram is not None:
+            self._send(conn, [datagram])
+            self._after(conn)  # a send that cannot succeed has failed the transfer
 
     def _stranger(self, sock: socket.socket, data: bytes, addr: Address) -> None:
         """A datagram on a transfer's port from another peer: the core says what to answer."""
@@ -535,7 +524,34 @@ class _Pump:
             with contextlib.suppress(OSError):
                 sock.sendto(reply, addr)
 
+    def _received(self, conn: _Conn, data: bytes, now: float) -> Datagram | None:
+        """The one step after a datagram from a transfer's client (poll, the lane, _feed).
+
+        The core answers it; a burst of more than one datagram (a window) goes out here,
+        then :meth:`_after` ends a finished transfer or notes its deadline. A single
+        datagram (the next DATA of a lock-step transfer: the hot path) is returned instead,
+        for the caller to write when it suits it: poll after all the round's reads, the lane
+        at once on its descriptor; a failed write is the caller's to hand to
+        :meth:`_send_failed` and :meth:`_after`. On that path the deadline is noted here
+        as :meth:`_after` would, so that a block costs one call: a second one, to
+        :meth:`_after`, is about 800 instructions more a block (bench/tftp_pump under
+        valgrind, where this one costs about 450 against the loop inline).
+        """
+        transfer = conn.transfer
+        burst = transfer.receive(data, now)
+        if len(burst) == 1 and not transfer.finished:
+            deadline = transfer.deadline
+            if deadline is not None and deadline < self.next_deadline:
+                self.next_deadline = deadline
+            return burst[0]
+        if burst:
+            self._send(conn, burst)
+        self._after(conn)
+        return None
+
     def _after(self, conn: _Conn) -> None:
+        """After a transfer has sent (or failed to): end it if finished, else note its
+        deadline (the pump keeps the earliest)."""
         transfer = conn.transfer
         if transfer.finished:
             self._end(conn)
