@@ -66,9 +66,7 @@ import structlog
 
 from pxed.config import TftpConfig
 from pxed.net.udp import PKTINFO_SPACE, Ancillary, local_address, open_udp_socket, send_from
-from pxed.tftp import packet as tp
 from pxed.tftp.files import FileStore
-from pxed.tftp.packet import ErrorCode
 from pxed.tftp.server import Accepted, Duplicate, Refused, TftpServer, TftpStats
 from pxed.tftp.transfer import Address, Buffer, Burst, Datagram, Outcome, Transfer
 
@@ -292,14 +290,7 @@ class _Pump:
     def _request(self, data: bytes, addr: Address, local_ip: str, now: float) -> None:
         decision = self.core.request(data, addr, now)
         if isinstance(decision, Refused):
-            if decision.reply is not None:
-                self._send_raw(decision.reply, addr, local_ip)
-            fields: dict[str, Any] = {"client": _peer(addr), "reason": decision.reason}
-            if decision.filename is not None:
-                fields["file"] = decision.filename
-            if decision.code is not None:
-                fields["code"] = int(decision.code)
-            self.emit(logging.INFO, decision.event, fields)
+            self._refused(decision, addr, local_ip)
             return
         if isinstance(decision, Duplicate):
             if self.debug:
@@ -316,23 +307,24 @@ class _Pump:
         try:
             conn = self._open_conn(transfer, local_ip)
         except OSError as exc:
-            transfer.fail(Outcome.ERROR, f"no socket: {exc.strerror}", now)
-            self.core.finish(transfer)
-            self._send_raw(tp.encode_error(ErrorCode.NOT_DEFINED, "server busy"), addr, local_ip)
-            self.emit(
-                logging.WARNING,
-                "tftp.refused",
-                {
-                    "client": _peer(addr),
-                    "file": transfer.request.filename,
-                    "reason": f"no socket: {exc.strerror}",
-                },
-            )
+            refused = self.core.cannot_serve(transfer, f"no socket: {exc.strerror}", now)
+            self._refused(refused, addr, local_ip)
             return
         mtu = conn.mtu if conn.mtu is not None else self._path_mtu(addr[0], now)
         burst = transfer.start(now, mtu)
         self._send(conn, burst)
         self._after(conn)
+
+    def _refused(self, decision: Refused, addr: Address, local_ip: str) -> None:
+        """Send the core's ERROR (if any) and log the refusal as the core says."""
+        if decision.reply is not None:
+            self._send_raw(decision.reply, addr, local_ip)
+        fields: dict[str, Any] = {"client": _peer(addr), "reason": decision.reason}
+        if decision.filename is not None:
+            fields["file"] = decision.filename
+        if decision.code is not None:
+            fields["code"] = int(decision.code)
+        self.emit(decision.level, decision.event, fields)
 
     def _open_conn(self, transfer: Transfer, local_ip: str) -> _Conn:
         if self.single:

@@ -9,13 +9,15 @@ and gets one decision back:
   request ends (a firmware that asked for ``tsize`` only and came back from the same port).
 - :class:`Duplicate`: the client sent its RRQ again; its transfer retransmits on its own timer.
 - :class:`Refused`: ERROR to send back (or nothing for a broken ERROR packet), with the log
-  event and reason.
+  event, level and reason. :meth:`TftpServer.cannot_serve` turns an accepted transfer the
+  glue could not give a socket into one.
 
 The server never raises on input: a Hypothesis test drives it with random datagrams.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -27,6 +29,7 @@ from pxed.tftp.packet import ErrorCode, Opcode
 from pxed.tftp.transfer import Address, Burst, Outcome, Settings, Transfer, negotiate
 
 UNKNOWN_TID_ERROR = tp.encode_error(ErrorCode.UNKNOWN_TID, "unknown transfer ID")
+BUSY_ERROR = tp.encode_error(ErrorCode.NOT_DEFINED, "server busy")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,8 @@ class Refused:
     reason: str
     code: int | None = None
     filename: str | None = None
+    level: int = logging.INFO
+    """Of the log line: WARNING when our side failed (:meth:`TftpServer.cannot_serve`)."""
 
 
 Decision = Accepted | Duplicate | Refused
@@ -219,6 +224,21 @@ class TftpServer:
         self._per_client[client[0]] = self._per_client.get(client[0], 0) + 1
         self.started += 1
         return Accepted(transfer, replaced)
+
+    def cannot_serve(self, transfer: Transfer, reason: str, now: float) -> Refused:
+        """An accepted transfer that the glue could not start (``reason``: no socket, no
+        free port): it ends as our side's failure and the client is told the server is busy
+        (ERROR 0, as when ``max_transfers`` are running)."""
+        transfer.fail(Outcome.ERROR, reason, now)
+        self.finish(transfer)
+        return Refused(
+            BUSY_ERROR,
+            "tftp.refused",
+            reason,
+            ErrorCode.NOT_DEFINED,
+            transfer.request.filename,
+            logging.WARNING,
+        )
 
     # -- transfers ending -----------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -352,3 +353,19 @@ def test_on_the_shared_port_only_an_rrq_is_a_new_request_from_a_running_client()
         b"\x01\x01",
     ):
         assert not srv.is_new_request(raw), raw
+
+
+def test_a_transfer_the_glue_cannot_start_ends_and_the_client_hears_server_busy() -> None:
+    srv, files = server()
+    accepted = srv.request(rrq(), CLIENT, 0.0)
+    assert isinstance(accepted, Accepted)
+    refused = srv.cannot_serve(accepted.transfer, "no socket: Too many open files", 0.1)
+    assert error_of(refused) == (ErrorCode.NOT_DEFINED, "server busy")
+    assert refused.event == "tftp.refused" and refused.level == logging.WARNING
+    assert refused.reason == "no socket: Too many open files"
+    assert refused.filename == "pxelinux.0"
+    transfer = accepted.transfer
+    assert transfer.finished and transfer.outcome == Outcome.ERROR
+    assert files.opened[0].closed == 1
+    stats = srv.stats()
+    assert (stats.active, stats.started, stats.failed, stats.refused) == (0, 1, 1, 0)
