@@ -302,8 +302,6 @@ class _Pump:
             old = self.conns.get(decision.replaced.client)
             if old is not None and old.transfer is decision.replaced:
                 self._end(old)
-            else:
-                self.core.finish(decision.replaced)
         try:
             conn = self._open_conn(transfer, local_ip)
         except OSError as exc:

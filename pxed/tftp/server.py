@@ -36,7 +36,8 @@ BUSY_ERROR = tp.encode_error(ErrorCode.NOT_DEFINED, "server busy")
 class Accepted:
     transfer: Transfer
     replaced: Transfer | None = None
-    """An earlier transfer of the same client (address, port), already ended (not removed)."""
+    """An earlier transfer of the same client (address, port), already ended and forgotten
+    (:meth:`TftpServer.finish`): the glue only closes its socket and logs its end."""
 
 
 @dataclass(frozen=True, slots=True)
