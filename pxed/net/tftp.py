@@ -13,9 +13,10 @@ the speed (DESIGN.md; bench/RESULTS.md has the figures). The data path here:
   one datagram from each ready transfer socket (level-triggered: what is left comes back next
   round) and runs the core on it, then writes the DATA of all of them, then drains the
   listening socket and runs the transfers whose retransmission deadline passed. Whatever
-  socket a transfer's datagram came in on, one step (``_Pump._received``) takes it to the
-  core and deals with the answer; the callers only read and write. One round
-  costs one ``epoll_wait``, and per block one ``read`` and one ``writev`` plus the core's
+  socket a transfer's datagram came in on, the core's answer goes through one step
+  (``_Pump._received``) and the callers only read and write; the round and the lane keep
+  inline the one case where that step would only hand the DATA back. One round costs one
+  ``epoll_wait``, and per block one ``read`` and one ``writev`` plus the core's
   few microseconds (dnsmasq makes four calls a block: it also seeks and reads the file).
   ``os.read``/``os.writev`` on the descriptor are the same system calls as ``recv``/
   ``sendmsg`` with about half the Python around them (bench/RESULTS.md).
@@ -199,12 +200,12 @@ class _Pump:
         """Wait up to ``timeout`` seconds, serve what is ready, run due timers.
 
         The loop body is the hot path of concurrent transfers (one pass per block): one
-        ``read`` of the ACK and :meth:`_received` for every ready transfer, then one
-        ``writev`` of each DATA. Writing after all the reads keeps the Python of the round
-        together, before the sends wake the clients (a woken client often takes this CPU
-        from the pump; ``bench/tftp_pump``, 50 transfers: 5.4 -> 5.1 µs a block). The other
-        sockets (new requests, strangers) wait until the DATA is out, so that a transfer
-        ended there never closes a descriptor that a pending write names.
+        ``read`` of the ACK and the core for every ready transfer, then one ``writev`` of
+        each DATA. Writing after all the reads keeps the Python of the round together,
+        before the sends wake the clients (a woken client often takes this CPU from the
+        pump; ``bench/tftp_pump``, 50 transfers: 5.4 -> 5.1 µs a block). The other sockets
+        (new requests, strangers) wait until the DATA is out, so that a transfer ended
+        there never closes a descriptor that a pending write names.
         """
         events = self.ep.poll(timeout, MAX_EVENTS)
         now = time.monotonic()
@@ -223,7 +224,16 @@ class _Pump:
             except OSError as exc:
                 self._recv_failed(conn, exc)
                 continue
-            datagram = received(conn, data, now)
+            transfer = conn.transfer
+            burst = transfer.receive(data, now)
+            if (
+                len(burst) == 1
+                and (deadline := transfer.deadline) is not None
+                and deadline >= self.next_deadline
+            ):
+                sends.append((conn, burst[0]))  # all _received would do, inline (see there)
+                continue
+            datagram = received(conn, burst)
             if datagram is not None:
                 sends.append((conn, datagram))
         if sends:
@@ -481,7 +491,16 @@ class _Pump:
                 except OSError:
                     return False  # LANE_WAIT passed (EAGAIN), or an error epoll will report
                 now = mono()
-                datagram = received(conn, data, now)
+                burst = transfer.receive(data, now)
+                datagram: Datagram | None
+                if (
+                    len(burst) == 1
+                    and (deadline := transfer.deadline) is not None
+                    and deadline >= self.next_deadline
+                ):
+                    datagram = burst[0]  # all _received would do, inline (see there)
+                else:
+                    datagram = received(conn, burst)
                 if datagram is not None:
                     try:
                         writev(fd, datagram)
@@ -498,9 +517,9 @@ class _Pump:
                 sock.setblocking(False)
 
     def _feed(self, conn: _Conn, data: bytes, now: float) -> None:
-        """:meth:`_received` for a datagram read from a shared socket (the listening one in
-        single-port mode, a catcher); its answer goes out at once."""
-        datagram = self._received(conn, data, now)
+        """A datagram read from a shared socket (the listening one in single-port mode, a
+        catcher) for a transfer: through :meth:`_received`, and its answer goes out at once."""
+        datagram = self._received(conn, conn.transfer.receive(data, now))
         if datagram is not None:
             self._send(conn, [datagram])
             self._after(conn)  # a send that cannot succeed has failed the transfer
@@ -514,30 +533,28 @@ class _Pump:
             with contextlib.suppress(OSError):
                 sock.sendto(reply, addr)
 
-    def _received(self, conn: _Conn, data: bytes, now: float) -> Datagram | None:
-        """The one step after a datagram from a transfer's client (poll, the lane, _feed).
+    def _received(self, conn: _Conn, burst: Burst) -> Datagram | None:
+        """The one step after the core's answer to a datagram from a transfer's client
+        (``Transfer.receive``; poll, the lane, _feed).
 
-        The core answers it; a burst of more than one datagram (a window) goes out here,
-        then :meth:`_after` ends a finished transfer or notes its deadline. A single
-        datagram (the next DATA of a lock-step transfer: the hot path) is returned instead,
-        for the caller to write when it suits it: poll after all the round's reads, the lane
-        at once on its descriptor; a failed write is the caller's to hand to
-        :meth:`_send_failed` and :meth:`_after`. On that path the deadline is noted here
-        as :meth:`_after` would, so that a block costs one call: a second one, to
-        :meth:`_after`, is about 800 instructions more a block (bench/tftp_pump under
-        valgrind, where this one costs about 450 against the loop inline).
+        A burst of more than one datagram (a window) goes out here, then :meth:`_after`
+        ends a finished transfer or notes its deadline. A single datagram (the next DATA of
+        a lock-step transfer) is returned instead, for the caller to write when it suits it:
+        poll after all the round's reads, the lane at once on its descriptor; a failed write
+        is the caller's to hand to :meth:`_send_failed` and :meth:`_after`.
+
+        poll and the lane skip this call in the hot case, where it would only return that
+        DATA: a running transfer (it has a deadline: None once finished) whose deadline is
+        no earlier than the pump's, so there is nothing to note. The call would cost about
+        450 instructions a block, 4% of the pump's own (bench/tftp_pump under valgrind).
         """
-        transfer = conn.transfer
-        burst = transfer.receive(data, now)
-        if len(burst) == 1 and not transfer.finished:
-            deadline = transfer.deadline
-            if deadline is not None and deadline < self.next_deadline:
-                self.next_deadline = deadline
-            return burst[0]
-        if burst:
+        datagram = None
+        if len(burst) == 1:
+            datagram = burst[0]
+        elif burst:
             self._send(conn, burst)
         self._after(conn)
-        return None
+        return None if conn.transfer.finished else datagram
 
     def _after(self, conn: _Conn) -> None:
         """After a transfer has sent (or failed to): end it if finished, else note its
