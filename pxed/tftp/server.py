@@ -1,6 +1,7 @@
 """The TFTP server core: read requests to transfers, limits, per-client caps, timers. No I/O.
 
 The glue hands every datagram that is not for a running transfer to :meth:`TftpServer.request`
+(on the shared port of ``single_port``, :meth:`TftpServer.is_new_request` tells which are)
 and gets one decision back:
 
 - :class:`Accepted`: a new :class:`~pxed.tftp.transfer.Transfer` (the glue opens its TID,
@@ -8,13 +9,15 @@ and gets one decision back:
   request ends (a firmware that asked for ``tsize`` only and came back from the same port).
 - :class:`Duplicate`: the client sent its RRQ again; its transfer retransmits on its own timer.
 - :class:`Refused`: ERROR to send back (or nothing for a broken ERROR packet), with the log
-  event and reason.
+  event, level and reason. :meth:`TftpServer.cannot_serve` turns an accepted transfer the
+  glue could not give a socket into one.
 
 The server never raises on input: a Hypothesis test drives it with random datagrams.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -26,13 +29,15 @@ from pxed.tftp.packet import ErrorCode, Opcode
 from pxed.tftp.transfer import Address, Burst, Outcome, Settings, Transfer, negotiate
 
 UNKNOWN_TID_ERROR = tp.encode_error(ErrorCode.UNKNOWN_TID, "unknown transfer ID")
+BUSY_ERROR = tp.encode_error(ErrorCode.NOT_DEFINED, "server busy")
 
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
     transfer: Transfer
     replaced: Transfer | None = None
-    """An earlier transfer of the same client (address, port), already ended (not removed)."""
+    """An earlier transfer of the same client (address, port), already ended and forgotten
+    (:meth:`TftpServer.finish`): the glue only closes its socket and logs its end."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +55,8 @@ class Refused:
     reason: str
     code: int | None = None
     filename: str | None = None
+    level: int = logging.INFO
+    """Of the log line: WARNING when our side failed (:meth:`TftpServer.cannot_serve`)."""
 
 
 Decision = Accepted | Duplicate | Refused
@@ -137,6 +144,13 @@ class TftpServer:
             self.refused += 1
             return _refuse("tftp.refused", f"internal error: {exc!r}", ErrorCode.NOT_DEFINED)
 
+    def is_new_request(self, datagram: bytes) -> bool:
+        """Whether a datagram from a client that has a transfer running on the shared port
+        (``single_port``) goes to :meth:`request` rather than to that transfer: an RRQ is a
+        request again (a retransmitted one is a :class:`Duplicate`, another one from the
+        same port replaces the transfer); anything else is the transfer's."""
+        return len(datagram) >= 2 and datagram[0] == 0 and datagram[1] == Opcode.RRQ
+
     def stranger(self, datagram: bytes) -> bytes | None:
         """What to answer a datagram that reached a transfer's port from another peer
         (RFC 1350 §4: ERROR 5, and the transfer goes on); None for an ERROR, which is
@@ -211,6 +225,21 @@ class TftpServer:
         self._per_client[client[0]] = self._per_client.get(client[0], 0) + 1
         self.started += 1
         return Accepted(transfer, replaced)
+
+    def cannot_serve(self, transfer: Transfer, reason: str, now: float) -> Refused:
+        """An accepted transfer that the glue could not start (``reason``: no socket, no
+        free port): it ends as our side's failure and the client is told the server is busy
+        (ERROR 0, as when ``max_transfers`` are running)."""
+        transfer.fail(Outcome.ERROR, reason, now)
+        self.finish(transfer)
+        return Refused(
+            BUSY_ERROR,
+            "tftp.refused",
+            reason,
+            ErrorCode.NOT_DEFINED,
+            transfer.request.filename,
+            logging.WARNING,
+        )
 
     # -- transfers ending -----------------------------------------------------------------
 

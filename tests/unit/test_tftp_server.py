@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -332,3 +333,39 @@ def test_a_stranger_on_a_transfers_port_gets_error_5_unless_it_sent_an_error(
     assert tp.decode(reply) == tp.Error(ErrorCode.UNKNOWN_TID, "unknown transfer ID")
     assert core.stranger(tp.encode_error(ErrorCode.NOT_DEFINED, "x")) is None
     assert core.stranger(b"\x00") is not None  # too short to be an ERROR: answered
+
+
+def test_on_the_shared_port_only_an_rrq_is_a_new_request_from_a_running_client() -> None:
+    srv, _ = server(single_port=True)
+    first = srv.request(rrq(), CLIENT, 0.0)
+    assert isinstance(first, Accepted)
+    # An RRQ from the transfer's own client is a request again (duplicate or replacement).
+    assert srv.is_new_request(rrq())
+    assert srv.is_new_request(rrq("pxelinux.0", "blksize", "1468"))
+    assert isinstance(srv.request(rrq(), CLIENT, 0.1), Duplicate)
+    # Everything else belongs to the running transfer, a WRQ and a broken packet included.
+    for raw in (
+        tp.encode_ack(1),
+        tp.encode_error(ErrorCode.NOT_DEFINED, "x"),
+        b"\x00\x02f\x00octet\x00",
+        b"\x00",
+        b"",
+        b"\x01\x01",
+    ):
+        assert not srv.is_new_request(raw), raw
+
+
+def test_a_transfer_the_glue_cannot_start_ends_and_the_client_hears_server_busy() -> None:
+    srv, files = server()
+    accepted = srv.request(rrq(), CLIENT, 0.0)
+    assert isinstance(accepted, Accepted)
+    refused = srv.cannot_serve(accepted.transfer, "no socket: Too many open files", 0.1)
+    assert error_of(refused) == (ErrorCode.NOT_DEFINED, "server busy")
+    assert refused.event == "tftp.refused" and refused.level == logging.WARNING
+    assert refused.reason == "no socket: Too many open files"
+    assert refused.filename == "pxelinux.0"
+    transfer = accepted.transfer
+    assert transfer.finished and transfer.outcome == Outcome.ERROR
+    assert files.opened[0].closed == 1
+    stats = srv.stats()
+    assert (stats.active, stats.started, stats.failed, stats.refused) == (0, 1, 1, 0)
