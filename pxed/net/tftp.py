@@ -1,7 +1,7 @@
 """TFTP sockets and the glue around the TFTP core.
 
 Lock-step TFTP costs one ACK in and one DATA out per block, so the per-datagram path decides
-the speed (DESIGN.md; bench/RESULTS.md has the figures). The data path here:
+the speed (bench/RESULTS.md has the figures). The data path here:
 
 - Each transfer has its own port (a new TID, RFC 1350) and two sockets on it: one connected
   to the client, so that reading an ACK is a plain ``read`` of its descriptor and a DATA a
