@@ -13,6 +13,7 @@ import fcntl
 import logging
 import os
 import time
+from collections.abc import AsyncIterator
 from ipaddress import IPv4Address
 from pathlib import Path
 from types import TracebackType
@@ -28,6 +29,7 @@ from pxed.config.derive import InterfaceLookup, check_addresses, derive_subnet
 from pxed.dhcp.proxy import PROXY_PORT, ProxyServer
 from pxed.dhcp.server import DhcpServer, reservation_key
 from pxed.errors import ConfigError, PxedError
+from pxed.events import Event, EventBus, log_event
 from pxed.leases import LeaseStore, LeaseTable
 from pxed.net.commit import GroupCommitter
 from pxed.net.dhcp import DhcpEndpoint
@@ -80,6 +82,12 @@ class Server:
         start."""
         self.config = check(config, notes=self.notes)
         self.policy = policy or ConfigBootPolicy(self.config.boot)
+        self.bus = EventBus([log_event])
+        """The cores' decision events go here: the log, and Python subscribers (events())."""
+        self.min_level = logging.getLevelNamesMapping()[self.config.log_level.upper()]
+        """The cores make no event below the configured log level."""
+        self.events_dropped = 0
+        """Events a slow subscriber of events() did not take in time (its queue was full)."""
         self._lookup = lookup
         self.interfaces: dict[str, InterfaceInfo] = {}
         self.store: LeaseStore | None = None
@@ -232,7 +240,9 @@ class Server:
 
     async def _start_dhcp_core(self) -> None:
         if self.mode == "proxy":
-            self.proxy = ProxyServer(self.config, self.interfaces, self.policy)
+            self.proxy = ProxyServer(
+                self.config, self.interfaces, self.policy, min_level=self.min_level
+            )
             for offer in self._offers:
                 self.proxy.learn(offer.interface, offer.address)
             unsure = [info for name, info in self.interfaces.items() if self.proxy.unsure(name)]
@@ -262,9 +272,15 @@ class Server:
         cfg = self.config
         if self.proxy is not None:
             for port in (cfg.dhcp_port, PROXY_PORT):
-                endpoints.append(DhcpEndpoint(self.proxy, None, name, port))
+                endpoints.append(
+                    DhcpEndpoint(self.proxy, None, name, port, publish=self.bus.publish)
+                )
         elif self.dhcp is not None:
-            endpoints.append(DhcpEndpoint(self.dhcp, self.committer, name, cfg.dhcp_port))
+            endpoints.append(
+                DhcpEndpoint(
+                    self.dhcp, self.committer, name, cfg.dhcp_port, publish=self.bus.publish
+                )
+            )
             endpoints.append(ForeignServerWatcher(info, self._own))
         for endpoint in endpoints:
             await endpoint.start()
@@ -392,7 +408,9 @@ class Server:
         leases = self.store.load()
         for table in self.tables.values():
             table.load(leases)
-        self.dhcp = DhcpServer(cfg, self.interfaces, self.tables, self.policy)
+        self.dhcp = DhcpServer(
+            cfg, self.interfaces, self.tables, self.policy, min_level=self.min_level
+        )
         await self._derive()
 
     async def _start_tftp(self, name: str | None) -> Any:
@@ -461,6 +479,31 @@ class Server:
 
     async def serve_forever(self) -> None:
         await self._stopped.wait()
+
+    async def events(self, *kinds: str, maxsize: int = 1024) -> AsyncIterator[Event]:
+        """The decision events as they happen (all, or only these kinds: ``"dhcp.ack"``).
+
+        Each call is a subscriber of its own with a queue of ``maxsize``: a subscriber that
+        falls behind loses events (counted in ``events_dropped``), it never slows a reply.
+        Events below the configured log level are not made, so not seen here either.
+        """
+        queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
+        wanted = frozenset(kinds)
+
+        def take(event: Event) -> None:
+            if wanted and event.kind not in wanted:
+                return
+            try:
+                queue.put_nowait(event)
+            except asyncio.QueueFull:
+                self.events_dropped += 1
+
+        unsubscribe = self.bus.subscribe(take)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            unsubscribe()
 
     def stop(self) -> None:
         """Ask serve_forever() to return (signal handlers call this)."""

@@ -10,16 +10,16 @@ and never stores anything (PXE 2.1 §2.2-2.4, RFC 4578; dnsmasq's `dhcp-range=..
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from ipaddress import IPv4Address
 
-import structlog
-
 from pxed.boot import BootPolicy
 from pxed.config import Config, HostConfig
+from pxed.dhcp.events import DhcpDecision
 from pxed.dhcp.options import MessageType, OptionCode, PxeSubOption, pxe_suboptions
 from pxed.dhcp.packet import DhcpPacket, build, parse
-from pxed.dhcp.pxe import add_boot_options, choose_boot, is_pxe_client
+from pxed.dhcp.pxe import add_boot_options, boot_warning, choose_boot, is_pxe_client
 from pxed.dhcp.server import (
     BROADCAST,
     CLIENT_PORT,
@@ -30,15 +30,12 @@ from pxed.dhcp.server import (
     Outcome,
     Reply,
     Source,
-    decision_fields,
 )
 from pxed.errors import MalformedPacket
+from pxed.events import Notice
 from pxed.netinfo import InterfaceInfo
 
 PROXY_PORT = 4011  # PXE 2.1: boot server / proxyDHCP requests once the client has an address
-
-log = structlog.get_logger("pxed.dhcp")
-
 
 def asks_boot_server(p: DhcpPacket) -> bool:
     """A REQUEST on port 67 that is PXE boot-server discovery (option 43 names a boot item,
@@ -59,9 +56,16 @@ class ProxyServer:
     """The ProxyDHCP core: same boot policy as the full server, no leases."""
 
     def __init__(
-        self, config: Config, interfaces: Mapping[str, InterfaceInfo], policy: BootPolicy
+        self,
+        config: Config,
+        interfaces: Mapping[str, InterfaceInfo],
+        policy: BootPolicy,
+        *,
+        min_level: int = logging.INFO,
     ) -> None:
         self.config = config
+        self.min_level = min_level
+        """Events below this level are not made at all (nothing would consume them)."""
         self.interfaces = dict(interfaces)
         self.policy = policy
         self.hosts: dict[str, HostConfig] = {h.mac: h for h in config.hosts}
@@ -136,7 +140,8 @@ class ProxyServer:
             p = parse(data)
         except MalformedPacket as exc:
             self._count("malformed")
-            log.debug("dhcp.drop", reason=str(exc), src=str(source.address), mode="proxy")
+            self._note(out, logging.DEBUG, "dhcp.drop", reason=str(exc), src=str(source.address),
+                       mode="proxy")  # fmt: skip
             return out
         if p.op != 1:
             return out
@@ -168,8 +173,9 @@ class ProxyServer:
         elif mtype is MessageType.REQUEST:
             # The firmware taking the router's offer, or renewing: the DHCP server's to answer.
             self._count("address-request")
-            log.debug("dhcp.drop", mac=p.mac, xid=f"0x{p.xid:08x}", mode="proxy",
-                      reason="a REQUEST for an address is the DHCP server's to answer")
+            why = "a REQUEST for an address is the DHCP server's to answer"
+            self._note(out, logging.DEBUG, "dhcp.drop", mac=p.mac, xid=f"0x{p.xid:08x}",
+                       mode="proxy", reason=why)  # fmt: skip
         return out
 
     def _answer(
@@ -182,8 +188,12 @@ class ProxyServer:
     ) -> None:
         host = self.hosts.get(p.mac)
         boot = choose_boot(self.policy, p, host, pxe_only=True)
+        warning = boot_warning(p, boot)
+        if warning is not None and warning.level >= self.min_level:
+            out.events.append(warning)
         if boot is None:
-            log.info("proxy.no_boot_file", mac=p.mac, xid=f"0x{p.xid:08x}", arch=p.client_arch)
+            self._note(out, logging.INFO, "proxy.no_boot_file", mac=p.mac, xid=f"0x{p.xid:08x}",
+                       arch=p.client_arch)  # fmt: skip
             return
         next_server = self.config.boot.next_server or server_ip
         opts: dict[int, bytes] = {
@@ -211,9 +221,13 @@ class ProxyServer:
         out.replies.append(Reply(data, self._destination(p, src, mtype), mtype, server_ip))
         event = "proxy.offer" if mtype is MessageType.OFFER else "proxy.ack"
         self._count(event)
-        fields = decision_fields(p, p.ciaddr, boot)
-        fields["port"] = src.local_port
-        log.info(event, **fields)
+        if self.min_level <= logging.INFO:
+            extra = {"port": src.local_port}
+            out.events.append(DhcpDecision(event, logging.INFO, p, p.ciaddr, boot, extra))
+
+    def _note(self, out: Outcome, level: int, kind: str, **fields: object) -> None:
+        if level >= self.min_level:
+            out.events.append(Notice(kind, level, fields))
 
     @staticmethod
     def _destination(p: DhcpPacket, src: Source, mtype: MessageType) -> Destination:

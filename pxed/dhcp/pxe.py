@@ -7,16 +7,14 @@ siaddr, the file field, options 60/66/67, and for PXE ROMs the client UUID (97) 
 
 from __future__ import annotations
 
+import logging
 from ipaddress import IPv4Address
-
-import structlog
 
 from pxed.boot import BootChoice, BootPolicy, BootRequest
 from pxed.config import HostConfig
 from pxed.dhcp.options import OptionCode, encode_pxe_vendor_options
 from pxed.dhcp.packet import DhcpPacket
-
-log = structlog.get_logger("pxed.dhcp")
+from pxed.events import Notice
 
 PXE_VENDOR_PREFIXES = (b"PXEClient", b"HTTPClient")
 # Option 43 for PXE clients: PXE_DISCOVERY_CONTROL (sub-option 6) = 8, "download the boot
@@ -49,12 +47,20 @@ def choose_boot(
         )
     if not wanted:
         return None
-    choice = policy.choose(
+    return policy.choose(
         BootRequest(mac=p.mac, arch=p.client_arch, is_ipxe=p.is_ipxe, is_pxe=is_pxe, host=host)
     )
-    if choice is not None and choice.warning:
-        log.warning("dhcp.boot_warning", mac=p.mac, xid=f"0x{p.xid:08x}", detail=choice.warning)
-    return choice
+
+
+def boot_warning(p: DhcpPacket, choice: BootChoice | None) -> Notice | None:
+    """The event for a choice that came with a warning (a chainload loop, ...), if any."""
+    if choice is None or not choice.warning:
+        return None
+    return Notice(
+        "dhcp.boot_warning",
+        logging.WARNING,
+        {"mac": p.mac, "xid": f"0x{p.xid:08x}", "detail": choice.warning},
+    )
 
 
 def add_boot_options(

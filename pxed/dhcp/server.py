@@ -15,15 +15,17 @@ from enum import Enum
 from ipaddress import IPv4Address
 from typing import Any
 
-import structlog
-
 from pxed.boot import BootChoice, BootPolicy
 from pxed.config import Config, HostConfig, SubnetConfig
 from pxed.dhcp import options as o
+from pxed.dhcp.events import DhcpDecision
+from pxed.dhcp.events import arch as _arch
+from pxed.dhcp.events import xid as _xid
 from pxed.dhcp.options import MessageType, OptionCode
 from pxed.dhcp.packet import DhcpPacket, build, pack_reply, parse
-from pxed.dhcp.pxe import add_boot_options, choose_boot
+from pxed.dhcp.pxe import add_boot_options, boot_warning, choose_boot
 from pxed.errors import MalformedPacket
+from pxed.events import Event, Notice
 from pxed.leases import Lease, LeaseTable
 from pxed.netinfo import InterfaceInfo
 
@@ -34,8 +36,6 @@ SERVER_PORT = 67
 MIN_MESSAGE = 576
 ENCODED_CACHE_SIZE = 256
 FLOOD_QUIET = 10.0  # seconds without a refused new client before a flood counts as over
-
-log = structlog.get_logger("pxed.dhcp")
 
 
 class RequestState(Enum):
@@ -86,6 +86,8 @@ class Outcome:
     replies: list[Reply] = field(default_factory=list)
     writes: list[Lease] = field(default_factory=list)
     """Lease changes that must be committed before any reply is sent."""
+    events: list[Event] = field(default_factory=list)
+    """What was decided, for the log and the other consumers (after the replies are out)."""
 
 
 @dataclass(slots=True)
@@ -167,8 +169,13 @@ class DhcpServer:
         interfaces: Mapping[str, InterfaceInfo],
         tables: Mapping[str, LeaseTable],
         policy: BootPolicy,
+        *,
+        min_level: int = logging.INFO,
     ) -> None:
         self.config = config
+        self.min_level = min_level
+        """Events below this level are not made at all (nothing would consume them)."""
+        self._pending: list[Event] = []
         self.interfaces: dict[str, InterfaceInfo] = {}
         self._own: frozenset[IPv4Address] = frozenset()
         self.policy = policy
@@ -181,9 +188,7 @@ class DhcpServer:
             self.add_subnet(sub, tables[str(sub.network)])
         self.stats: dict[str, int] = {}
         self._buckets: dict[str, _Bucket] = {}
-        # Asked once: through structlog's lazy proxy the question costs as much per message
-        # as the rest of _event. The proxy itself keeps the configuration of its first use.
-        self._log_decisions = log.is_enabled_for(logging.INFO)
+        self._decisions = min_level <= logging.INFO
 
     def set_interfaces(self, interfaces: Mapping[str, InterfaceInfo]) -> None:
         """The interfaces as they are now (addresses come and go while pxed runs)."""
@@ -215,6 +220,12 @@ class DhcpServer:
 
     def receive(self, data: bytes, source: Source, now: float) -> Outcome:
         """Handle one datagram. Never raises for anything a peer can send."""
+        outcome = self._receive(data, source, now)
+        if self._pending:
+            outcome.events, self._pending = self._pending, []
+        return outcome
+
+    def _receive(self, data: bytes, source: Source, now: float) -> Outcome:
         outcome = Outcome()
         if source.interface not in self.interfaces:
             self._count("ignored-interface")
@@ -223,7 +234,13 @@ class DhcpServer:
             packet = parse(data)
         except MalformedPacket as exc:
             self._count("malformed")
-            log.debug("dhcp.drop", reason=str(exc), src=str(source.address), iface=source.interface)
+            self._note(
+                logging.DEBUG,
+                "dhcp.drop",
+                reason=str(exc),
+                src=str(source.address),
+                iface=source.interface,
+            )
             return outcome
         if packet.op != 1:
             return outcome
@@ -267,12 +284,18 @@ class DhcpServer:
                     break
         if ip is None:
             if not subnet.exhausted_warned:
-                log.warning(
-                    "dhcp.pool_exhausted", subnet=str(subnet.config.network), mac=p.mac, xid=_xid(p)
+                self._note(
+                    logging.WARNING,
+                    "dhcp.pool_exhausted",
+                    subnet=str(subnet.config.network),
+                    mac=p.mac,
+                    xid=_xid(p),
                 )
                 subnet.exhausted_warned = True
             else:
-                log.debug("dhcp.no_offer", subnet=str(subnet.config.network), mac=p.mac)
+                self._note(
+                    logging.DEBUG, "dhcp.no_offer", subnet=str(subnet.config.network), mac=p.mac
+                )
             self._count("exhausted")
             return
         subnet.exhausted_warned = False
@@ -287,7 +310,13 @@ class DhcpServer:
         if state is RequestState.SELECTING:
             if p.server_id not in self._own:
                 # The client chose another server's offer; our hold simply times out.
-                log.debug("dhcp.not_for_us", mac=p.mac, xid=_xid(p), server_id=str(p.server_id))
+                self._note(
+                    logging.DEBUG,
+                    "dhcp.not_for_us",
+                    mac=p.mac,
+                    xid=_xid(p),
+                    server_id=str(p.server_id),
+                )
                 return
             ip = p.requested_ip
             subnet = self._pick(self._candidates(p, src), ip)
@@ -346,7 +375,8 @@ class DhcpServer:
         lease = subnet.table.decline(ip, now, self.config.decline_quarantine)
         if lease is not None:
             out.writes.append(lease)
-        log.warning(
+        self._note(
+            logging.WARNING,
             "dhcp.decline",
             mac=p.mac,
             xid=_xid(p),
@@ -366,7 +396,8 @@ class DhcpServer:
         lease = subnet.table.release(self._key(p), p.ciaddr, now)
         if lease is not None:
             out.writes.append(lease)
-        log.info(
+        self._note(
+            logging.INFO,
             "dhcp.release",
             mac=p.mac,
             xid=_xid(p),
@@ -475,7 +506,12 @@ class DhcpServer:
         if bucket.take(rate, now):
             if bucket.warned and now - bucket.last_refused >= FLOOD_QUIET:
                 bucket.warned = False
-                log.info("dhcp.new_clients_resumed", iface=src.interface, refused=bucket.refused)
+                self._note(
+                    logging.INFO,
+                    "dhcp.new_clients_resumed",
+                    iface=src.interface,
+                    refused=bucket.refused,
+                )
                 bucket.refused = 0
             return True
         bucket.refused += 1
@@ -483,7 +519,8 @@ class DhcpServer:
         self._count("rate-limited")
         if not bucket.warned:
             bucket.warned = True
-            log.warning(
+            self._note(
+                logging.WARNING,
                 "dhcp.new_clients_limited",
                 iface=src.interface,
                 limit=rate,
@@ -540,6 +577,9 @@ class DhcpServer:
     ) -> tuple[Reply, BootChoice | None]:
         server_ip = self._server_ip(subnet, src)
         boot = choose_boot(self.policy, p, host)
+        warning = boot_warning(p, boot)
+        if warning is not None and warning.level >= self.min_level:
+            self._pending.append(warning)
         destination = self._destination(p, src, yiaddr, mtype)
         if boot is None and (host is None or not host.hostname):
             data = self._pack_plain(p, src, subnet, mtype, server_ip, yiaddr, lease_time)
@@ -700,7 +740,8 @@ class DhcpServer:
         data = build(nak, self._max_size(p, src))
         destination = self._destination(p, src, ZERO, MessageType.NAK)
         out.replies.append(Reply(data, destination, MessageType.NAK, server_ip))
-        log.info(
+        self._note(
+            logging.INFO,
             "dhcp.nak",
             mac=p.mac,
             xid=_xid(p),
@@ -715,13 +756,14 @@ class DhcpServer:
         self, event: str, p: DhcpPacket, ip: IPv4Address, boot: BootChoice | None, **extra: Any
     ) -> None:
         self._count(event)
-        if self._log_decisions:  # the fields cost more than a disabled call
-            log.info(event, **decision_fields(p, ip, boot), **extra)
+        if self._decisions:  # the value only: its fields are built by whoever reads them
+            self._pending.append(DhcpDecision(event, logging.INFO, p, ip, boot, extra))
 
     def _drop(self, p: DhcpPacket, why: str, **extra: Any) -> None:
         self._count("dropped")
         mtype = p.message_type
-        log.debug(
+        self._note(
+            logging.DEBUG,
             "dhcp.drop",
             mac=p.mac,
             xid=_xid(p),
@@ -730,35 +772,9 @@ class DhcpServer:
             **extra,
         )
 
+    def _note(self, level: int, kind: str, **fields: Any) -> None:
+        if level >= self.min_level:
+            self._pending.append(Notice(kind, level, fields))
+
     def _count(self, what: str) -> None:
         self.stats[what] = self.stats.get(what, 0) + 1
-
-
-def decision_fields(p: DhcpPacket, ip: IPv4Address, boot: BootChoice | None) -> dict[str, Any]:
-    """The fields of a DHCP decision event: who asked, what it got."""
-    mtype = p.message_type
-    fields: dict[str, Any] = {
-        "mac": p.mac,
-        "xid": _xid(p),
-        "msg_type": mtype.name if mtype is not None else None,
-        "ip": str(ip),
-        "arch": _arch(p),
-        "boot_file": boot.file if boot else None,
-    }
-    # Only what applies: fewer keys keep the per-decision log line cheap and readable.
-    if boot is not None:
-        fields["boot_reason"] = boot.reason
-    if p.is_ipxe:
-        fields["ipxe"] = True
-    if p.giaddr != ZERO:
-        fields["giaddr"] = str(p.giaddr)
-    return fields
-
-
-def _xid(p: DhcpPacket) -> str:
-    return f"0x{p.xid:08x}"
-
-
-def _arch(p: DhcpPacket) -> int | None:
-    arch: Sequence[int] = p.client_arch
-    return arch[0] if arch else None

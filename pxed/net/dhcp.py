@@ -25,6 +25,7 @@ from typing import Protocol
 import structlog
 
 from pxed.dhcp.server import BROADCAST, Outcome, Reply, Source
+from pxed.events import Event
 from pxed.leases import Lease
 from pxed.net.commit import GroupCommitter
 from pxed.net.udp import (
@@ -101,8 +102,11 @@ class DhcpEndpoint:
         interface: str,
         port: int = 67,
         clock: Callable[[], float] = time.time,
+        publish: Callable[[list[Event]], None] | None = None,
     ) -> None:
         self.core = core
+        self.publish = publish
+        """Where the cores' events go once a burst's replies are out (the app's EventBus)."""
         self.committer = committer
         self.interface = interface
         self.port = port
@@ -138,6 +142,7 @@ class DhcpEndpoint:
             return
         writes: list[Lease] = []
         held: list[Reply] = []
+        events: list[Event] = []
         now = self.clock()
         got = 0
         for _ in range(MAX_BURST):
@@ -156,6 +161,8 @@ class DhcpEndpoint:
                 # A bug in the core must cost one datagram, never the daemon.
                 log.exception("dhcp.core_error", iface=self.interface, src=addr)
                 continue
+            if outcome.events:
+                events.extend(outcome.events)
             if outcome.writes:
                 writes.extend(outcome.writes)
                 held.extend(outcome.replies)
@@ -167,6 +174,9 @@ class DhcpEndpoint:
         if writes and self.committer is not None:
             # These replies (ACKs) leave only once their leases are durable.
             self.committer.submit(writes, [partial(self._send_later, r) for r in held])
+        if events and self.publish is not None:
+            # After the replies: rendering a log line never delays one.
+            self.publish(events)
         if 0 < got < MAX_BURST and self._loop is not None:
             # A full burst means more is waiting: read on at once. Otherwise let it gather.
             self._loop.remove_reader(sock.fileno())
