@@ -421,7 +421,11 @@ class Server:
         from pxed.net.tftp import TftpEndpoint
 
         endpoint = TftpEndpoint(
-            self.config.tftp, "0.0.0.0", interface=name, mac_lookup=self.mac_for
+            self.config.tftp,
+            "0.0.0.0",
+            interface=name,
+            mac_lookup=self.mac_for,
+            publish=self.bus.publish,
         )
         await endpoint.start()
         return endpoint

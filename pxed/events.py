@@ -73,7 +73,7 @@ class EventBus:
                     )
 
 
-_log = structlog.get_logger("pxed.dhcp")
+_log = structlog.get_logger("pxed")
 _METHODS = {
     logging.DEBUG: "debug",
     logging.INFO: "info",

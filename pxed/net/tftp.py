@@ -66,6 +66,7 @@ from typing import Any
 import structlog
 
 from pxed.config import TftpConfig
+from pxed.events import Event, Notice
 from pxed.net.udp import PKTINFO_SPACE, Ancillary, local_address, open_udp_socket, send_from
 from pxed.tftp.files import FileStore
 from pxed.tftp.server import Accepted, Duplicate, Refused, TftpServer, TftpStats
@@ -701,9 +702,12 @@ class TftpEndpoint:
         threaded: bool = True,
         lane: bool = True,
         gso: bool = True,
+        publish: Callable[[list[Event]], None] | None = None,
     ) -> None:
         self.config = config
         self.host = host
+        self.publish = publish
+        """Where transfer events go (the app's EventBus); None: straight to the log."""
         self.interface = interface
         self.mac_lookup = mac_lookup
         self.threaded = threaded
@@ -896,7 +900,10 @@ class TftpEndpoint:
                 mac = None
             if mac:
                 fields["mac"] = mac
-        log.log(level, event, **fields)
+        if self.publish is not None:
+            self.publish([Notice(event, level, fields)])
+        else:
+            log.log(level, event, **fields)
 
 
 def _debug_enabled() -> bool:
