@@ -30,6 +30,7 @@ from pxed.dhcp.proxy import PROXY_PORT, ProxyServer
 from pxed.dhcp.server import DhcpServer, reservation_key
 from pxed.errors import ConfigError, PxedError
 from pxed.events import Event, EventBus, log_event
+from pxed.hooks import LeaseHook
 from pxed.leases import LeaseStore, LeaseTable
 from pxed.net.commit import GroupCommitter
 from pxed.net.dhcp import DhcpEndpoint
@@ -88,6 +89,12 @@ class Server:
         """The cores make no event below the configured log level."""
         self.events_dropped = 0
         """Events a slow subscriber of events() did not take in time (its queue was full)."""
+        self.lease_hook: LeaseHook | None = None
+        if self.config.hooks.lease is not None:
+            self.lease_hook = LeaseHook(self.config.hooks.lease, self.config.hooks.timeout)
+            self.bus.subscribe(self.lease_hook)
+            # The hook needs the ACKs whatever the log shows (the log filters them itself).
+            self.min_level = min(self.min_level, logging.INFO)
         self._lookup = lookup
         self.interfaces: dict[str, InterfaceInfo] = {}
         self.store: LeaseStore | None = None
@@ -131,6 +138,8 @@ class Server:
 
     async def start(self) -> None:
         cfg = self.config
+        if self.lease_hook is not None:
+            self.lease_hook.start()
         self._take_links(read_links(cfg.interfaces, self._lookup))
         check_addresses(cfg.subnets, self.interfaces)
         for note in self.notes:
@@ -540,6 +549,8 @@ class Server:
             except Exception:
                 log.exception("pxed.close_error", endpoint=type(endpoint).__name__)
         self.endpoints.clear()
+        if self.lease_hook is not None:  # the last releases' hooks, briefly
+            await self.lease_hook.close()
         if self.store is not None:
             self.store.close()
             self.store = None

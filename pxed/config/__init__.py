@@ -15,6 +15,7 @@ from __future__ import annotations
 from pxed.config.model import (
     BootConfig,
     Config,
+    HooksConfig,
     HostConfig,
     LogFormat,
     Mode,
@@ -25,6 +26,7 @@ from pxed.config.model import (
 __all__ = [
     "BootConfig",
     "Config",
+    "HooksConfig",
     "HostConfig",
     "LogFormat",
     "Mode",

@@ -9,6 +9,7 @@ spelling) are the parse stage's: a Config built in code has its types for those.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import replace
 from ipaddress import IPv4Address
@@ -51,6 +52,7 @@ def check(
     boot = config.boot
     if files:
         boot = _check_boot_files(problems, boot, config.hosts, config.tftp, notes)
+        _check_hook(problems, "[hooks] lease", config.hooks.lease)
 
     # Said only when nothing else is wrong: another problem is usually why (a bad range).
     dhcp = config.dhcp_enabled
@@ -137,6 +139,11 @@ def _check_hosts(
                     f"[[dhcp.host]] {host.mac}: address {host.ip} is not a host address "
                     f"of {s.network}"
                 )
+
+
+def _check_hook(problems: Problems, key: str, path: Path | None) -> None:
+    if path is not None and not (path.is_file() and os.access(path, os.X_OK)):
+        problems.add(f"{key}: {path} is not an executable file")
 
 
 def _is_url(name: str) -> bool:

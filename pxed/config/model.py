@@ -56,6 +56,17 @@ class SubnetConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HooksConfig:
+    """Programs run on events (``[hooks]``)."""
+
+    lease: Path | None = None
+    """Run on each lease change: ``add``/``old``/``del`` MAC IP [HOSTNAME], as dnsmasq's
+    dhcp-script is."""
+    timeout: float = 10.0
+    """Seconds a hook may run before it is killed."""
+
+
+@dataclass(frozen=True, slots=True)
 class BootConfig:
     """Which boot file each kind of client gets (``[boot]``)."""
 
@@ -114,6 +125,7 @@ class Config:
     hosts: tuple[HostConfig, ...] = ()
     boot: BootConfig = field(default_factory=BootConfig)
     tftp: TftpConfig = field(default_factory=TftpConfig)
+    hooks: HooksConfig = field(default_factory=HooksConfig)
     log_format: LogFormat = "console"
     log_level: str = "info"
     dhcp_port: int = 67

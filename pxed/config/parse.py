@@ -20,7 +20,14 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
-from pxed.config.model import BootConfig, Config, HostConfig, SubnetConfig, TftpConfig
+from pxed.config.model import (
+    BootConfig,
+    Config,
+    HooksConfig,
+    HostConfig,
+    SubnetConfig,
+    TftpConfig,
+)
 from pxed.config.problems import Problems
 from pxed.dhcp import options as dopts
 from pxed.errors import ConfigError
@@ -76,7 +83,8 @@ TFTP_KEYS = {
     "max_transfers",
     "max_transfers_per_client",
 }
-TOP_KEYS = {"server", "dhcp", "boot", "tftp"}
+HOOKS_KEYS = {"lease", "timeout"}
+TOP_KEYS = {"server", "dhcp", "boot", "tftp", "hooks"}
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -209,7 +217,9 @@ def parse(data: Mapping[str, Any], problems: Problems | None = None) -> Parsed:
     dhcp = _table(problems, data, "dhcp")
     boot_t = _table(problems, data, "boot")
     tftp_t = _table(problems, data, "tftp")
+    hooks_t = _table(problems, data, "hooks")
     _unknown(problems, "[server]", server, SERVER_KEYS)
+    _unknown(problems, "[hooks]", hooks_t, HOOKS_KEYS)
     _unknown(problems, "[dhcp]", dhcp, DHCP_KEYS)
     _unknown(problems, "[boot]", boot_t, BOOT_KEYS)
     _unknown(problems, "[tftp]", tftp_t, TFTP_KEYS)
@@ -243,6 +253,7 @@ def parse(data: Mapping[str, Any], problems: Problems | None = None) -> Parsed:
     hosts = _hosts(problems, dhcp)
     subnets = _subnets(problems, dhcp) if dhcp_enabled else []
     boot = _boot(problems, boot_t)
+    hooks = _hooks(problems, hooks_t)
 
     offer_hold = problems.check(
         "[dhcp] offer_hold", lambda: parse_duration(dhcp.get("offer_hold", 60))
@@ -276,6 +287,7 @@ def parse(data: Mapping[str, Any], problems: Problems | None = None) -> Parsed:
         hosts=tuple(hosts),
         boot=boot,
         tftp=tftp,
+        hooks=hooks,
         log_format=log_format,
         log_level=log_level,
         dhcp_port=dhcp_port,
@@ -285,6 +297,18 @@ def parse(data: Mapping[str, Any], problems: Problems | None = None) -> Parsed:
         new_clients_per_second=rate,
     )
     return Parsed(config=config, subnets=tuple(subnets), template=template)
+
+
+def _hooks(problems: Problems, t: Mapping[str, Any]) -> HooksConfig:
+    lease = t.get("lease")
+    path: Path | None = None
+    if lease is not None:
+        if not isinstance(lease, str) or not lease.startswith("/"):
+            problems.add(f"[hooks] lease: {lease!r} is not an absolute path to a program")
+        else:
+            path = Path(lease)
+    timeout = problems.check("[hooks] timeout", partial(parse_duration, t.get("timeout", 10)))
+    return HooksConfig(lease=path, timeout=float(timeout or 10))
 
 
 def _table(problems: Problems, data: Mapping[str, Any], name: str) -> Mapping[str, Any]:

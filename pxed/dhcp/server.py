@@ -359,7 +359,11 @@ class DhcpServer:
         out.writes.append(lease)
         reply, boot = self._reply(p, src, subnet, MessageType.ACK, ip, lease_time, host)
         out.replies.append(reply)
-        self._event("dhcp.ack", p, ip, boot, state=state.value)
+        if hostname:
+            self._event("dhcp.ack", p, ip, boot, state=state.value, lease_time=lease_time,
+                        hostname=hostname)  # fmt: skip
+        else:
+            self._event("dhcp.ack", p, ip, boot, state=state.value, lease_time=lease_time)
 
     def _decline(self, p: DhcpPacket, src: Source, now: float, out: Outcome) -> None:
         ip = p.requested_ip

@@ -1,0 +1,152 @@
+"""Lease hooks: a program run on each lease change, as dnsmasq's dhcp-script is.
+
+The hook is a consumer of the event stream. An ACK makes ``add`` (a new binding: the client
+was selecting our offer) or ``old`` (a renewal, a rebind, a reboot with its old address),
+and a release makes ``del``. Arguments are dnsmasq's, ``ACTION MAC IP [HOSTNAME]``, so an
+existing dhcp-script runs unchanged, and the details are in PXED_* environment variables.
+
+The consumer only queues (a bounded queue; a full one drops and counts). One task runs the
+programs one at a time, in order, each with a timeout after which it is killed. A hook that
+fails or hangs is logged; it never delays a reply and never stops pxed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from pxed.events import Event
+
+log = structlog.get_logger("pxed.hooks")
+
+QUEUE = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    action: str
+    args: tuple[str, ...]
+    env: dict[str, str]
+
+
+def lease_job(event: Event) -> Job | None:
+    """What the lease hook is run with for this event; None when it is no lease change."""
+    if event.kind == "dhcp.ack":
+        fields = event.fields()
+        action = "add" if fields.get("state") == "selecting" else "old"
+    elif event.kind == "dhcp.release":
+        fields = event.fields()
+        if not fields.get("released"):
+            return None  # nothing was bound: nothing changed
+        action = "del"
+    else:
+        return None
+    mac, ip = str(fields.get("mac", "")), str(fields.get("ip", ""))
+    hostname = fields.get("hostname")
+    args = (action, mac, ip) + ((str(hostname),) if hostname else ())
+    env = {"PXED_ACTION": action, "PXED_MAC": mac, "PXED_IP": ip}
+    for key, name in (
+        ("hostname", "PXED_HOSTNAME"),
+        ("lease_time", "PXED_LEASE_TIME"),
+        ("boot_file", "PXED_BOOT_FILE"),
+        ("boot_reason", "PXED_BOOT_REASON"),
+        ("arch", "PXED_CLIENT_ARCH"),
+        ("xid", "PXED_XID"),
+        ("giaddr", "PXED_RELAY_ADDRESS"),
+    ):
+        value = fields.get(key)
+        if value is not None:
+            env[name] = str(value)
+    if "lease_time" in fields:
+        env["DNSMASQ_LEASE_LENGTH"] = str(fields["lease_time"])  # dnsmasq's name for it
+    return Job(action, args, env)
+
+
+class LeaseHook:
+    """The ``[hooks] lease`` program, fed from the event stream."""
+
+    def __init__(self, program: Path, timeout: float, maxsize: int = QUEUE) -> None:
+        self.program = program
+        self.timeout = timeout
+        self.queue: asyncio.Queue[Job] = asyncio.Queue(maxsize)
+        self.runs = 0
+        self.failures = 0
+        self.dropped = 0
+        """Lease changes not handed to the program: the queue was full (it is too slow)."""
+        self._task: asyncio.Task[None] | None = None
+
+    def __call__(self, event: Event) -> None:
+        job = lease_job(event)
+        if job is None:
+            return
+        try:
+            self.queue.put_nowait(job)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 100 == 0:
+                log.warning("hooks.dropped", program=str(self.program), dropped=self.dropped)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def close(self, grace: float = 2.0) -> None:
+        """Let queued runs finish for ``grace`` seconds, then stop."""
+        if self._task is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.queue.join(), grace)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            job = await self.queue.get()
+            try:
+                await self._one(job)
+            except Exception:  # a hook must never take pxed down
+                self.failures += 1
+                log.exception("hooks.error", program=str(self.program), action=job.action)
+            finally:
+                self.queue.task_done()
+
+    async def _one(self, job: Job) -> None:
+        self.runs += 1
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                str(self.program), *job.args,
+                env={**os.environ, **job.env},
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,  # a timeout kills what it started too
+            )  # fmt: skip
+        except OSError as exc:
+            self.failures += 1
+            log.warning("hooks.failed", program=str(self.program), action=job.action,
+                        error=str(exc))  # fmt: skip
+            return
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), self.timeout)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+            self.failures += 1
+            log.warning("hooks.timeout", program=str(self.program), action=job.action,
+                        mac=job.env["PXED_MAC"], seconds=self.timeout)  # fmt: skip
+            return
+        if proc.returncode != 0:
+            self.failures += 1
+            log.warning(
+                "hooks.failed", program=str(self.program), action=job.action,
+                mac=job.env["PXED_MAC"], status=proc.returncode,
+                output=out.decode(errors="replace")[-500:].strip(),
+            )  # fmt: skip
