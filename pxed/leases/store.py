@@ -244,31 +244,7 @@ class LeaseStore:
 
     def load(self) -> list[Lease]:
         """Every stored lease (what was committed; not what is only staged)."""
-        conn = self._connection()
-        subnets: dict[str, str] = {}
-        leases: list[Lease] = []
-        try:
-            rows: Iterator[LeaseRow] = conn.execute(_SELECT)
-            for subnet, ip, key, mac, hostname, expires, state, updated in rows:
-                # One string object per subnet, not one per lease.
-                subnet = subnets.setdefault(subnet, subnet)
-                leases.append(
-                    Lease(
-                        ip=IPv4Address(ip),
-                        client_key=key,
-                        mac=mac,
-                        hostname=hostname,
-                        expires=expires,
-                        state=_STATES[state],
-                        subnet=subnet,
-                        updated=updated,
-                    )
-                )
-        except sqlite3.DatabaseError as exc:
-            raise PxedError(f"cannot read leases from {self.path}: {exc}") from exc
-        except (KeyError, ValueError, TypeError) as exc:
-            raise PxedError(f"{self.path} holds a malformed lease row: {exc!r}") from exc
-        return leases
+        return _load(self._connection(), self.path)
 
     def stage(self, lease: Lease) -> None:
         """Buffer an upsert of ``lease`` (keyed by subnet + ip) for the next ``commit``.
@@ -349,6 +325,76 @@ class LeaseStore:
         if self._conn is None:
             raise RuntimeError(f"lease store {self.path} is not open")
         return self._conn
+
+
+def read_leases(path: Path) -> list[Lease]:
+    """Every committed lease of the database at ``path``, opened read-only.
+
+    For tools beside a running daemon (``pxed leases``): no schema is created, migrated or
+    checked for corruption, nothing is written, and WAL lets this read while the daemon
+    commits. FileNotFoundError when there is no database; PxedError when it is not pxed's,
+    was written by a newer pxed, or cannot be read.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(path)
+    try:
+        # mode=ro: never create the file or change it (a mistyped path stays absent).
+        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise PxedError(f"cannot open lease database {path}: {exc}") from exc
+    try:
+        try:
+            application_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise PxedError(f"{path} is not a pxed lease database: {exc}") from exc
+        if application_id == 0 and version == 0:
+            # What open() makes of an empty file before the daemon's first commit.
+            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            if not tables:
+                return []
+        if application_id != APPLICATION_ID:
+            raise PxedError(f"{path} is an SQLite database of something else, not pxed's leases")
+        if version > SCHEMA_VERSION:
+            raise PxedError(
+                f"{path} has lease schema version {version}, written by a newer pxed; "
+                f"this one knows up to version {SCHEMA_VERSION}"
+            )
+        # An older version has the columns of _SELECT too as long as migrations only add
+        # columns; the daemon migrates it at its next start, a reader must not.
+        conn.execute("PRAGMA busy_timeout = 5000")
+        return _load(conn, path)
+    finally:
+        conn.close()
+
+
+def _load(conn: sqlite3.Connection, path: Path) -> list[Lease]:
+    """The rows of ``conn``'s lease table as Leases (shared by the daemon and readers)."""
+    subnets: dict[str, str] = {}
+    leases: list[Lease] = []
+    try:
+        rows: Iterator[LeaseRow] = conn.execute(_SELECT)
+        for subnet, ip, key, mac, hostname, expires, state, updated in rows:
+            # One string object per subnet, not one per lease.
+            subnet = subnets.setdefault(subnet, subnet)
+            leases.append(
+                Lease(
+                    ip=IPv4Address(ip),
+                    client_key=key,
+                    mac=mac,
+                    hostname=hostname,
+                    expires=expires,
+                    state=_STATES[state],
+                    subnet=subnet,
+                    updated=updated,
+                )
+            )
+    except sqlite3.DatabaseError as exc:
+        raise PxedError(f"cannot read leases from {path}: {exc}") from exc
+    except (KeyError, ValueError, TypeError) as exc:
+        raise PxedError(f"{path} holds a malformed lease row: {exc!r}") from exc
+    return leases
 
 
 def _final_rows(batch: Iterable[Lease]) -> list[Lease]:
