@@ -21,26 +21,14 @@ from types import TracebackType
 from pxed.errors import PxedError
 from pxed.leases.model import Lease, LeaseState
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """``PRAGMA user_version`` of the schema this code writes; bump it with a migration."""
 
 APPLICATION_ID = 0x70786564
 """``PRAGMA application_id`` ("pxed"): tells our database from any other SQLite file."""
 
-_SCHEMA_V1 = """
-CREATE TABLE leases (
-    subnet     TEXT    NOT NULL,
-    ip         INTEGER NOT NULL,   -- IPv4 address as an int: compact, fast to load
-    client_key BLOB    NOT NULL,
-    mac        TEXT    NOT NULL,
-    hostname   TEXT,
-    expires    REAL    NOT NULL,   -- epoch seconds
-    state      TEXT    NOT NULL CHECK (state IN ('active', 'released', 'declined')),
-    updated    REAL    NOT NULL,   -- epoch seconds
-    PRIMARY KEY (subnet, ip)
-) WITHOUT ROWID;
-
--- For people with the sqlite3 shell: SELECT * FROM leases_readable;
+# For people with the sqlite3 shell: SELECT * FROM leases_readable;
+_VIEW = """
 CREATE VIEW leases_readable AS
 SELECT subnet,
        (ip >> 24) || '.' || ((ip >> 16) & 255) || '.' || ((ip >> 8) & 255) || '.' || (ip & 255)
@@ -50,8 +38,28 @@ SELECT subnet,
        hostname,
        datetime(expires, 'unixepoch') AS expires,
        state,
-       datetime(updated, 'unixepoch') AS updated
+       datetime(updated, 'unixepoch') AS updated,
+       arch,
+       boot_file
 FROM leases;
+"""
+
+# The schema of SCHEMA_VERSION, as a new database gets it (an older one is migrated to it).
+_SCHEMA = f"""
+CREATE TABLE leases (
+    subnet     TEXT    NOT NULL,
+    ip         INTEGER NOT NULL,   -- IPv4 address as an int: compact, fast to load
+    client_key BLOB    NOT NULL,
+    mac        TEXT    NOT NULL,
+    hostname   TEXT,
+    expires    REAL    NOT NULL,   -- epoch seconds
+    state      TEXT    NOT NULL CHECK (state IN ('active', 'released', 'declined')),
+    updated    REAL    NOT NULL,   -- epoch seconds
+    arch       INTEGER,            -- option 93 of the binding request (version 2)
+    boot_file  TEXT,               -- the boot file its ACK named (version 2)
+    PRIMARY KEY (subnet, ip)
+) WITHOUT ROWID;
+{_VIEW}
 
 -- Finds a client's other ACTIVE row when it is bound to a new address (see _RELEASE_OTHERS).
 -- Partial: only ACTIVE rows, the ones the lookup wants, cost index space and writes.
@@ -60,8 +68,18 @@ CREATE INDEX leases_active_by_client ON leases (subnet, client_key) WHERE state 
 # No index on expires: prune() runs rarely and scans 100000 rows in milliseconds, while an
 # index would cost another B-tree write for every lease of every commit.
 
-_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
-"""``from_version -> step`` that upgrades a database to ``from_version + 1`` (none yet)."""
+
+def _add_boot_columns(conn: sqlite3.Connection) -> None:
+    """Version 1 -> 2: the client's architecture and boot file, for `pxed leases`. Added
+    columns are NULL in the existing rows (unknown), which is what a reader shows."""
+    conn.execute("ALTER TABLE leases ADD COLUMN arch INTEGER")
+    conn.execute("ALTER TABLE leases ADD COLUMN boot_file TEXT")
+    conn.execute("DROP VIEW IF EXISTS leases_readable")
+    conn.execute(_VIEW.strip().rstrip(";"))
+
+
+_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _add_boot_columns}
+"""``from_version -> step`` that upgrades a database to ``from_version + 1``."""
 
 # A commit writes its whole batch in two statements, whatever its size: the rows travel as
 # one JSON array (client keys, which JSON cannot carry, as offsets into one blob). Row by
@@ -71,13 +89,15 @@ _BATCH_ROWS = """
 SELECT j.value ->> 0 AS subnet, j.value ->> 1 AS ip,
        substr(?2, j.value ->> 2, j.value ->> 3) AS client_key,
        j.value ->> 4 AS mac, j.value ->> 5 AS hostname, j.value ->> 6 AS expires,
-       j.value ->> 7 AS state, j.value ->> 8 AS updated
+       j.value ->> 7 AS state, j.value ->> 8 AS updated,
+       j.value ->> 9 AS arch, j.value ->> 10 AS boot_file
 FROM json_each(?1) AS j
 """
 
 # WHERE true: without it SQLite would read ON CONFLICT as part of a join (lang_upsert).
 _UPSERT = f"""
-INSERT INTO leases (subnet, ip, client_key, mac, hostname, expires, state, updated)
+INSERT INTO leases (subnet, ip, client_key, mac, hostname, expires, state, updated, arch,
+                    boot_file)
 SELECT * FROM ({_BATCH_ROWS}) WHERE true
 ON CONFLICT (subnet, ip) DO UPDATE SET
     client_key = excluded.client_key,
@@ -85,7 +105,9 @@ ON CONFLICT (subnet, ip) DO UPDATE SET
     hostname = excluded.hostname,
     expires = excluded.expires,
     state = excluded.state,
-    updated = excluded.updated
+    updated = excluded.updated,
+    arch = excluded.arch,
+    boot_file = excluded.boot_file
 """
 
 # A client has one binding per subnet. The server stages the release of a client's other
@@ -105,9 +127,12 @@ WHERE b.state = 'active' AND leases.subnet = b.subnet AND leases.client_key = b.
   AND leases.state = 'active' AND leases.ip != b.ip
 """
 
-LeaseRow = tuple[str, int, bytes, str, str | None, float, str, float]
+LeaseRow = tuple[str, int, bytes, str, str | None, float, str, float, int | None, str | None]
 
-_SELECT = "SELECT subnet, ip, client_key, mac, hostname, expires, state, updated FROM leases"
+_COLUMNS = "subnet, ip, client_key, mac, hostname, expires, state, updated"
+_SELECT = f"SELECT {_COLUMNS}, arch, boot_file FROM leases"
+_SELECT_V1 = f"SELECT {_COLUMNS}, NULL, NULL FROM leases"
+"""What a reader selects from a version 1 database, which it must not migrate."""
 
 _STATES = {state.value: state for state in LeaseState if state is not LeaseState.OFFERED}
 
@@ -197,7 +222,7 @@ class LeaseStore:
         conn.execute("BEGIN IMMEDIATE")
         # executescript() would COMMIT first on its own; run the statements one by one
         # inside our transaction so that a half-created schema never exists.
-        for statement in _split_sql(_SCHEMA_V1):
+        for statement in _split_sql(_SCHEMA):
             conn.execute(statement)
         conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -361,21 +386,22 @@ def read_leases(path: Path) -> list[Lease]:
                 f"{path} has lease schema version {version}, written by a newer pxed; "
                 f"this one knows up to version {SCHEMA_VERSION}"
             )
-        # An older version has the columns of _SELECT too as long as migrations only add
-        # columns; the daemon migrates it at its next start, a reader must not.
+        if version < 1:
+            raise PxedError(f"{path}: unknown lease schema version {version}")
+        # The daemon migrates an older database at its next start; a reader must not.
         conn.execute("PRAGMA busy_timeout = 5000")
-        return _load(conn, path)
+        return _load(conn, path, _SELECT if version >= 2 else _SELECT_V1)
     finally:
         conn.close()
 
 
-def _load(conn: sqlite3.Connection, path: Path) -> list[Lease]:
+def _load(conn: sqlite3.Connection, path: Path, select: str = _SELECT) -> list[Lease]:
     """The rows of ``conn``'s lease table as Leases (shared by the daemon and readers)."""
     subnets: dict[str, str] = {}
     leases: list[Lease] = []
     try:
-        rows: Iterator[LeaseRow] = conn.execute(_SELECT)
-        for subnet, ip, key, mac, hostname, expires, state, updated in rows:
+        rows: Iterator[LeaseRow] = conn.execute(select)
+        for subnet, ip, key, mac, hostname, expires, state, updated, arch, boot in rows:
             # One string object per subnet, not one per lease.
             subnet = subnets.setdefault(subnet, subnet)
             leases.append(
@@ -388,6 +414,8 @@ def _load(conn: sqlite3.Connection, path: Path) -> list[Lease]:
                     state=_STATES[state],
                     subnet=subnet,
                     updated=updated,
+                    arch=arch,
+                    boot_file=boot,
                 )
             )
     except sqlite3.DatabaseError as exc:
@@ -447,6 +475,8 @@ def _batch_parameters(leases: list[Lease]) -> tuple[str, bytes]:
                 lease.expires,
                 lease.state.value,
                 lease.updated,
+                lease.arch,
+                lease.boot_file,
             )
         )
         keys.append(key)
