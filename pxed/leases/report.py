@@ -5,8 +5,8 @@ the daemon runs, since WAL lets a reader see the last commit without blocking th
 The state directory is found as the daemon finds it: ``--state-dir``, else the
 configuration's ``[server] state_dir``, else the default.
 
-The store has no client architecture or boot file: those are in the daemon's ``dhcp.ack``
-log events, not in the lease rows, so they are not shown here.
+Client architecture and boot file are those of the ACK that bound the lease (lease schema
+version 2); a lease bound before that upgrade shows none.
 """
 
 from __future__ import annotations
@@ -95,6 +95,8 @@ def as_json(shown: Sequence[LeaseRow]) -> list[dict[str, Any]]:
                 "expires": local_time(lease.expires).isoformat(timespec="seconds"),
                 "expires_epoch": lease.expires,
                 "expires_in": round(row.expires_in, 3),
+                "arch": lease.arch,
+                "boot_file": lease.boot_file,
                 "subnet": lease.subnet,
                 "client_id": lease.client_key.hex(),
                 "updated": local_time(lease.updated).isoformat(timespec="seconds"),
@@ -103,7 +105,7 @@ def as_json(shown: Sequence[LeaseRow]) -> list[dict[str, Any]]:
     return out
 
 
-HEADERS = ("IP", "MAC", "HOSTNAME", "STATE", "EXPIRES")
+HEADERS = ("IP", "MAC", "HOSTNAME", "STATE", "ARCH", "BOOT", "EXPIRES")
 
 
 def as_table(shown: Sequence[LeaseRow]) -> str:
@@ -118,6 +120,8 @@ def as_table(shown: Sequence[LeaseRow]) -> str:
                 lease.mac,
                 lease.hostname or "-",
                 row.state,
+                "-" if lease.arch is None else str(lease.arch),
+                lease.boot_file or "-",
                 f"{when} ({relative(row.expires_in)})",
             )
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from dataclasses import replace
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -23,7 +24,11 @@ def lease(ip: str, mac: str, state: LeaseState, expires: float, name: str | None
 
 
 LEASES = [
-    lease("198.19.1.10", "52:54:00:00:00:10", LeaseState.ACTIVE, NOW + 43140, "node10"),
+    replace(
+        lease("198.19.1.10", "52:54:00:00:00:10", LeaseState.ACTIVE, NOW + 43140, "node10"),
+        arch=7,
+        boot_file="ipxe.efi",
+    ),
     lease("198.19.0.50", "52:54:00:12:34:56", LeaseState.ACTIVE, NOW - 5),
     lease("198.19.1.9", "52:54:00:00:00:09", LeaseState.RELEASED, NOW - 192),
     lease("198.19.1.2", "", LeaseState.DECLINED, NOW + 600),
@@ -67,13 +72,15 @@ def test_rows_sorted_by_address_with_derived_state() -> None:
 def test_table() -> None:
     text = as_table(rows(LEASES, NOW))
     lines = text.splitlines()
-    assert lines[0].split() == ["IP", "MAC", "HOSTNAME", "STATE", "EXPIRES"]
+    assert lines[0].split() == ["IP", "MAC", "HOSTNAME", "STATE", "ARCH", "BOOT", "EXPIRES"]
     assert len(lines) == 5
     # Columns line up: every row's MAC starts where the header's does.
     column = lines[0].index("MAC")
     assert all(line[column - 2 : column] == "  " for line in lines)
     last = lines[-1]
     assert last.startswith("198.19.1.10 ") and "node10" in last and "(in 11h59m)" in last
+    assert last.split()[4:6] == ["7", "ipxe.efi"]
+    assert lines[1].split()[4:6] == ["-", "-"]
     assert "expired" in lines[1] and "(5s ago)" in lines[1] and " - " in lines[1]
 
 
@@ -85,6 +92,8 @@ def test_json_objects() -> None:
     assert first["expires_epoch"] == NOW + 43140 and first["expires_in"] == 43140
     assert first["expires"].startswith("2027-")  # ISO 8601 with the local offset
     assert first["client_id"] == "01525400000010" and first["subnet"] == SUBNET
+    assert (first["arch"], first["boot_file"]) == (7, "ipxe.efi")
+    assert (got[0]["arch"], got[0]["boot_file"]) == (None, None)
     json.dumps(got)  # all of it JSON
 
 
