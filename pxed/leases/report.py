@@ -173,7 +173,12 @@ def main(argv: Sequence[str], now: float | None = None) -> int:
         for line in exc.problems:
             print(f"{PROG}: {line}", file=sys.stderr)
         return 1
-    if not directory.is_dir():
+    try:
+        is_dir = directory.is_dir()
+    except OSError as exc:  # a parent this user may not enter
+        print(f"{PROG}: cannot read {directory}: {exc.strerror}", file=sys.stderr)
+        return 1
+    if not is_dir:
         print(
             f"{PROG}: no state directory {directory} (pxed has not run with it; "
             "--state-dir DIR or --config FILE names another)",

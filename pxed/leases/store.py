@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
@@ -361,13 +362,17 @@ def read_leases(path: Path) -> list[Lease]:
     was written by a newer pxed, or cannot be read.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(path)
     try:
-        # mode=ro: never create the file or change it (a mistyped path stays absent).
-        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise PxedError(f"cannot open lease database {path}: {exc}") from exc
+        # stat, not is_file(): a state directory this user may not enter (0o750) must say
+        # so, not pass for one without a database.
+        is_file = stat.S_ISREG(path.stat().st_mode)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise PxedError(f"cannot read {path}: {exc.strerror}") from exc
+    if not is_file:
+        raise PxedError(f"{path} is not a file")
+    conn = _open_read_only(path)
     try:
         try:
             application_id = conn.execute("PRAGMA application_id").fetchone()[0]
@@ -393,6 +398,35 @@ def read_leases(path: Path) -> list[Lease]:
         return _load(conn, path, _SELECT if version >= 2 else _SELECT_V1)
     finally:
         conn.close()
+
+
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection, also for a user who may read the file but not write beside it.
+
+    mode=ro never creates or changes the file. But a WAL database is read through its -shm
+    index, which a reader creates when it is missing: a user who may not write the state
+    directory then fails. The -wal and -shm files exist while a daemon has the database
+    open and are removed when the last connection closes, so without a -wal file nobody is
+    writing, and the file can be read as immutable (no -shm, no locks).
+    """
+    uri = path.absolute().as_uri()
+    try:
+        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise PxedError(f"cannot open lease database {path}: {exc}") from exc
+    try:
+        conn.execute("PRAGMA schema_version").fetchone()  # the first read opens the index
+        return conn
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        if not isinstance(exc, sqlite3.OperationalError):
+            raise PxedError(f"{path} is not a pxed lease database: {exc}") from exc
+        if Path(f"{path}-wal").exists():
+            raise PxedError(f"cannot read lease database {path}: {exc}") from exc
+    try:
+        return sqlite3.connect(f"{uri}?immutable=1", uri=True)
+    except sqlite3.Error as exc:
+        raise PxedError(f"cannot open lease database {path}: {exc}") from exc
 
 
 def _load(conn: sqlite3.Connection, path: Path, select: str = _SELECT) -> list[Lease]:

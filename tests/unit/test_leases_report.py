@@ -4,7 +4,12 @@ and the plain messages for a missing directory, a missing database and an empty 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sqlite3
+import subprocess
+import sys
+import tempfile
 from dataclasses import replace
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -14,6 +19,7 @@ import pytest
 from pxed.leases import Lease, LeaseState, LeaseStore, read_leases
 from pxed.leases.report import as_json, as_table, human_duration, main, relative, rows, state_dir
 
+ROOT = Path(__file__).resolve().parents[2]
 SUBNET = "198.19.0.0/16"
 NOW = 1_800_000_000.0
 
@@ -173,3 +179,50 @@ def test_main_empty_and_missing(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert captured.out == ""
     err = captured.err.splitlines()
     assert len(err) == 1 and err[0].startswith(f"pxed leases: no state directory {tmp_path}")
+
+
+def as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
+    """`pxed leases ARGS` run by a user with no rights on the state directory but o+r."""
+    return subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-P",
+         "-m", "pxed", "leases", *args],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root")
+def test_other_users_are_told_what_stops_them() -> None:
+    # Not under pytest's tmp_path: its parent is root's own (0o700), nobody gets that far.
+    top = Path(tempfile.mkdtemp(prefix="pxed-leases-"))
+    try:
+        check_as_nobody(top)
+    finally:
+        shutil.rmtree(top)
+
+
+def check_as_nobody(top: Path) -> None:
+    top.chmod(0o755)
+    state = top / "state"
+    state.mkdir()
+    store_with(state, LEASES)
+    state.chmod(0o750)  # as the daemon makes it: not for every local user
+    res = as_nobody("--state-dir", str(state))
+    assert res.returncode == 1 and "Permission denied" in res.stderr, res
+    # Readable but not writable, daemon stopped (no -wal): read without the -shm index.
+    state.chmod(0o755)
+    (state / "leases.sqlite3").chmod(0o644)
+    assert not (state / "leases.sqlite3-wal").exists()
+    res = as_nobody("--state-dir", str(state), "--json")
+    assert res.returncode == 0, res.stderr
+    assert len(json.loads(res.stdout)) == len(LEASES)
+
+
+def test_garbage_file_is_no_lease_database(tmp_path: Path) -> None:
+    from pxed.errors import PxedError
+
+    (tmp_path / "leases.sqlite3").write_bytes(b"not sqlite at all" * 100)
+    with pytest.raises(PxedError, match="not a pxed lease database"):
+        read_leases(tmp_path / "leases.sqlite3")
