@@ -16,6 +16,7 @@ from pxed.lab import Lab
 from pxed.lab.clients import dhclient_once, leased_address
 from pxed.lab.dhcp import CLIENT_IF, DhcpNet, make_dhcp_net
 from pxed.lab.pxed import PxedProcess, pythonpath
+from pxed.lab.tools import require
 
 
 @pytest.fixture
@@ -76,3 +77,19 @@ def test_leases_lists_dhclients_lease_running_and_stopped(net: DhcpNet) -> None:
     after = listed(server.state_dir)
     assert [(r["ip"], r["mac"], r["state"]) for r in after] == [(ip, net.client_mac, "active")]
     assert after[0]["expires_epoch"] == rows[0]["expires_epoch"]
+
+
+def test_leases_shows_a_pxe_clients_arch_and_boot_file(net: DhcpNet) -> None:
+    """A client that says it is x86-64 UEFI PXE firmware (options 60 and 93, as udhcpc can
+    send them): its row carries arch 7 and the boot file its ACK named."""
+    require("busybox")
+    server = net.server()
+    server.start()
+    res = net.client_ns.run(
+        "busybox", "udhcpc", "-i", CLIENT_IF, "-n", "-q", "-f", "-t", "3", "-T", "1",
+        "-s", "/bin/true", "-V", "PXEClient:Arch:00007:UNDI:003016", "-x", "0x5d:0007",
+        check=False, timeout=60,
+    )  # fmt: skip
+    assert "obtained" in res.stdout + res.stderr, res
+    (row,) = listed(server.state_dir)
+    assert (row["mac"], row["arch"], row["boot_file"]) == (net.client_mac, 7, "ipxe.efi"), row
