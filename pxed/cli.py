@@ -26,6 +26,10 @@ pxed: a PXE boot server (DHCP + TFTP) in one process.
                                             iPXE, netboot.xyz, menu and boot.ipxe
   pxed demo                                 boot a QEMU machine through pxed in a private
                                             namespace lab and print the boot's timeline
+  pxed leases [--json]                      the leases in the state directory (read-only)
+  pxed explain MAC [--arch N] [--user-class iPXE]
+                                            which boot file and address that client would
+                                            get, and by which rule (configuration only)
 """
 
 
@@ -112,6 +116,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pxed.demo import main as demo_main
 
         return demo_main(argv[1:])
+    if argv and argv[0] == "leases":
+        from pxed.leases.report import main as leases_main
+
+        return leases_main(argv[1:])
+    if argv and argv[0] == "explain":
+        from pxed.explain import main as explain_main
+
+        return explain_main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="pxed", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )

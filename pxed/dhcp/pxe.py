@@ -27,13 +27,15 @@ def is_pxe_client(p: DhcpPacket) -> bool:
     return (p.vendor_class or b"").startswith(PXE_VENDOR_PREFIXES)
 
 
-def choose_boot(
-    policy: BootPolicy, p: DhcpPacket, host: HostConfig | None, *, pxe_only: bool = False
-) -> BootChoice | None:
-    """The boot file for this client, or None when it is not a boot client.
+def boot_request(
+    p: DhcpPacket, host: HostConfig | None, *, pxe_only: bool = False
+) -> BootRequest | None:
+    """What the policy is asked about this client, or None when it is not a boot client.
 
     ``pxe_only`` (ProxyDHCP): only PXE firmware and iPXE count; the full server also gives a
     file to a host with its own ``boot`` and to clients that ask for option 67.
+    A function of its own so that `pxed explain` asks the policy exactly what the DHCP
+    cores ask it.
     """
     is_pxe = is_pxe_client(p)
     if pxe_only:
@@ -47,9 +49,17 @@ def choose_boot(
         )
     if not wanted:
         return None
-    return policy.choose(
-        BootRequest(mac=p.mac, arch=p.client_arch, is_ipxe=p.is_ipxe, is_pxe=is_pxe, host=host)
-    )
+    return BootRequest(mac=p.mac, arch=p.client_arch, is_ipxe=p.is_ipxe, is_pxe=is_pxe, host=host)
+
+
+def choose_boot(
+    policy: BootPolicy, p: DhcpPacket, host: HostConfig | None, *, pxe_only: bool = False
+) -> BootChoice | None:
+    """The boot file for this client, or None when it is not a boot client (boot_request)."""
+    request = boot_request(p, host, pxe_only=pxe_only)
+    if request is None:
+        return None
+    return policy.choose(request)
 
 
 def boot_warning(p: DhcpPacket, choice: BootChoice | None) -> Notice | None:

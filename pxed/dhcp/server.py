@@ -300,7 +300,8 @@ class DhcpServer:
             return
         subnet.exhausted_warned = False
         lease_time = self._lease_time(p, subnet.config)
-        reply, boot = self._reply(p, src, subnet, MessageType.OFFER, ip, lease_time, host)
+        boot = self._choose_boot(p, host)
+        reply = self._reply(p, src, subnet, MessageType.OFFER, ip, lease_time, host, boot)
         out.replies.append(reply)
         self._event("dhcp.offer", p, ip, boot)
 
@@ -352,12 +353,17 @@ class DhcpServer:
             return
         lease_time = self._lease_time(p, subnet.config)
         hostname = host.hostname if host is not None and host.hostname else p.hostname
-        lease, released = subnet.table.bind(key, p.mac, ip, hostname, now, lease_time)
+        # Chosen before the binding so that the lease records the file this ACK names.
+        boot = self._choose_boot(p, host)
+        boot_file = boot.file if boot is not None else None
+        lease, released = subnet.table.bind(
+            key, p.mac, ip, hostname, now, lease_time, arch=_arch(p), boot_file=boot_file
+        )
         if released is not None:
             # Written before the new binding: staging order is the order of events on disk.
             out.writes.append(released)
         out.writes.append(lease)
-        reply, boot = self._reply(p, src, subnet, MessageType.ACK, ip, lease_time, host)
+        reply = self._reply(p, src, subnet, MessageType.ACK, ip, lease_time, host, boot)
         out.replies.append(reply)
         if hostname:
             self._event("dhcp.ack", p, ip, boot, state=state.value, lease_time=lease_time,
@@ -419,7 +425,8 @@ class DhcpServer:
             self._drop(p, "INFORM from an address not in our subnets")
             return
         host = self.hosts.get(p.mac)
-        reply, boot = self._reply(p, src, subnet, MessageType.ACK, ZERO, None, host)
+        boot = self._choose_boot(p, host)
+        reply = self._reply(p, src, subnet, MessageType.ACK, ZERO, None, host, boot)
         out.replies.append(reply)
         self._event("dhcp.inform", p, p.ciaddr, boot)
 
@@ -578,17 +585,15 @@ class DhcpServer:
         yiaddr: IPv4Address,
         lease_time: int | None,
         host: HostConfig | None,
-    ) -> tuple[Reply, BootChoice | None]:
+        boot: BootChoice | None,
+    ) -> Reply:
+        """The OFFER or ACK carrying ``boot`` (choose_boot's answer for this client)."""
         server_ip = self._server_ip(subnet, src)
-        boot = choose_boot(self.policy, p, host)
-        warning = boot_warning(p, boot)
-        if warning is not None and warning.level >= self.min_level:
-            self._pending.append(warning)
         destination = self._destination(p, src, yiaddr, mtype)
         if boot is None and (host is None or not host.hostname):
             data = self._pack_plain(p, src, subnet, mtype, server_ip, yiaddr, lease_time)
             if data is not None:
-                return Reply(data, destination, mtype, server_ip), None
+                return Reply(data, destination, mtype, server_ip)
         next_server = self.config.boot.next_server or server_ip
 
         # Order matters: build() drops options from the end when the client's maximum message
@@ -623,7 +628,7 @@ class DhcpServer:
             options=opts,
         )
         data = build(reply, self._max_size(p, src))
-        return Reply(data, destination, mtype, server_ip), boot
+        return Reply(data, destination, mtype, server_ip)
 
     def _head_options(
         self, subnet: _Subnet, mtype: MessageType, server_ip: IPv4Address, lease_time: int | None
@@ -775,6 +780,13 @@ class DhcpServer:
             msg_type=mtype.name if mtype is not None else None,
             **extra,
         )
+
+    def _choose_boot(self, p: DhcpPacket, host: HostConfig | None) -> BootChoice | None:
+        boot = choose_boot(self.policy, p, host)
+        warning = boot_warning(p, boot)
+        if warning is not None and warning.level >= self.min_level:
+            self._pending.append(warning)
+        return boot
 
     def _note(self, level: int, kind: str, **fields: Any) -> None:
         if level >= self.min_level:

@@ -7,7 +7,7 @@ decisions return in the ``LeaseStore``, and sends DHCPACKs only once ``commit()`
 from __future__ import annotations
 
 from pxed.leases.model import Lease, LeaseConflict, LeaseState, TableStats
-from pxed.leases.store import APPLICATION_ID, SCHEMA_VERSION, LeaseStore
+from pxed.leases.store import APPLICATION_ID, SCHEMA_VERSION, LeaseStore, read_leases
 from pxed.leases.table import LeaseTable
 
 __all__ = [
@@ -19,4 +19,5 @@ __all__ = [
     "LeaseStore",
     "LeaseTable",
     "TableStats",
+    "read_leases",
 ]

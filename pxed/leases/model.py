@@ -58,6 +58,11 @@ class Lease:
     """The subnet's network as text (``"198.19.0.0/16"``): the store keys rows by it."""
     updated: float
     """Epoch seconds of the last change to this record."""
+    arch: int | None = None
+    """Client architecture (option 93, first value) of the request that bound it; None when
+    the client sent none, or for a record no DHCPREQUEST bound (a declined address)."""
+    boot_file: str | None = None
+    """The boot file the ACK that bound it named; None when it got none."""
 
     def is_bound(self, now: float) -> bool:
         """True while the address is bound to ``client_key`` (ACTIVE and not yet expired)."""

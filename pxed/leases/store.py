@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
@@ -21,26 +22,14 @@ from types import TracebackType
 from pxed.errors import PxedError
 from pxed.leases.model import Lease, LeaseState
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """``PRAGMA user_version`` of the schema this code writes; bump it with a migration."""
 
 APPLICATION_ID = 0x70786564
 """``PRAGMA application_id`` ("pxed"): tells our database from any other SQLite file."""
 
-_SCHEMA_V1 = """
-CREATE TABLE leases (
-    subnet     TEXT    NOT NULL,
-    ip         INTEGER NOT NULL,   -- IPv4 address as an int: compact, fast to load
-    client_key BLOB    NOT NULL,
-    mac        TEXT    NOT NULL,
-    hostname   TEXT,
-    expires    REAL    NOT NULL,   -- epoch seconds
-    state      TEXT    NOT NULL CHECK (state IN ('active', 'released', 'declined')),
-    updated    REAL    NOT NULL,   -- epoch seconds
-    PRIMARY KEY (subnet, ip)
-) WITHOUT ROWID;
-
--- For people with the sqlite3 shell: SELECT * FROM leases_readable;
+# For people with the sqlite3 shell: SELECT * FROM leases_readable;
+_VIEW = """
 CREATE VIEW leases_readable AS
 SELECT subnet,
        (ip >> 24) || '.' || ((ip >> 16) & 255) || '.' || ((ip >> 8) & 255) || '.' || (ip & 255)
@@ -50,8 +39,28 @@ SELECT subnet,
        hostname,
        datetime(expires, 'unixepoch') AS expires,
        state,
-       datetime(updated, 'unixepoch') AS updated
+       datetime(updated, 'unixepoch') AS updated,
+       arch,
+       boot_file
 FROM leases;
+"""
+
+# The schema of SCHEMA_VERSION, as a new database gets it (an older one is migrated to it).
+_SCHEMA = f"""
+CREATE TABLE leases (
+    subnet     TEXT    NOT NULL,
+    ip         INTEGER NOT NULL,   -- IPv4 address as an int: compact, fast to load
+    client_key BLOB    NOT NULL,
+    mac        TEXT    NOT NULL,
+    hostname   TEXT,
+    expires    REAL    NOT NULL,   -- epoch seconds
+    state      TEXT    NOT NULL CHECK (state IN ('active', 'released', 'declined')),
+    updated    REAL    NOT NULL,   -- epoch seconds
+    arch       INTEGER,            -- option 93 of the binding request (version 2)
+    boot_file  TEXT,               -- the boot file its ACK named (version 2)
+    PRIMARY KEY (subnet, ip)
+) WITHOUT ROWID;
+{_VIEW}
 
 -- Finds a client's other ACTIVE row when it is bound to a new address (see _RELEASE_OTHERS).
 -- Partial: only ACTIVE rows, the ones the lookup wants, cost index space and writes.
@@ -60,8 +69,18 @@ CREATE INDEX leases_active_by_client ON leases (subnet, client_key) WHERE state 
 # No index on expires: prune() runs rarely and scans 100000 rows in milliseconds, while an
 # index would cost another B-tree write for every lease of every commit.
 
-_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
-"""``from_version -> step`` that upgrades a database to ``from_version + 1`` (none yet)."""
+
+def _add_boot_columns(conn: sqlite3.Connection) -> None:
+    """Version 1 -> 2: the client's architecture and boot file, for `pxed leases`. Added
+    columns are NULL in the existing rows (unknown), which is what a reader shows."""
+    conn.execute("ALTER TABLE leases ADD COLUMN arch INTEGER")
+    conn.execute("ALTER TABLE leases ADD COLUMN boot_file TEXT")
+    conn.execute("DROP VIEW IF EXISTS leases_readable")
+    conn.execute(_VIEW.strip().rstrip(";"))
+
+
+_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _add_boot_columns}
+"""``from_version -> step`` that upgrades a database to ``from_version + 1``."""
 
 # A commit writes its whole batch in two statements, whatever its size: the rows travel as
 # one JSON array (client keys, which JSON cannot carry, as offsets into one blob). Row by
@@ -71,13 +90,15 @@ _BATCH_ROWS = """
 SELECT j.value ->> 0 AS subnet, j.value ->> 1 AS ip,
        substr(?2, j.value ->> 2, j.value ->> 3) AS client_key,
        j.value ->> 4 AS mac, j.value ->> 5 AS hostname, j.value ->> 6 AS expires,
-       j.value ->> 7 AS state, j.value ->> 8 AS updated
+       j.value ->> 7 AS state, j.value ->> 8 AS updated,
+       j.value ->> 9 AS arch, j.value ->> 10 AS boot_file
 FROM json_each(?1) AS j
 """
 
 # WHERE true: without it SQLite would read ON CONFLICT as part of a join (lang_upsert).
 _UPSERT = f"""
-INSERT INTO leases (subnet, ip, client_key, mac, hostname, expires, state, updated)
+INSERT INTO leases (subnet, ip, client_key, mac, hostname, expires, state, updated, arch,
+                    boot_file)
 SELECT * FROM ({_BATCH_ROWS}) WHERE true
 ON CONFLICT (subnet, ip) DO UPDATE SET
     client_key = excluded.client_key,
@@ -85,7 +106,9 @@ ON CONFLICT (subnet, ip) DO UPDATE SET
     hostname = excluded.hostname,
     expires = excluded.expires,
     state = excluded.state,
-    updated = excluded.updated
+    updated = excluded.updated,
+    arch = excluded.arch,
+    boot_file = excluded.boot_file
 """
 
 # A client has one binding per subnet. The server stages the release of a client's other
@@ -105,9 +128,12 @@ WHERE b.state = 'active' AND leases.subnet = b.subnet AND leases.client_key = b.
   AND leases.state = 'active' AND leases.ip != b.ip
 """
 
-LeaseRow = tuple[str, int, bytes, str, str | None, float, str, float]
+LeaseRow = tuple[str, int, bytes, str, str | None, float, str, float, int | None, str | None]
 
-_SELECT = "SELECT subnet, ip, client_key, mac, hostname, expires, state, updated FROM leases"
+_COLUMNS = "subnet, ip, client_key, mac, hostname, expires, state, updated"
+_SELECT = f"SELECT {_COLUMNS}, arch, boot_file FROM leases"
+_SELECT_V1 = f"SELECT {_COLUMNS}, NULL, NULL FROM leases"
+"""What a reader selects from a version 1 database, which it must not migrate."""
 
 _STATES = {state.value: state for state in LeaseState if state is not LeaseState.OFFERED}
 
@@ -197,7 +223,7 @@ class LeaseStore:
         conn.execute("BEGIN IMMEDIATE")
         # executescript() would COMMIT first on its own; run the statements one by one
         # inside our transaction so that a half-created schema never exists.
-        for statement in _split_sql(_SCHEMA_V1):
+        for statement in _split_sql(_SCHEMA):
             conn.execute(statement)
         conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -244,31 +270,7 @@ class LeaseStore:
 
     def load(self) -> list[Lease]:
         """Every stored lease (what was committed; not what is only staged)."""
-        conn = self._connection()
-        subnets: dict[str, str] = {}
-        leases: list[Lease] = []
-        try:
-            rows: Iterator[LeaseRow] = conn.execute(_SELECT)
-            for subnet, ip, key, mac, hostname, expires, state, updated in rows:
-                # One string object per subnet, not one per lease.
-                subnet = subnets.setdefault(subnet, subnet)
-                leases.append(
-                    Lease(
-                        ip=IPv4Address(ip),
-                        client_key=key,
-                        mac=mac,
-                        hostname=hostname,
-                        expires=expires,
-                        state=_STATES[state],
-                        subnet=subnet,
-                        updated=updated,
-                    )
-                )
-        except sqlite3.DatabaseError as exc:
-            raise PxedError(f"cannot read leases from {self.path}: {exc}") from exc
-        except (KeyError, ValueError, TypeError) as exc:
-            raise PxedError(f"{self.path} holds a malformed lease row: {exc!r}") from exc
-        return leases
+        return _load(self._connection(), self.path)
 
     def stage(self, lease: Lease) -> None:
         """Buffer an upsert of ``lease`` (keyed by subnet + ip) for the next ``commit``.
@@ -351,6 +353,112 @@ class LeaseStore:
         return self._conn
 
 
+def read_leases(path: Path) -> list[Lease]:
+    """Every committed lease of the database at ``path``, opened read-only.
+
+    For tools beside a running daemon (``pxed leases``): no schema is created, migrated or
+    checked for corruption, nothing is written, and WAL lets this read while the daemon
+    commits. FileNotFoundError when there is no database; PxedError when it is not pxed's,
+    was written by a newer pxed, or cannot be read.
+    """
+    path = Path(path)
+    try:
+        # stat, not is_file(): a state directory this user may not enter (0o750) must say
+        # so, not pass for one without a database.
+        is_file = stat.S_ISREG(path.stat().st_mode)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise PxedError(f"cannot read {path}: {exc.strerror}") from exc
+    if not is_file:
+        raise PxedError(f"{path} is not a file")
+    conn = _open_read_only(path)
+    try:
+        try:
+            application_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise PxedError(f"{path} is not a pxed lease database: {exc}") from exc
+        if application_id == 0 and version == 0:
+            # What open() makes of an empty file before the daemon's first commit.
+            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            if not tables:
+                return []
+        if application_id != APPLICATION_ID:
+            raise PxedError(f"{path} is an SQLite database of something else, not pxed's leases")
+        if version > SCHEMA_VERSION:
+            raise PxedError(
+                f"{path} has lease schema version {version}, written by a newer pxed; "
+                f"this one knows up to version {SCHEMA_VERSION}"
+            )
+        if version < 1:
+            raise PxedError(f"{path}: unknown lease schema version {version}")
+        # The daemon migrates an older database at its next start; a reader must not.
+        conn.execute("PRAGMA busy_timeout = 5000")
+        return _load(conn, path, _SELECT if version >= 2 else _SELECT_V1)
+    finally:
+        conn.close()
+
+
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection, also for a user who may read the file but not write beside it.
+
+    mode=ro never creates or changes the file. But a WAL database is read through its -shm
+    index, which a reader creates when it is missing: a user who may not write the state
+    directory then fails. The -wal and -shm files exist while a daemon has the database
+    open and are removed when the last connection closes, so without a -wal file nobody is
+    writing, and the file can be read as immutable (no -shm, no locks).
+    """
+    uri = path.absolute().as_uri()
+    try:
+        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise PxedError(f"cannot open lease database {path}: {exc}") from exc
+    try:
+        conn.execute("PRAGMA schema_version").fetchone()  # the first read opens the index
+        return conn
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        if not isinstance(exc, sqlite3.OperationalError):
+            raise PxedError(f"{path} is not a pxed lease database: {exc}") from exc
+        if Path(f"{path}-wal").exists():
+            raise PxedError(f"cannot read lease database {path}: {exc}") from exc
+    try:
+        return sqlite3.connect(f"{uri}?immutable=1", uri=True)
+    except sqlite3.Error as exc:
+        raise PxedError(f"cannot open lease database {path}: {exc}") from exc
+
+
+def _load(conn: sqlite3.Connection, path: Path, select: str = _SELECT) -> list[Lease]:
+    """The rows of ``conn``'s lease table as Leases (shared by the daemon and readers)."""
+    subnets: dict[str, str] = {}
+    leases: list[Lease] = []
+    try:
+        rows: Iterator[LeaseRow] = conn.execute(select)
+        for subnet, ip, key, mac, hostname, expires, state, updated, arch, boot in rows:
+            # One string object per subnet, not one per lease.
+            subnet = subnets.setdefault(subnet, subnet)
+            leases.append(
+                Lease(
+                    ip=IPv4Address(ip),
+                    client_key=key,
+                    mac=mac,
+                    hostname=hostname,
+                    expires=expires,
+                    state=_STATES[state],
+                    subnet=subnet,
+                    updated=updated,
+                    arch=arch,
+                    boot_file=boot,
+                )
+            )
+    except sqlite3.DatabaseError as exc:
+        raise PxedError(f"cannot read leases from {path}: {exc}") from exc
+    except (KeyError, ValueError, TypeError) as exc:
+        raise PxedError(f"{path} holds a malformed lease row: {exc!r}") from exc
+    return leases
+
+
 def _final_rows(batch: Iterable[Lease]) -> list[Lease]:
     """The batch as it must end up on disk, in staging order.
 
@@ -401,6 +509,8 @@ def _batch_parameters(leases: list[Lease]) -> tuple[str, bytes]:
                 lease.expires,
                 lease.state.value,
                 lease.updated,
+                lease.arch,
+                lease.boot_file,
             )
         )
         keys.append(key)

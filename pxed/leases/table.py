@@ -323,8 +323,14 @@ class LeaseTable:
         hostname: str | None,
         now: float,
         lease_time: int,
+        *,
+        arch: int | None = None,
+        boot_file: str | None = None,
     ) -> tuple[Lease, Lease | None]:
         """Bind ``ip`` to ``key``; returns (new lease, the key's released other lease or None).
+
+        ``arch`` and ``boot_file`` are recorded for people (`pxed leases`); no decision here
+        depends on them.
 
         Both are what to persist, in that order of importance. Drops the key's hold, and
         releases the key's lease on another address: a client has one binding per subnet.
@@ -371,6 +377,8 @@ class LeaseTable:
             state=LeaseState.ACTIVE,
             subnet=self._subnet,
             updated=now,
+            arch=arch,
+            boot_file=boot_file,
         )
         self._leases[ipi] = lease
         self._lease_by_key[key] = ipi

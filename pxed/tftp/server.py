@@ -88,6 +88,18 @@ def _refuse(event: str, reason: str, code: int | None, filename: str | None = No
     return Refused(reply, event, reason, code, filename)
 
 
+def client_dir(per_client: str | None, ip: str | None, mac: str | None) -> str | None:
+    """The client's own directory below the root for ``[tftp] per_client``: its IP, or its
+    MAC in dnsmasq's ``tftp-unique-root=mac`` form, lower case with dashes
+    (``52-54-00-12-34-56``); None when the mode is off or the client's part is unknown.
+    Shared with `pxed explain`, which names the file a client would be served."""
+    if per_client == "ip":
+        return ip
+    if per_client == "mac" and mac:
+        return mac.lower().replace(":", "-")
+    return None
+
+
 class TftpServer:
     """All transfers of one TFTP endpoint, keyed by client (address, port)."""
 
@@ -109,15 +121,12 @@ class TftpServer:
         self.started = self.done = self.failed = self.refused = self.malformed = 0
 
     def _client_dir(self, ip: str) -> str | None:
-        """The client's own directory below the root (``per_client``), by IP or by MAC in
-        dnsmasq's ``tftp-unique-root=mac`` form: lower case, dashes (``52-54-00-12-34-56``)."""
+        """The client's own directory below the root (``per_client``; see client_dir)."""
         mode = self.config.per_client
-        if mode == "ip":
-            return ip
+        mac = None
         if mode == "mac" and self.mac_lookup is not None:
             mac = self.mac_lookup(ip)
-            return mac.lower().replace(":", "-") if mac else None
-        return None
+        return client_dir(mode, ip, mac)
 
     def stats(self) -> TftpStats:
         open_files = getattr(self.files, "open_files", 0)

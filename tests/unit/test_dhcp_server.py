@@ -791,3 +791,17 @@ def test_a_host_entry_without_an_address_gets_a_pool_lease() -> None:
     server = make_server(hosts=(HostConfig(mac=VICTIM, boot="special.0"),))
     ack = Client(server, VICTIM).dora()
     assert ack.yiaddr in NET and ack.file.rstrip(b"\0") == b"special.0"
+
+
+def test_ack_records_the_clients_arch_and_boot_file() -> None:
+    """The lease written with an ACK says what `pxed leases` shows: option 93 and the file."""
+    client = Client(make_server(), o60=PXE_VC, o93=struct.pack("!H", 7))
+    offer, _ = client.discover()
+    ack, out = client.select(offer)
+    assert ack.options[OC.BOOTFILE_NAME] == b"ipxe.efi"
+    (lease,) = out.writes
+    assert (lease.arch, lease.boot_file) == (7, "ipxe.efi")
+    plain = Client(client.server, mac="52:54:00:aa:bb:02")
+    plain.dora()
+    lease = client.server.tables[str(NET)].by_client(b"\x01" + plain.chaddr)
+    assert lease is not None and (lease.arch, lease.boot_file) == (None, None)

@@ -23,6 +23,7 @@ from pxed.leases import (
     LeaseState,
     LeaseStore,
     LeaseTable,
+    read_leases,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -412,3 +413,77 @@ def test_disk_equals_the_table_wherever_the_commits_fall(tmp_path: Path, steps: 
         on_disk = {x.ip: x for x in store.load()}
     in_memory = {a: table.by_ip(a) for a in _IPS if table.by_ip(a) is not None}
     assert on_disk == in_memory
+
+
+# Version 1 as released (its columns, view and index; spacing condensed): the migration
+# must take such a file forward.
+_SCHEMA_V1 = """
+CREATE TABLE leases (
+    subnet TEXT NOT NULL, ip INTEGER NOT NULL, client_key BLOB NOT NULL, mac TEXT NOT NULL,
+    hostname TEXT, expires REAL NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('active', 'released', 'declined')),
+    updated REAL NOT NULL, PRIMARY KEY (subnet, ip)
+) WITHOUT ROWID;
+CREATE VIEW leases_readable AS SELECT subnet, ip, hex(client_key) AS client_key, mac, hostname,
+    datetime(expires, 'unixepoch') AS expires, state, datetime(updated, 'unixepoch') AS updated
+FROM leases;
+CREATE INDEX leases_active_by_client ON leases (subnet, client_key) WHERE state = 'active';
+"""
+
+
+def _v1_database(db: Path) -> None:
+    db.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(db)
+    conn.executescript(_SCHEMA_V1)
+    conn.execute(
+        "INSERT INTO leases VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            SUBNET,
+            int(IPv4Address("198.19.0.7")),
+            b"\x01k",
+            "52:54:00:00:00:07",
+            "n7",
+            T0,
+            "active",
+            T0,
+        ),
+    )
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+
+
+def test_version_1_database_is_migrated_keeping_its_rows(db: Path) -> None:
+    _v1_database(db)
+    # A reader beside an old daemon sees the rows without the new columns, and migrates nothing.
+    (old,) = read_leases(db)
+    assert (str(old.ip), old.arch, old.boot_file) == ("198.19.0.7", None, None)
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    conn.close()
+    with LeaseStore(db) as store:
+        (kept,) = store.load()
+        assert kept == old
+        store.stage(lease(9, arch=7, boot_file="ipxe.efi"))
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        view = conn.execute(
+            "SELECT ip, arch, boot_file FROM leases_readable ORDER BY ip"
+        ).fetchall()
+        assert view == [("198.19.0.7", None, None), ("198.19.0.9", 7, "ipxe.efi")]
+    finally:
+        conn.close()
+    got = {str(x.ip): (x.arch, x.boot_file) for x in read_leases(db)}
+    assert got == {"198.19.0.7": (None, None), "198.19.0.9": (7, "ipxe.efi")}
+
+
+def test_arch_and_boot_file_round_trip_and_are_updated(db: Path) -> None:
+    with LeaseStore(db) as store:
+        store.stage(lease(1, arch=0, boot_file="pxelinux.0"))
+        store.commit()
+        store.stage(lease(1, arch=7, boot_file=None))
+        store.commit()
+        (got,) = store.load()
+    assert (got.arch, got.boot_file) == (7, None)

@@ -1,0 +1,206 @@
+"""`pxed leases`: the leases in the state directory, as a table or as JSON.
+
+Reads the database the daemon writes, read-only (pxed.leases.store.read_leases): safe while
+the daemon runs, since WAL lets a reader see the last commit without blocking the writer.
+The state directory is found as the daemon finds it: ``--state-dir``, else the
+configuration's ``[server] state_dir``, else the default.
+
+Client architecture and boot file are those of the ACK that bound the lease (lease schema
+version 2); a lease bound before that upgrade shows none.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pxed.config.parse import load_file, parse
+from pxed.config.problems import Problems
+from pxed.errors import ConfigError, PxedError
+from pxed.leases.model import Lease, LeaseState
+from pxed.leases.store import read_leases
+
+PROG = "pxed leases"
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRow:
+    """One lease as shown: the stored record plus what it means at ``now``."""
+
+    lease: Lease
+    state: str
+    """"active", "expired" (active but past its end: the store has no such state, see
+    LeaseState), "released" or "declined"."""
+    expires_in: float
+    """Seconds from now to ``expires``; negative once past."""
+
+
+def shown_state(lease: Lease, now: float) -> str:
+    if lease.state is LeaseState.ACTIVE and lease.expires <= now:
+        return "expired"
+    return lease.state.value
+
+
+def rows(leases: Sequence[Lease], now: float) -> list[LeaseRow]:
+    """The leases sorted by address, with their state and remaining time at ``now``."""
+    ordered = sorted(leases, key=lambda lease: int(lease.ip))
+    return [LeaseRow(x, shown_state(x, now), x.expires - now) for x in ordered]
+
+
+def human_duration(seconds: float) -> str:
+    """A span as its two largest units: ``45s``, ``3m12s``, ``11h59m``, ``2d4h``."""
+    total = int(abs(seconds))
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours}h" if hours else f"{days}d"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def relative(seconds: float) -> str:
+    """``in 11h59m`` or ``3m12s ago``: how far ``expires`` is from now."""
+    if seconds >= 0:
+        return f"in {human_duration(seconds)}"
+    return f"{human_duration(seconds)} ago"
+
+
+def local_time(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch).astimezone()
+
+
+def as_json(shown: Sequence[LeaseRow]) -> list[dict[str, Any]]:
+    """The JSON array's objects: epoch seconds beside ISO 8601 local times, so that a script
+    needs no date parsing and a person no epoch arithmetic."""
+    out = []
+    for row in shown:
+        lease = row.lease
+        out.append(
+            {
+                "ip": str(lease.ip),
+                "mac": lease.mac,
+                "hostname": lease.hostname,
+                "state": row.state,
+                "expires": local_time(lease.expires).isoformat(timespec="seconds"),
+                "expires_epoch": lease.expires,
+                "expires_in": round(row.expires_in, 3),
+                "arch": lease.arch,
+                "boot_file": lease.boot_file,
+                "subnet": lease.subnet,
+                "client_id": lease.client_key.hex(),
+                "updated": local_time(lease.updated).isoformat(timespec="seconds"),
+            }
+        )
+    return out
+
+
+HEADERS = ("IP", "MAC", "HOSTNAME", "STATE", "ARCH", "BOOT", "EXPIRES")
+
+
+def as_table(shown: Sequence[LeaseRow]) -> str:
+    """Aligned columns, one lease a line, under a header line."""
+    lines: list[tuple[str, ...]] = [HEADERS]
+    for row in shown:
+        lease = row.lease
+        when = local_time(lease.expires).strftime("%Y-%m-%d %H:%M:%S")
+        lines.append(
+            (
+                str(lease.ip),
+                lease.mac,
+                lease.hostname or "-",
+                row.state,
+                "-" if lease.arch is None else str(lease.arch),
+                lease.boot_file or "-",
+                f"{when} ({relative(row.expires_in)})",
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(HEADERS) - 1)]
+    return "\n".join(
+        "  ".join([*(cell.ljust(w) for cell, w in zip(line, widths, strict=False)), line[-1]])
+        for line in lines
+    )
+
+
+def summary(shown: Sequence[LeaseRow], db: Path) -> str:
+    counts: dict[str, int] = {}
+    for row in shown:
+        counts[row.state] = counts.get(row.state, 0) + 1
+    parts = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    return f"{len(shown)} lease(s) in {db}: {parts}"
+
+
+def state_dir(config: Path | None, given: Path | None) -> Path:
+    """The daemon's state directory: ``--state-dir``, else ``[server] state_dir`` of the
+    file, else the default. Only the file's own problems stop this (ConfigError): one
+    elsewhere in it (a boot file missing, say) does not hide the leases."""
+    if given is not None:
+        return given
+    data = load_file(config) if config is not None else {}
+    return parse(data, Problems()).config.state_dir
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="The leases in pxed's state directory (read-only; the daemon may run).",
+    )
+    parser.add_argument("--json", action="store_true", help="print a JSON array")
+    parser.add_argument(
+        "--state-dir", type=Path, metavar="DIR", help="default: the configuration's state_dir"
+    )
+    parser.add_argument("--config", "-c", type=Path, help="TOML configuration file")
+    return parser
+
+
+def main(argv: Sequence[str], now: float | None = None) -> int:
+    args = _parser().parse_args(list(argv))
+    from pxed.app import LEASE_DB  # the daemon's file name, from where the daemon has it
+
+    try:
+        directory = state_dir(args.config, args.state_dir)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(f"{PROG}: {line}", file=sys.stderr)
+        return 1
+    try:
+        is_dir = directory.is_dir()
+    except OSError as exc:  # a parent this user may not enter
+        print(f"{PROG}: cannot read {directory}: {exc.strerror}", file=sys.stderr)
+        return 1
+    if not is_dir:
+        print(
+            f"{PROG}: no state directory {directory} (pxed has not run with it; "
+            "--state-dir DIR or --config FILE names another)",
+            file=sys.stderr,
+        )
+        return 1
+    db = directory / LEASE_DB
+    try:
+        leases = read_leases(db)
+    except FileNotFoundError:
+        leases = None
+    except PxedError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    shown = rows(leases or [], time.time() if now is None else now)
+    if args.json:
+        print(json.dumps(as_json(shown), indent=2))
+    if not shown:
+        # Said on stderr with --json, so that stdout stays a parseable (empty) array.
+        why = "no lease database yet" if leases is None else "the store is empty"
+        print(f"no leases in {directory} ({why})", file=sys.stderr if args.json else sys.stdout)
+    elif not args.json:
+        print(summary(shown, db))
+        print(as_table(shown))
+    return 0
