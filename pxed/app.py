@@ -492,6 +492,9 @@ class Server:
         tables carry their records and offers over, the TFTP endpoints serve new requests by
         the new settings while running transfers finish by the old, and only the sockets
         whose interface or port changed are opened again. Returns what changed.
+
+        An OSError (a port taken meanwhile) comes from opening a socket again after the
+        swap: the new configuration serves then, without that socket.
         """
         notes: list[str] = []
         new = check(config, notes=notes)
@@ -627,8 +630,10 @@ class Server:
                     log.exception("pxed.close_error", endpoint=type(endpoint).__name__)
         if dhcp:
             opened: list[Any] = []
-            await self._open_dhcp(name, opened)
-            endpoints[:0] = opened
+            try:
+                await self._open_dhcp(name, opened)
+            finally:  # what did start is listed, so that close() closes it
+                endpoints[:0] = opened
         if tftp and self.config.tftp.enabled:
             endpoints.append(await self._start_tftp(name))
 

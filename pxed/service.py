@@ -142,9 +142,17 @@ class Service:
             return True
         except ConfigError as exc:
             problems = list(exc.problems)
-        except (PxedError, OSError) as exc:
-            # OSError: a socket that could not be opened again (a port taken meanwhile).
+        except PxedError as exc:
             problems = [str(exc)]
+        except OSError as exc:
+            # A socket that could not be opened again (a port taken meanwhile): the new
+            # configuration is in place, that socket is not (see Server.reload).
+            log.error(
+                "pxed.reload_failed",
+                problem=str(exc),
+                serving="the new configuration, without the sockets that could not be opened",
+            )
+            return False
         for line in problems:
             log.error("pxed.reload_refused", problem=line)
         log.warning(
