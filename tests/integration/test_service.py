@@ -169,3 +169,24 @@ def test_sigterm_during_a_transfer_exits_0_within_the_grace_period(lab: Lab) -> 
     assert stopping[0]["transfers"] == 1 and stopping[-1]["transfers_cut"] == 1, stopping
     assert pxed.events("pxed.stopped")
     assert active_leases(pxed.db_path)[OTHER_MAC] == other
+
+
+def test_sighup_with_a_new_tftp_port_reopens_tftp_only(lab: Lab) -> None:
+    server, c0, _ = lan(lab)
+    root = lab.tmp / "tftp"
+    small = make_file(root / "small.bin", 5000, seed=9)
+    pxed = start(lab, server, root, "198.19.0.50")
+    assert pxed.proc is not None
+    pxed.config_path.write_text(config_text(root, "198.19.0.50", extra="port = 1069\n"))
+    pxed.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: pxed.events("pxed.reloaded"), timeout=10)
+    (reloaded,) = pxed.events("pxed.reloaded")
+    assert reloaded["changed"] == ["tftp.port"]
+    assert reloaded["restarted_tftp"] == ["pxs0"] and reloaded["restarted_dhcp"] == []
+    assert server.udp_port_bound(1069) and not server.udp_port_bound(69)
+    out = lab.tmp / "small.out"
+    c0.run("curl", "-sS", "--max-time", "30", "-o", str(out), "tftp://198.19.0.1:1069/small.bin")
+    assert same_file(small, out)
+    # DHCP kept its socket and answers as before.
+    assert leased_address(dhclient_once(c0, "eth0", lab.tmp, tag="c0")) == "198.19.0.50"
+    assert pxed.stop() == 0
