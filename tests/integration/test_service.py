@@ -92,7 +92,7 @@ def test_sighup_takes_a_new_reservation_and_keeps_leases_and_a_running_transfer(
     assert pxed.proc is not None
 
     other = leased_address(dhclient_once(c1, "eth0", lab.tmp, tag="c1"))
-    first = leased_address(dhclient_once(c0, "eth0", lab.tmp, tag="c0-before"))
+    first = leased_address(dhclient_once(c0, "eth0", lab.tmp, tag="c0"))
     assert first == "198.19.0.50"
 
     out = lab.tmp / "big.out"
@@ -106,8 +106,10 @@ def test_sighup_takes_a_new_reservation_and_keeps_leases_and_a_running_transfer(
     assert reloaded["restarted_dhcp"] == [] and reloaded["restarted_tftp"] == []
     assert curl.poll() is None, "the transfer ended before the reload: make it slower"
 
-    # The reservation took effect: a fresh DISCOVER from that host gets the new address.
-    assert leased_address(dhclient_once(c0, "eth0", lab.tmp, tag="c0-after")) == "198.19.0.60"
+    # The reservation took effect: the host asking for its old address again (dhclient with
+    # its lease file) is NAKed and then gets the new one.
+    assert leased_address(dhclient_once(c0, "eth0", lab.tmp, tag="c0")) == "198.19.0.60"
+    assert pxed.events("dhcp.nak")
     # The other client's lease survived: in the store, and its renewal keeps the address.
     assert active_leases(pxed.db_path)[OTHER_MAC] == other
     assert leased_address(dhclient_once(c1, "eth0", lab.tmp, tag="c1")) == other
