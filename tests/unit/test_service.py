@@ -257,3 +257,27 @@ async def test_reload_refuses_a_bad_config_and_keeps_the_old(tmp_path: Path) -> 
         with pytest.raises(ConfigError):
             await server.reload(replace(cfg, mode="proxy"))
         assert server.config == cfg and server.dhcp is core
+
+
+async def test_reload_adds_and_removes_an_interface(tmp_path: Path) -> None:
+    cfg = loopback(tmp_path)
+    async with pxed.Server(cfg) as server:
+        change = await server.reload(replace(cfg, interfaces=("lo", "nosuch0")))
+        assert change.added == ("nosuch0",)
+        # Not there yet: waited for, as at start-up; lo's sockets were left alone.
+        assert server.addresses()["nosuch0"]["state"] == "missing"
+        assert server._watcher is not None and server._watcher.names == ("lo", "nosuch0")
+        lo = list(server._by_interface["lo"])
+        change = await server.reload(cfg)
+        assert change.removed == ("nosuch0",)
+        assert server._by_interface["lo"] == lo
+        assert set(server.addresses()) == {"lo"}
+
+
+async def test_reload_while_auto_mode_waits_for_an_interface(tmp_path: Path) -> None:
+    cfg = Config(interfaces=("nosuch0",), state_dir=tmp_path, tftp=TftpConfig(enabled=False))
+    async with pxed.Server(cfg) as server:
+        assert server.mode == "waiting"
+        change = await server.reload(replace(cfg, offer_hold=30.0))
+        assert change.changed == ("offer_hold",)
+        assert server.mode == "waiting" and server.config.offer_hold == 30.0
