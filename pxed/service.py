@@ -76,14 +76,16 @@ class Service:
             interval = watchdog_interval()
             if interval is not None:
                 self._tasks.append(asyncio.create_task(self._watchdog(interval)))
-            notify("READY=1", self._status_field(force=True))
-            await self._stop.wait()
-            notify("STOPPING=1")
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            await self.server.close(grace=self.server.config.stop_grace)
-            log.info("pxed.stopped")
+            try:
+                notify("READY=1", self._status_field(force=True))
+                await self._stop.wait()
+            finally:  # also when cancelled: the leases are written and the sockets closed
+                notify("STOPPING=1")
+                for task in self._tasks:
+                    task.cancel()
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+                await self.server.close(grace=self.server.config.stop_grace)
+                log.info("pxed.stopped")
             return 0
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
