@@ -25,6 +25,9 @@ pxed: a PXE boot server (DHCP + TFTP) in one process.
                                             iPXE, netboot.xyz, menu and boot.ipxe
   pxed demo                                 boot a QEMU machine through pxed in a private
                                             namespace lab and print the boot's timeline
+
+SIGHUP re-reads the configuration (the same file and flags; a broken one is refused and
+the running one kept); SIGTERM stops, giving running transfers [server] stop_grace seconds.
 """
 
 
