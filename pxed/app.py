@@ -13,7 +13,7 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from ipaddress import IPv4Address
 from pathlib import Path
 from types import TracebackType
@@ -31,12 +31,14 @@ from pxed.dhcp.server import DhcpServer, reservation_key
 from pxed.errors import ConfigError, PxedError
 from pxed.events import Event, EventBus, log_event
 from pxed.hooks import LeaseHook
-from pxed.leases import LeaseStore, LeaseTable
+from pxed.leases import Lease, LeaseStore, LeaseTable
 from pxed.net.commit import GroupCommitter
-from pxed.net.dhcp import DhcpEndpoint
+from pxed.net.dhcp import DatagramCore, DhcpEndpoint
 from pxed.net.links import Change, ChangeKind, LinkState, LinkWatcher, read_links
 from pxed.net.probe import ForeignServerWatcher, ProbeOffer, probe
 from pxed.netinfo import InterfaceInfo, interface_info
+from pxed.reload import ReloadPlan
+from pxed.reload import plan as plan_reload
 
 log = structlog.get_logger("pxed")
 
@@ -46,6 +48,13 @@ PRUNE_AFTER = 30 * 86400  # seconds a lease stays on record after it ended
 PRUNE_EVERY = 3600
 NEIGHBOUR_TTL = 10.0  # seconds a MAC read from the ARP table is reused for the same address
 NEIGHBOURS_MAX = 4096
+
+
+def _tftp_type() -> type[Any]:
+    # pxed.net.tftp is imported when TFTP starts (see _start_tftp), not with pxed.app.
+    from pxed.net.tftp import TftpEndpoint
+
+    return TftpEndpoint
 
 
 def neighbour_mac(ip: str, table: Path = Path("/proc/net/arp")) -> str | None:
@@ -83,6 +92,8 @@ class Server:
         start."""
         self.config = check(config, notes=self.notes)
         self.policy = policy or ConfigBootPolicy(self.config.boot)
+        self._policy_given = policy is not None
+        """An embedder's own policy is kept across reloads; the default one follows [boot]."""
         self.bus = EventBus([log_event])
         """The cores' decision events go here: the log, and Python subscribers (events())."""
         self.min_level = logging.getLevelNamesMapping()[self.config.log_level.upper()]
@@ -90,11 +101,8 @@ class Server:
         self.events_dropped = 0
         """Events a slow subscriber of events() did not take in time (its queue was full)."""
         self.lease_hook: LeaseHook | None = None
-        if self.config.hooks.lease is not None:
-            self.lease_hook = LeaseHook(self.config.hooks.lease, self.config.hooks.timeout)
-            self.bus.subscribe(self.lease_hook)
-            # The hook needs the ACKs whatever the log shows (the log filters them itself).
-            self.min_level = min(self.min_level, logging.INFO)
+        self._unhook: Callable[[], None] | None = None
+        self._set_lease_hook(self.config, start=False)
         self._lookup = lookup
         self.interfaces: dict[str, InterfaceInfo] = {}
         self.store: LeaseStore | None = None
@@ -275,26 +283,31 @@ class Server:
 
     async def _serve(self, name: str) -> None:
         """Open the sockets of one interface: DHCP as the mode says, and TFTP."""
-        info = self.interfaces[name]
         endpoints: list[Any] = []
         self._by_interface[name] = endpoints
+        await self._open_dhcp(name, endpoints)
+        if self.config.tftp.enabled:
+            endpoints.append(await self._start_tftp(name))
+
+    async def _open_dhcp(self, name: str, endpoints: list[Any]) -> None:
+        info = self.interfaces[name]
         cfg = self.config
+        opened: list[Any] = []
         if self.proxy is not None:
             for port in (cfg.dhcp_port, PROXY_PORT):
-                endpoints.append(
+                opened.append(
                     DhcpEndpoint(self.proxy, None, name, port, publish=self.bus.publish)
                 )
         elif self.dhcp is not None:
-            endpoints.append(
+            opened.append(
                 DhcpEndpoint(
                     self.dhcp, self.committer, name, cfg.dhcp_port, publish=self.bus.publish
                 )
             )
-            endpoints.append(ForeignServerWatcher(info, self._own))
-        for endpoint in endpoints:
+            opened.append(ForeignServerWatcher(info, self._own))
+        for endpoint in opened:
+            endpoints.append(endpoint)  # listed first: closed even if the next start fails
             await endpoint.start()
-        if cfg.tftp.enabled:
-            endpoints.append(await self._start_tftp(name))
 
     async def _unserve(self, name: str) -> None:
         for endpoint in reversed(self._by_interface.pop(name, [])):
@@ -349,8 +362,9 @@ class Server:
         if self.proxy is not None:
             self.proxy.set_interfaces(self.interfaces)
 
-    async def _derive(self) -> None:
-        """The subnet of ``derive_on``, once that interface has an address."""
+    async def _derive(self, previous: Mapping[str, LeaseTable] | None = None) -> None:
+        """The subnet of ``derive_on``, once that interface has an address (``previous``:
+        the tables before a reload, whose records and holds a re-derived subnet keeps)."""
         cfg = self.config
         name = cfg.derive_on
         if (
@@ -366,8 +380,12 @@ class Server:
         sub = derive_subnet(cfg.derive_template, info) if info is not None else None
         if sub is None:
             return
-        table = LeaseTable(sub.network, sub.ranges, self._reservations(sub))
-        table.load(await self.committer.run(self.store.load))
+        before = (previous or {}).get(str(sub.network))
+        if before is not None:
+            table = before.reshaped(sub.ranges, self._reservations(sub))
+        else:
+            table = LeaseTable(sub.network, sub.ranges, self._reservations(sub))
+            table.load(await self.committer.run(self.store.load))
         self.dhcp.add_subnet(sub, table)
         self.tables[str(sub.network)] = table
         self._derived = True
@@ -490,6 +508,192 @@ class Server:
             self._neighbours[ip] = (mac, now + NEIGHBOUR_TTL)
         return mac
 
+    # -- reload ---------------------------------------------------------------------------
+
+    async def reload(self, config: Config) -> ReloadPlan:
+        """Take over a new configuration while serving (SIGHUP; an embedder's call).
+
+        Refused with ConfigError, the running configuration untouched, on whatever `pxed
+        check` would say about it, and on a change that needs a restart (pxed.reload's
+        NEEDS_RESTART). Otherwise new cores are built from it and swapped in: the lease
+        tables carry their records and offers over, the TFTP endpoints serve new requests by
+        the new settings while running transfers finish by the old, and only the sockets
+        whose interface or port changed are opened again. Returns what changed.
+
+        An OSError (a port taken meanwhile) comes from opening a socket again after the
+        swap: the new configuration serves then, without that socket.
+        """
+        notes: list[str] = []
+        new = check(config, notes=notes)
+        change = plan_reload(self.config, new)
+        if change.problems:
+            raise ConfigError(list(change.problems))
+        async with self._applying:
+            if self._closing:
+                raise PxedError("the server is stopping")
+            links = self._links
+            if change.added or change.removed:
+                links = read_links(new.interfaces, self._lookup)
+            check_addresses(new.subnets, {n: link.info for n, link in links.items()})
+            if not change.noop:
+                await self._swap(new, change, links)
+        self.notes = notes
+        for note in notes:
+            log.info("pxed.config", note=note)
+        restarted = [n for n in new.interfaces if n in self._by_interface and n not in change.added]
+        log.info(
+            "pxed.reloaded",
+            changed=list(change.changed),
+            interfaces_added=list(change.added),
+            interfaces_removed=list(change.removed),
+            restarted_dhcp=restarted if change.restart_dhcp else [],
+            restarted_tftp=restarted if change.restart_tftp else [],
+            subnets=self._subnet_names(),
+            leases=sum(len(t) for t in self.tables.values()),
+        )
+        self._log_addresses()
+        return change
+
+    async def _swap(self, new: Config, change: ReloadPlan, links: dict[str, LinkState]) -> None:
+        old = self.config
+        fresh: list[Lease] = []
+        if self.dhcp is not None and self.store is not None and self.committer is not None:
+            known = {str(s.config.network) for s in self.dhcp.subnets}
+            if any(str(sub.network) not in known for sub in new.subnets):
+                # The only wait: a subnet new to this run gets the store's records of it.
+                # Everything after it down to the swap runs without yielding, so that no
+                # request changes the old tables between their copy and the swap.
+                fresh = await self.committer.run(self.store.load)
+        self.config = new
+        if not self._policy_given:
+            self.policy = ConfigBootPolicy(new.boot)
+        if new.hooks != old.hooks:
+            self._set_lease_hook(new)
+        if self.mode == "tftp-only" or not new.dhcp_enabled:
+            pass
+        elif self.dhcp is not None:
+            self._swap_dhcp(old, new, fresh)
+        elif self.proxy is not None:
+            proxy = ProxyServer(new, self.interfaces, self.policy, min_level=self.min_level)
+            proxy._learned.update(self.proxy._learned)
+            proxy.stats = self.proxy.stats
+            self._retarget(self.proxy, proxy)
+            self.proxy = proxy
+        for name in change.removed:
+            await self._unserve(name)
+        self._take_links(links)
+        for name in list(self._by_interface):
+            await self._reopen(name, dhcp=change.restart_dhcp, tftp=change.restart_tftp)
+        if change.restart_tftp:
+            for endpoint in [e for e in self.endpoints if isinstance(e, _tftp_type())]:
+                self.endpoints.remove(endpoint)
+                await endpoint.close()
+            if new.tftp.enabled and not new.interfaces:
+                self.endpoints.append(await self._start_tftp(None))
+        else:
+            for endpoint in self._all_endpoints():
+                if isinstance(endpoint, _tftp_type()):
+                    endpoint.reconfigure(new.tftp)
+        for name in change.added:
+            if name in self._links and name not in self._by_interface:
+                await self._serve(name)
+        if change.added or change.removed:
+            if self._watcher is not None:
+                await self._watcher.close()
+            self._watcher = LinkWatcher(
+                new.interfaces, self._links, self._links_changed, lookup=self._lookup
+            )
+            await self._watcher.start()
+        previous = dict(self.tables)
+        self._derived = False
+        await self._derive(previous)
+
+    def _swap_dhcp(self, old: Config, new: Config, fresh: list[Lease]) -> None:
+        """New DHCP core and tables; no awaits (see _swap)."""
+        assert self.dhcp is not None
+        before = {str(s.config.network): s.config for s in self.dhcp.subnets}
+        old_reserved = {
+            net: {h.ip: reservation_key(h.mac) for h in old.hosts if h.ip in sub.network}
+            for net, sub in before.items()
+        }
+        tables: dict[str, LeaseTable] = {}
+        for sub in new.subnets:
+            key = str(sub.network)
+            reserved = self._reservations(sub)
+            table = self.tables.get(key)
+            if table is None:
+                table = LeaseTable(sub.network, sub.ranges, reserved)
+                table.load(fresh)
+            elif before[key].ranges != sub.ranges or old_reserved[key] != reserved:
+                table = table.reshaped(sub.ranges, reserved)
+            # else: the same table object, nothing to copy (100000 leases cost a moment)
+            tables[key] = table
+        dhcp = DhcpServer(new, self.interfaces, tables, self.policy, min_level=self.min_level)
+        dhcp.stats = self.dhcp.stats
+        dhcp._buckets = self.dhcp._buckets  # a flood in progress stays bounded
+        self._retarget(self.dhcp, dhcp)
+        self.dhcp = dhcp
+        self.tables = tables
+
+    def _all_endpoints(self) -> list[Any]:
+        return [*self.endpoints, *(e for eps in self._by_interface.values() for e in eps)]
+
+    def _retarget(self, old: object, new: DatagramCore) -> None:
+        for endpoint in self._all_endpoints():
+            if isinstance(endpoint, DhcpEndpoint) and endpoint.core is old:
+                endpoint.core = new
+
+    async def _reopen(self, name: str, *, dhcp: bool, tftp: bool) -> None:
+        """Open one interface's DHCP and/or TFTP sockets again (their port changed)."""
+        endpoints = self._by_interface.get(name)
+        if endpoints is None or not (dhcp or tftp):
+            return
+        tftp_type = _tftp_type()
+        for endpoint in list(endpoints):
+            dhcp_kind = isinstance(endpoint, DhcpEndpoint | ForeignServerWatcher)
+            if (dhcp and dhcp_kind) or (tftp and isinstance(endpoint, tftp_type)):
+                endpoints.remove(endpoint)
+                try:
+                    await endpoint.close()
+                except Exception:
+                    log.exception("pxed.close_error", endpoint=type(endpoint).__name__)
+        if dhcp:
+            opened: list[Any] = []
+            try:
+                await self._open_dhcp(name, opened)
+            finally:  # what did start is listed, so that close() closes it
+                endpoints[:0] = opened
+        if tftp and self.config.tftp.enabled:
+            endpoints.append(await self._start_tftp(name))
+
+    # -- status -------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Mode, lease records and running TFTP transfers: systemd's STATUS= line."""
+        return {
+            "mode": self.mode,
+            "leases": sum(len(t) for t in self.tables.values()),
+            "transfers": sum(
+                e.active for e in self._all_endpoints() if isinstance(e, _tftp_type())
+            ),
+        }
+
+    def _set_lease_hook(self, config: Config, *, start: bool = True) -> None:
+        """The ``[hooks] lease`` consumer of ``config`` in place of the current one (a reload:
+        the old one finishes its queue in the background)."""
+        if self.lease_hook is not None and self._unhook is not None:
+            self._unhook()
+            self._tasks.append(asyncio.create_task(self.lease_hook.close()))
+        self.lease_hook = self._unhook = None
+        if config.hooks.lease is None:
+            return
+        self.lease_hook = LeaseHook(config.hooks.lease, config.hooks.timeout)
+        self._unhook = self.bus.subscribe(self.lease_hook)
+        # The hook needs the ACKs whatever the log shows (the log filters them itself).
+        self.min_level = min(self.min_level, logging.INFO)
+        if start:
+            self.lease_hook.start()
+
     async def serve_forever(self) -> None:
         await self._stopped.wait()
 
@@ -522,7 +726,10 @@ class Server:
         """Ask serve_forever() to return (signal handlers call this)."""
         self._stopped.set()
 
-    async def close(self) -> None:
+    async def close(self, grace: float = 0.0) -> None:
+        """Stop: no new requests, then (``grace`` > 0) up to that many seconds for running
+        TFTP transfers to finish, the last leases written, every socket closed. Transfers
+        still running then are ended with an ERROR to their client."""
         self._closing = True
         if self._watcher is not None:
             await self._watcher.close()
@@ -540,6 +747,14 @@ class Server:
         for endpoint in self.endpoints:
             if isinstance(endpoint, DhcpEndpoint):
                 endpoint.stop_reading()
+        if grace > 0:
+            tftp = [e for e in self.endpoints if isinstance(e, _tftp_type())]
+            running = sum(e.active for e in tftp)
+            if running:
+                log.info("pxed.stopping", transfers=running, grace=grace)
+            left = sum(await asyncio.gather(*(e.drain(grace) for e in tftp)))
+            if left:
+                log.warning("pxed.stopping", transfers_cut=left, grace=grace)
         if self.committer is not None:
             await self.committer.close()
             self.committer = None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 from pxed import __version__
 from pxed.config import Config
 from pxed.config.load import load_config
-from pxed.errors import ConfigError, PxedError
+from pxed.errors import ConfigError
 
 DESCRIPTION = """\
 pxed: a PXE boot server (DHCP + TFTP) in one process.
@@ -30,6 +29,9 @@ pxed: a PXE boot server (DHCP + TFTP) in one process.
   pxed explain MAC [--arch N] [--user-class iPXE]
                                             which boot file and address that client would
                                             get, and by which rule (configuration only)
+
+SIGHUP re-reads the configuration (the same file and flags; a broken one is refused and
+the running one kept); SIGTERM stops, giving running transfers [server] stop_grace seconds.
 """
 
 
@@ -136,8 +138,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pxed import logs
 
     logs.configure(config.log_format, config.log_level)
+    from pxed.service import run
+
+    def load(notes: list[str], warnings: list[str]) -> Config:
+        # SIGHUP: the same file and the same flags as at start-up.
+        return load_config(args.config, overrides(args), notes=notes, warnings=warnings)
+
     try:
-        return asyncio.run(_run(config, notes, warnings))
+        return asyncio.run(run(config, notes, warnings, load))
     finally:
         logs.flush()
 
@@ -185,56 +193,3 @@ def _summary(config: Config) -> str:
     if config.tftp.enabled:
         parts.append(f"tftp root {config.tftp.root}")
     return "; ".join(parts)
-
-
-async def _run(config: Config, notes: list[str], warnings: list[str]) -> int:
-    import structlog
-
-    from pxed.app import Server
-    from pxed.sdnotify import notify
-
-    log = structlog.get_logger("pxed")
-    for note in notes:
-        log.info("pxed.config", note=note)
-    for warning in warnings:
-        log.warning("pxed.config", note=warning)
-    server = Server(config)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, server.stop)
-
-    def hangup() -> None:
-        # dnsmasq re-reads its host files on SIGHUP, so people (and logrotate scripts) send
-        # it; pxed has no reload, and the default action would take the LAN's DHCP down.
-        log.warning(
-            "pxed.sighup_ignored",
-            hint="pxed does not reload its configuration: restart it (leases are kept)",
-        )
-
-    loop.add_signal_handler(signal.SIGHUP, hangup)
-    try:
-        await server.start()
-    except ConfigError as exc:
-        for line in exc.problems:
-            log.error("pxed.refused", problem=line)
-        return 2
-    except PxedError as exc:  # e.g. a lease database that is not ours
-        log.error("pxed.refused", problem=str(exc))
-        return 2
-    except PermissionError as exc:
-        log.error(
-            "pxed.refused",
-            problem=f"{exc} (binding ports 67/69 needs root or CAP_NET_BIND_SERVICE)",
-        )
-        return 2
-    except OSError as exc:
-        log.error("pxed.refused", problem=str(exc))
-        return 2
-    notify("READY=1")
-    try:
-        await server.serve_forever()
-    finally:
-        notify("STOPPING=1")
-        await server.close()
-        log.info("pxed.stopped")
-    return 0

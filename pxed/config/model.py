@@ -118,6 +118,8 @@ class Config:
     """"dhcp" (authoritative), "proxy" (beside another server), "auto" (probe, then pick)."""
     probe_timeout: float = 5.0
     """Seconds auto mode listens for another DHCP server's offer before choosing."""
+    stop_grace: float = 5.0
+    """Seconds running TFTP transfers get to finish on SIGTERM before they are ended."""
     dhcp_enabled: bool = True
     """False runs the TFTP server alone (``--no-dhcp``, ``[dhcp] enabled = false``)."""
     state_dir: Path = Path("/var/lib/pxed")

@@ -41,6 +41,7 @@ SERVER_KEYS = {
     "log_level",
     "dhcp_port",
     "probe_timeout",
+    "stop_grace",
 }
 SUBNET_KEYS = {
     "range",
@@ -236,6 +237,9 @@ def parse(data: Mapping[str, Any], problems: Problems | None = None) -> Parsed:
     probe_timeout = problems.check(
         "[server] probe_timeout", partial(parse_duration, server.get("probe_timeout", 5))
     )
+    stop_grace = problems.check(
+        "[server] stop_grace", partial(parse_duration, server.get("stop_grace", 5))
+    )
     log_format = server.get("log_format", "console")
     if log_format not in ("console", "json"):
         problems.add(f"[server] log_format: {log_format!r} is not 'console' or 'json'")
@@ -282,6 +286,7 @@ def parse(data: Mapping[str, Any], problems: Problems | None = None) -> Parsed:
         interfaces=interfaces,
         mode=mode,
         probe_timeout=float(probe_timeout or 5),
+        stop_grace=float(stop_grace if stop_grace is not None else 5),
         dhcp_enabled=dhcp_enabled,
         state_dir=Path(str(server.get("state_dir", "/var/lib/pxed"))),
         hosts=tuple(hosts),

@@ -273,6 +273,27 @@ class LeaseTable:
         self._lease_by_key = newest
         self._rebuild_reuse()
 
+    def reshaped(
+        self,
+        ranges: Sequence[tuple[IPv4Address, IPv4Address]],
+        reserved: Mapping[IPv4Address, bytes] = _NO_RESERVATIONS,
+    ) -> LeaseTable:
+        """A table for the same network with new ranges and reservations (a reload), holding
+        this one's records and holds: no client loses its lease or the address it was just
+        offered. A hold on an address now reserved for another client is dropped (that
+        client's REQUEST is then NAKed and it starts over); a binding is kept whatever the
+        new rules say, as the store keeps it, until it ends or its client moves."""
+        table = LeaseTable(self.network, ranges, reserved)
+        table.load(self._leases.values())
+        for ipi, hold in self._holds.items():
+            owner = table._reserved.get(ipi)
+            if owner is not None and owner != hold.client_key:
+                continue
+            table._holds[ipi] = hold
+            table._hold_by_key[hold.client_key] = ipi
+            heapq.heappush(table._hold_expiry, _millis(hold.expires) << 32 | ipi)
+        return table
+
     def offer(
         self,
         key: bytes,

@@ -194,6 +194,9 @@ class _Pump:
         self.ports: set[int] = set()
         """The ports of the running transfers (what ``port_range`` must not hand out again)."""
         self._next_port = 0
+        self.pending: list[Callable[[], None]] = []
+        """Work the loop thread hands the pump (a reload's new settings): run on the pump's
+        thread, between rounds, so that the core is only ever touched by that thread."""
 
     # -- the round ------------------------------------------------------------------------
 
@@ -258,6 +261,11 @@ class _Pump:
         elif fd == self.wake_fd:
             with contextlib.suppress(OSError):
                 os.eventfd_read(self.wake_fd)
+            self.run_pending()
+
+    def run_pending(self) -> None:
+        while self.pending:
+            self.pending.pop(0)()
 
     def timeout(self) -> float:
         """Seconds until the earliest deadline (what the thread waits at most)."""
@@ -793,6 +801,44 @@ class TftpEndpoint:
                 "threaded": self.threaded,
             },
         )
+
+    @property
+    def active(self) -> int:
+        """Transfers running now."""
+        return len(self.core.transfers)
+
+    def reconfigure(self, config: TftpConfig) -> None:
+        """Serve new requests by ``config`` (a reload) on the same sockets; running transfers
+        finish as they started. The caller keeps ``port``, ``single_port`` and
+        ``port_range`` as they were (those need new sockets: a new endpoint)."""
+        files = FileStore.for_config(config)
+        # The old store is not closed: running transfers hold its mappings and release
+        # them as they end.
+        self.config = config
+        self.files = files
+        pump = self._pump
+        if pump is None:
+            self.core.reconfigure(config, files)
+            return
+
+        def apply() -> None:
+            pump.config = config
+            self.core.reconfigure(config, files)
+
+        pump.pending.append(apply)
+        if self.threaded:
+            pump.wake()
+        else:
+            pump.run_pending()
+
+    async def drain(self, grace: float, poll: float = 0.05) -> int:
+        """Refuse new requests (ERROR 0) and wait up to ``grace`` seconds for the running
+        transfers to end; returns how many still run (close() ends them)."""
+        self.core.refuse_new("server shutting down")  # one attribute: read by the pump as is
+        deadline = time.monotonic() + grace
+        while self.active and time.monotonic() < deadline:
+            await asyncio.sleep(poll)
+        return self.active
 
     async def close(self) -> None:
         """End every transfer (ERROR 0 to its client) and close the sockets."""

@@ -119,6 +119,19 @@ class TftpServer:
         self.transfers: dict[Address, Transfer] = {}
         self._per_client: dict[str, int] = {}
         self.started = self.done = self.failed = self.refused = self.malformed = 0
+        self._refusing: str | None = None
+
+    def reconfigure(self, config: TftpConfig, files: FileSource) -> None:
+        """New requests follow ``config`` and are served from ``files`` (a reload); running
+        transfers keep the file, settings and limits they started with."""
+        self.config = config
+        self.files = files
+        self.settings = settings_from(config)
+
+    def refuse_new(self, reason: str) -> None:
+        """From now on every new request is refused with ERROR 0 ``reason`` (stopping:
+        running transfers go on, new ones would only be cut off)."""
+        self._refusing = reason
 
     def _client_dir(self, ip: str) -> str | None:
         """The client's own directory below the root (``per_client``; see client_dir)."""
@@ -187,6 +200,9 @@ class TftpServer:
         existing = self.transfers.get(client)
         if existing is not None and existing.request_bytes == datagram:
             return Duplicate(existing)
+        if self._refusing is not None:
+            self.refused += 1
+            return _refuse("tftp.refused", self._refusing, ErrorCode.NOT_DEFINED, pkt.filename)
         replaced = existing
         count = self._per_client.get(client[0], 0) - (1 if replaced is not None else 0)
         active = len(self.transfers) - (1 if replaced is not None else 0)

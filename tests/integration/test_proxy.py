@@ -8,6 +8,7 @@ pxed, and a client (dhclient, or a scapy PXE client).
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -168,3 +169,25 @@ def test_proxy_answers_from_its_address_in_the_routers_subnet(segment: Segment, 
     replies = pxe_client(segment, "--arch", "0")
     proxy = next(r for r in replies if r["yiaddr"] == "0.0.0.0")
     assert proxy["siaddr"] == PXED_IP and proxy["options"]["server_id"] == PXED_IP, proxy
+
+
+def test_sighup_in_auto_mode_keeps_the_proxy_and_takes_the_new_boot_file(
+    segment: Segment,
+) -> None:
+    """A reload keeps the mode auto mode chose (no second probe) and the proxy core that
+    replaces the old one answers with the new [boot] settings."""
+    start_router(segment)
+    (segment.root / "other.0").write_bytes(b"boot")
+    cfg = segment.lab.tmp / "proxy.toml"
+    cfg.write_text('[boot]\nbios = "pxelinux.0"\n')
+    pxed = pxed_on(segment, "--config", str(cfg))
+    assert pxed.start()["mode"] == "proxy"
+    assert pxed.proc is not None
+    cfg.write_text('[boot]\nbios = "other.0"\n')
+    pxed.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: pxed.events("pxed.reloaded"), timeout=10)
+    assert pxed.events("pxed.reloaded")[0]["changed"] == ["boot.bios"]
+    replies = pxe_client(segment, "--arch", "0")
+    (proxy,) = [r for r in replies if r["src"] == PXED_IP]
+    assert proxy["file"] == "other.0", proxy
+    assert len(pxed.events("pxed.mode")) == 1  # probed once, at start-up

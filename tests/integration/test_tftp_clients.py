@@ -294,15 +294,20 @@ def test_only_world_readable_files_as_root(tftp_lab: TftpLab) -> None:
     assert refused["file"] == "private.cfg" and "not world-readable" in refused["reason"]
 
 
-def test_sighup_does_not_stop_the_daemon(tftp_lab: TftpLab) -> None:
-    """SIGHUP (dnsmasq's reload signal) is logged and ignored: pxed keeps serving."""
+def test_a_file_added_needs_no_reload_and_sighup_keeps_serving(tftp_lab: TftpLab) -> None:
+    """A file put into the root while pxed runs is served at once (nothing is cached but
+    open mappings); SIGHUP with the same configuration reloads it, changes nothing and
+    pxed goes on serving."""
     require("curl")
-    small = make_file(tftp_lab.root / "small.bin", 3000, seed=13)
     server = tftp_lab.server("pxed")
     assert server.proc is not None
+    small = make_file(tftp_lab.root / "added-later.bin", 3000, seed=13)
+    got = fetch(tftp_lab.client_ns, "curl", "added-later.bin", tftp_lab.out / "h", timeout=60)
+    assert got.ok and same_file(small, got.out), got.output
     server.proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: server.events("pxed.sighup_ignored"), timeout=10)
-    got = fetch(tftp_lab.client_ns, "curl", "small.bin", tftp_lab.out / "h", timeout=60)
+    wait_for(lambda: server.events("pxed.reloaded"), timeout=10)
+    assert server.events("pxed.reloaded")[0]["changed"] == []
+    got = fetch(tftp_lab.client_ns, "curl", "added-later.bin", tftp_lab.out / "i", timeout=60)
     assert got.ok and same_file(small, got.out), got.output
     assert server.proc.poll() is None
 

@@ -674,3 +674,58 @@ def test_pktinfo_layout() -> None:
     assert local_address([(socket.IPPROTO_IP, IP_PKTINFO, received)]) == raw[4:8]
     assert destination_address([(socket.IPPROTO_IP, IP_PKTINFO, received)]) == b"\xff" * 4
     assert local_address([]) == b"" and destination_address([]) == b""
+
+
+async def wait_active(ep: TftpEndpoint, timeout: float = 5.0) -> None:
+    for _ in range(int(timeout / 0.005)):
+        if ep.stats.active:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("no transfer started")
+
+
+async def test_reconfigure_mid_transfer(server: TftpEndpoint, root: Path, tmp_path: Path) -> None:
+    """A reload's new [tftp] settings: the running transfer finishes intact from the old
+    root, the next request is served from the new one, on the same socket."""
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "new.bin").write_bytes(b"from the new root")
+    client = Client(server.port)
+    try:
+        fetch = asyncio.create_task(asyncio.to_thread(client.get, "big.bin"))
+        await wait_active(server)
+        port = server.port
+        server.reconfigure(TftpConfig(root=other, port=0, max_transfers=12))
+        assert server.stats.active == 1
+        got, _ = await fetch
+    finally:
+        client.close()
+    assert got == (root / "big.bin").read_bytes()
+    assert server.port == port
+    assert await tftpy_get(server.port, "new.bin", tmp_path / "n") == b"from the new root"
+    with pytest.raises(tftpy.TftpException):
+        await tftpy_get(server.port, "small.bin", tmp_path / "s")  # not in the new root
+    await wait_idle(server)
+
+
+async def test_drain_lets_a_transfer_finish_and_refuses_new_ones(
+    server: TftpEndpoint, root: Path, tmp_path: Path
+) -> None:
+    client = Client(server.port)
+    try:
+        fetch = asyncio.create_task(asyncio.to_thread(client.get, "big.bin"))
+        await wait_active(server)
+        draining = asyncio.create_task(server.drain(10.0))
+        await asyncio.sleep(0)
+        late = Client(server.port)
+        try:
+            with pytest.raises(RuntimeError, match="server shutting down"):
+                await asyncio.to_thread(late.get, "small.bin")
+        finally:
+            late.close()
+        got, _ = await fetch
+        assert await draining == 0
+    finally:
+        client.close()
+    assert got == (root / "big.bin").read_bytes()
+    assert server.stats.done >= 1

@@ -369,3 +369,34 @@ def test_a_transfer_the_glue_cannot_start_ends_and_the_client_hears_server_busy(
     assert files.opened[0].closed == 1
     stats = srv.stats()
     assert (stats.active, stats.started, stats.failed, stats.refused) == (0, 1, 1, 0)
+
+
+def test_reconfigure_serves_new_requests_by_the_new_settings_and_keeps_running_ones() -> None:
+    """A reload: the running transfer keeps its file and settings; the next request is
+    served from the new root with the new limits."""
+    core, old_files = server(max_transfers=5)
+    running = core.request(rrq(), CLIENT, 0.0)
+    assert isinstance(running, Accepted)
+    new_files = MemFiles({"b": b"new"})
+    core.reconfigure(TftpConfig(max_transfers=1, max_blksize=1024), new_files)
+    assert core.transfers[CLIENT] is running.transfer
+    assert running.transfer.file is old_files.opened[0]
+    refused = core.request(rrq("b"), ("198.18.0.3", 1), 0.0)
+    assert isinstance(refused, Refused) and "server busy" in refused.reason
+    core.finish(running.transfer)
+    accepted = core.request(rrq("b", "blksize", "8192"), ("198.18.0.3", 1), 0.0)
+    assert isinstance(accepted, Accepted) and accepted.transfer.file is new_files.opened[0]
+    assert core.settings.max_blksize == 1024
+
+
+def test_refuse_new_turns_requests_away_while_transfers_go_on() -> None:
+    core, _ = server()
+    running = core.request(rrq(), CLIENT, 0.0)
+    assert isinstance(running, Accepted)
+    core.refuse_new("server shutting down")
+    # A retransmitted request of the running transfer is still its duplicate.
+    assert isinstance(core.request(rrq(), CLIENT, 0.1), Duplicate)
+    refused = core.request(rrq(), ("198.18.0.3", 1), 0.1)
+    assert isinstance(refused, Refused) and refused.code == ErrorCode.NOT_DEFINED
+    assert refused.reason == "server shutting down" and refused.reply is not None
+    assert core.transfers[CLIENT] is running.transfer
