@@ -32,6 +32,7 @@ from pxed.errors import ConfigError, PxedError
 from pxed.events import Event, EventBus, log_event
 from pxed.hooks import LeaseHook
 from pxed.leases import Lease, LeaseStore, LeaseTable
+from pxed.metrics import REFRESH, Metrics
 from pxed.net.commit import GroupCommitter
 from pxed.net.dhcp import DatagramCore, DhcpEndpoint
 from pxed.net.links import Change, ChangeKind, LinkState, LinkWatcher, read_links
@@ -103,6 +104,12 @@ class Server:
         self.lease_hook: LeaseHook | None = None
         self._unhook: Callable[[], None] | None = None
         self._set_lease_hook(self.config, start=False)
+        self.metrics: Metrics | None = None
+        if self.config.metrics.listen is not None:
+            self.metrics = Metrics()
+            self.bus.subscribe(self.metrics)
+            # Counting replies needs the decisions whatever the log shows.
+            self.min_level = min(self.min_level, logging.INFO)
         self._lookup = lookup
         self.interfaces: dict[str, InterfaceInfo] = {}
         self.store: LeaseStore | None = None
@@ -148,6 +155,13 @@ class Server:
         cfg = self.config
         if self.lease_hook is not None:
             self.lease_hook.start()
+        if self.metrics is not None and cfg.metrics.listen is not None:
+            try:
+                self.metrics.listen(*cfg.metrics.listen)
+            except OSError as exc:
+                raise PxedError(f"[metrics] listen {cfg.metrics.listen[0]}:"
+                                f"{cfg.metrics.listen[1]}: {exc.strerror}") from exc  # fmt: skip
+            self._tasks.append(asyncio.create_task(self._refresh_metrics()))
         self._take_links(read_links(cfg.interfaces, self._lookup))
         check_addresses(cfg.subnets, self.interfaces)
         for note in self.notes:
@@ -510,6 +524,11 @@ class Server:
 
     # -- reload ---------------------------------------------------------------------------
 
+    async def _refresh_metrics(self) -> None:
+        while self.metrics is not None:
+            self.metrics.refresh(self.tables, time.time())
+            await asyncio.sleep(REFRESH)
+
     async def reload(self, config: Config) -> ReloadPlan:
         """Take over a new configuration while serving (SIGHUP; an embedder's call).
 
@@ -523,6 +542,17 @@ class Server:
         An OSError (a port taken meanwhile) comes from opening a socket again after the
         swap: the new configuration serves then, without that socket.
         """
+        try:
+            change = await self._reload(config)
+        except ConfigError:
+            if self.metrics is not None:
+                self.metrics.reloads.labels("refused").inc()
+            raise
+        if self.metrics is not None:
+            self.metrics.reloads.labels("ok").inc()
+        return change
+
+    async def _reload(self, config: Config) -> ReloadPlan:
         notes: list[str] = []
         new = check(config, notes=notes)
         change = plan_reload(self.config, new)
@@ -766,6 +796,8 @@ class Server:
         self.endpoints.clear()
         if self.lease_hook is not None:  # the last releases' hooks, briefly
             await self.lease_hook.close()
+        if self.metrics is not None:
+            self.metrics.close()
         if self.store is not None:
             self.store.close()
             self.store = None

@@ -56,6 +56,14 @@ class SubnetConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """The Prometheus endpoint (``[metrics]``)."""
+
+    listen: tuple[str, int] | None = None
+    """Host and port scrapes are answered on; None: no endpoint."""
+
+
+@dataclass(frozen=True, slots=True)
 class HooksConfig:
     """Programs run on events (``[hooks]``)."""
 
@@ -128,6 +136,7 @@ class Config:
     boot: BootConfig = field(default_factory=BootConfig)
     tftp: TftpConfig = field(default_factory=TftpConfig)
     hooks: HooksConfig = field(default_factory=HooksConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log_format: LogFormat = "console"
     log_level: str = "info"
     dhcp_port: int = 67

@@ -25,6 +25,7 @@ from pxed.config.model import (
     Config,
     HooksConfig,
     HostConfig,
+    MetricsConfig,
     SubnetConfig,
     TftpConfig,
 )
@@ -85,7 +86,8 @@ TFTP_KEYS = {
     "max_transfers_per_client",
 }
 HOOKS_KEYS = {"lease", "timeout"}
-TOP_KEYS = {"server", "dhcp", "boot", "tftp", "hooks"}
+METRICS_KEYS = {"listen"}
+TOP_KEYS = {"server", "dhcp", "boot", "tftp", "hooks", "metrics"}
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -219,6 +221,8 @@ def parse(data: Mapping[str, Any], problems: Problems | None = None) -> Parsed:
     boot_t = _table(problems, data, "boot")
     tftp_t = _table(problems, data, "tftp")
     hooks_t = _table(problems, data, "hooks")
+    metrics_t = _table(problems, data, "metrics")
+    _unknown(problems, "[metrics]", metrics_t, METRICS_KEYS)
     _unknown(problems, "[server]", server, SERVER_KEYS)
     _unknown(problems, "[hooks]", hooks_t, HOOKS_KEYS)
     _unknown(problems, "[dhcp]", dhcp, DHCP_KEYS)
@@ -258,6 +262,7 @@ def parse(data: Mapping[str, Any], problems: Problems | None = None) -> Parsed:
     subnets = _subnets(problems, dhcp) if dhcp_enabled else []
     boot = _boot(problems, boot_t)
     hooks = _hooks(problems, hooks_t)
+    metrics = _metrics(problems, metrics_t)
 
     offer_hold = problems.check(
         "[dhcp] offer_hold", lambda: parse_duration(dhcp.get("offer_hold", 60))
@@ -293,6 +298,7 @@ def parse(data: Mapping[str, Any], problems: Problems | None = None) -> Parsed:
         boot=boot,
         tftp=tftp,
         hooks=hooks,
+        metrics=metrics,
         log_format=log_format,
         log_level=log_level,
         dhcp_port=dhcp_port,
@@ -302,6 +308,22 @@ def parse(data: Mapping[str, Any], problems: Problems | None = None) -> Parsed:
         new_clients_per_second=rate,
     )
     return Parsed(config=config, subnets=tuple(subnets), template=template)
+
+
+def _metrics(problems: Problems, t: Mapping[str, Any]) -> MetricsConfig:
+    listen = t.get("listen")
+    if listen is None:
+        return MetricsConfig()
+    host, sep, port = str(listen).rpartition(":")
+    if not isinstance(listen, str) or not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        problems.add(f"[metrics] listen: {listen!r} is not HOST:PORT (like '127.0.0.1:9167')")
+        return MetricsConfig()
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        problems.add(f"[metrics] listen: {host!r} is not an IP address")
+        return MetricsConfig()
+    return MetricsConfig(listen=(host.strip("[]"), int(port)))
 
 
 def _hooks(problems: Problems, t: Mapping[str, Any]) -> HooksConfig:
