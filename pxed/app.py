@@ -29,7 +29,7 @@ from pxed.config.derive import InterfaceLookup, check_addresses, derive_subnet
 from pxed.dhcp.proxy import PROXY_PORT, ProxyServer
 from pxed.dhcp.server import DhcpServer, reservation_key
 from pxed.errors import ConfigError, PxedError
-from pxed.events import Event, EventBus, log_event
+from pxed.events import Event, EventBus, Notice, log_event
 from pxed.hooks import LeaseHook
 from pxed.leases import Lease, LeaseStore, LeaseTable
 from pxed.metrics import REFRESH, Metrics
@@ -47,6 +47,7 @@ LEASE_DB = "leases.sqlite3"
 LOCK_FILE = "pxed.lock"
 PRUNE_AFTER = 30 * 86400  # seconds a lease stays on record after it ended
 PRUNE_EVERY = 3600
+EXPIRY_SCAN = 5.0  # seconds between looks for bindings that ran out (dhcp.expired)
 NEIGHBOUR_TTL = 10.0  # seconds a MAC read from the ARP table is reused for the same address
 NEIGHBOURS_MAX = 4096
 
@@ -446,6 +447,7 @@ class Server:
         self.store.open()
         self.committer = GroupCommitter(self.store)
         self._prune_task = asyncio.create_task(self._prune_loop())
+        self._tasks.append(asyncio.create_task(self._expiry_loop()))
         leases = self.store.load()
         for table in self.tables.values():
             table.load(leases)
@@ -496,6 +498,32 @@ class Server:
                 except PxedError as exc:
                     log.warning("leases.prune_failed", error=str(exc))
             await asyncio.sleep(PRUNE_EVERY)
+
+    async def _expiry_loop(self) -> None:
+        """A ``dhcp.expired`` event for each binding that runs out while pxed runs (the lease
+        hook's ``del``, the metrics): nothing else marks the moment, the table only stops
+        counting the lease as bound."""
+        since = time.time()
+        while True:
+            await asyncio.sleep(EXPIRY_SCAN)
+            now = time.time()
+            events: list[Event] = [
+                Notice(
+                    "dhcp.expired",
+                    logging.INFO,
+                    {
+                        "mac": lease.mac,
+                        "ip": str(lease.ip),
+                        "subnet": lease.subnet,
+                        "hostname": lease.hostname,
+                    },
+                )
+                for table in self.tables.values()
+                for lease in table.expired_between(since, now)
+            ]
+            since = now
+            if events and self.min_level <= logging.INFO:
+                self.bus.publish(events)
 
     def mac_for(self, ip: str) -> str | None:
         """The MAC behind ip, for TFTP's log lines: our lease, else the kernel's neighbour

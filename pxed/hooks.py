@@ -2,8 +2,9 @@
 
 The hook is a consumer of the event stream. An ACK makes ``add`` (a new binding: the client
 was selecting our offer) or ``old`` (a renewal, a rebind, a reboot with its old address),
-and a release makes ``del``. Arguments are dnsmasq's, ``ACTION MAC IP [HOSTNAME]``, so an
-existing dhcp-script runs unchanged, and the details are in PXED_* environment variables.
+and a release or an expiry makes ``del`` (``PXED_REASON`` says which). Arguments are
+dnsmasq's, ``ACTION MAC IP [HOSTNAME]``, so an existing dhcp-script runs unchanged, and the
+details are in PXED_* environment variables.
 
 The consumer only queues (a bounded queue; a full one drops and counts). One task runs the
 programs one at a time, in order, each with a timeout after which it is killed. A hook that
@@ -45,12 +46,17 @@ def lease_job(event: Event) -> Job | None:
         if not fields.get("released"):
             return None  # nothing was bound: nothing changed
         action = "del"
+    elif event.kind == "dhcp.expired":
+        fields = event.fields()
+        action = "del"
     else:
         return None
     mac, ip = str(fields.get("mac", "")), str(fields.get("ip", ""))
     hostname = fields.get("hostname")
     args = (action, mac, ip) + ((str(hostname),) if hostname else ())
     env = {"PXED_ACTION": action, "PXED_MAC": mac, "PXED_IP": ip}
+    if action == "del":
+        env["PXED_REASON"] = "expired" if event.kind == "dhcp.expired" else "released"
     for key, name in (
         ("hostname", "PXED_HOSTNAME"),
         ("lease_time", "PXED_LEASE_TIME"),

@@ -206,6 +206,16 @@ class LeaseTable:
         """May ``ip`` be offered to / bound for ``key`` at ``now``?"""
         return self._available(int(ip), key, now)
 
+    def expired_between(self, since: float, now: float) -> list[Lease]:
+        """The bindings that ran out in (since, now]: ACTIVE records whose end passed then
+        (a renewed one ends later, a released one is no longer ACTIVE). O(leases): for a scan
+        every few seconds, not per packet."""
+        return [
+            lease
+            for lease in self._leases.values()
+            if lease.state is LeaseState.ACTIVE and since < lease.expires <= now
+        ]
+
     def stats(self, now: float) -> TableStats:
         """Counts for logs and metrics; O(leases + holds), meant for occasional calls."""
         busy: set[int] = {ipi for ipi in self._reserved if self._in_ranges(ipi)}

@@ -19,10 +19,12 @@ def segment(lab: Lab) -> tuple[Netns, Netns]:
     return server, client
 
 
-def start(lab: Lab, server: Netns, hook: Path, timeout: str = "10s") -> PxedProcess:
+def start(
+    lab: Lab, server: Netns, hook: Path, timeout: str = "10s", lease_time: str = "12h"
+) -> PxedProcess:
     config = {
         "server": {"interfaces": ["pxs0"], "mode": "dhcp"},
-        "dhcp": {"range": "198.19.1.10-198.19.1.50"},
+        "dhcp": {"range": "198.19.1.10-198.19.1.50", "lease_time": lease_time},
         "tftp": {"enabled": False},
         "hooks": {"lease": str(hook), "timeout": timeout},
     }
@@ -71,3 +73,17 @@ def test_a_hanging_hook_delays_no_reply(lab: Lab) -> None:
     assert wait_for(lambda: pxed.events("hooks.timeout"), 30), pxed.log()
     kinds = [e["event"] for e in pxed.events() if e.get("event") in ("dhcp.ack", "hooks.timeout")]
     assert kinds[:3] == ["dhcp.ack", "dhcp.ack", "hooks.timeout"], kinds
+
+
+def test_a_lease_that_runs_out_runs_the_hook_with_del(lab: Lab) -> None:
+    server, client = segment(lab)
+    calls = lab.tmp / "calls"
+    hook = hook_script(lab, f'echo "$1 $2 $3 $PXED_REASON" >> {calls}\n')
+    pxed = start(lab, server, hook, lease_time="10s")
+    ip = leased_address(dhclient_once(client, "eth0", lab.tmp))  # then gone, no release
+    mac = client.run("cat", "/sys/class/net/eth0/address").stdout.strip()
+    assert wait_for(lambda: pxed.events("dhcp.expired"), 30), pxed.log()
+    (expired,) = pxed.events("dhcp.expired")
+    assert expired["mac"] == mac and expired["ip"] == ip
+    assert wait_for(lambda: calls.exists() and len(calls.read_text().splitlines()) >= 2, 10)
+    assert calls.read_text().splitlines()[:2] == [f"add {mac} {ip} ", f"del {mac} {ip} expired"]

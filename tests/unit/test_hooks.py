@@ -36,6 +36,10 @@ def test_which_events_run_the_hook_and_with_what() -> None:
     stray = Notice("dhcp.release", logging.INFO, {"mac": MAC, "ip": "1.2.3.4", "released": False})
     assert lease_job(stray) is None
     assert lease_job(Notice("dhcp.offer", logging.INFO, {})) is None
+    expired = lease_job(Notice("dhcp.expired", logging.INFO, {"mac": MAC, "ip": "198.19.1.10",
+                                                              "hostname": None}))  # fmt: skip
+    assert expired is not None and expired.args == ("del", MAC, "198.19.1.10")
+    assert expired.env["PXED_REASON"] == "expired"
 
 
 def script(tmp_path: Path, body: str) -> Path:

@@ -559,3 +559,16 @@ def test_lease_values_are_frozen() -> None:
     with pytest.raises(AttributeError):
         lease.ip = ip(2)  # type: ignore[misc]
     assert replace(lease, state=LeaseState.RELEASED).state is LeaseState.RELEASED
+
+
+def test_expired_between_names_the_bindings_that_ran_out_then() -> None:
+    t = table()
+    first, _ = t.bind(key(1), mac(1), ip(10), None, T0, 60)
+    t.bind(key(2), mac(2), ip(11), None, T0, 600)
+    t.bind(key(3), mac(3), ip(12), None, T0, 60)
+    t.release(key(3), ip(12), T0 + 10)  # released: it does not expire
+    assert t.expired_between(T0, T0 + 59) == []
+    assert [lease.ip for lease in t.expired_between(T0 + 59, T0 + 61)] == [first.ip]
+    assert t.expired_between(T0 + 61, T0 + 120) == []  # told once, in its window
+    t.bind(key(2), mac(2), ip(11), None, T0 + 300, 600)  # renewed before it ran out
+    assert t.expired_between(T0 + 590, T0 + 610) == []
