@@ -583,7 +583,7 @@ def _options(problems: Problems, where: str, raw: Any) -> tuple[tuple[int, bytes
         elif code not in dopts.OPTION_TABLE:
             problems.add(
                 f"{where} options {key}: option {code} has no known type; "
-                'write {{ type = "ip", value = ... }}'
+                'write { type = "ip", value = ... }'
             )
             continue
         try:

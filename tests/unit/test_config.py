@@ -482,3 +482,18 @@ def test_option_keys_are_read_by_the_codec(root: Path) -> None:
         "[dhcp] options: '²' is not a known option name or a code 1..254",
         "[dhcp] options: '255' is not a known option name or a code 1..254",
     ]
+
+
+
+def test_an_option_of_unknown_type_says_how_to_give_one(root: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        build_config(
+            {
+                "server": {"interfaces": ["pxs0"]},
+                "dhcp": {"options": {"224": "x"}},
+                "tftp": {"root": str(root)},
+            },
+            lookup=lookup,
+        )
+    (line,) = err.value.problems
+    assert line.endswith('option 224 has no known type; write { type = "ip", value = ... }'), line
