@@ -98,8 +98,6 @@ class Server:
         """An embedder's own policy is kept across reloads; the default one follows [boot]."""
         self.bus = EventBus([log_event])
         """The cores' decision events go here: the log, and Python subscribers (events())."""
-        self.min_level = logging.getLevelNamesMapping()[self.config.log_level.upper()]
-        """The cores make no event below the configured log level."""
         self.events_dropped = 0
         """Events a slow subscriber of events() did not take in time (its queue was full)."""
         self.lease_hook: LeaseHook | None = None
@@ -109,8 +107,6 @@ class Server:
         if self.config.metrics.listen is not None:
             self.metrics = Metrics()
             self.bus.subscribe(self.metrics)
-            # Counting replies needs the decisions whatever the log shows.
-            self.min_level = min(self.min_level, logging.INFO)
         self._lookup = lookup
         self.interfaces: dict[str, InterfaceInfo] = {}
         self.store: LeaseStore | None = None
@@ -507,6 +503,9 @@ class Server:
         while True:
             await asyncio.sleep(EXPIRY_SCAN)
             now = time.time()
+            if self.min_level > logging.INFO:  # nobody would be told: no scan
+                since = now
+                continue
             events: list[Event] = [
                 Notice(
                     "dhcp.expired",
@@ -522,8 +521,13 @@ class Server:
                 for lease in table.expired_between(since, now)
             ]
             since = now
-            if events and self.min_level <= logging.INFO:
+            if events:
                 self.bus.publish(events)
+
+    async def _refresh_metrics(self) -> None:
+        while self.metrics is not None:
+            self.metrics.refresh(self.tables, time.time())
+            await asyncio.sleep(REFRESH)
 
     def mac_for(self, ip: str) -> str | None:
         """The MAC behind ip, for TFTP's log lines: our lease, else the kernel's neighbour
@@ -551,11 +555,6 @@ class Server:
         return mac
 
     # -- reload ---------------------------------------------------------------------------
-
-    async def _refresh_metrics(self) -> None:
-        while self.metrics is not None:
-            self.metrics.refresh(self.tables, time.time())
-            await asyncio.sleep(REFRESH)
 
     async def reload(self, config: Config) -> ReloadPlan:
         """Take over a new configuration while serving (SIGHUP; an embedder's call).
@@ -736,6 +735,16 @@ class Server:
             ),
         }
 
+    @property
+    def min_level(self) -> int:
+        """The level below which the cores make no event: the configured log level, or INFO
+        when the lease hook or the metrics need the decisions whatever the log shows (the
+        log filters them itself)."""
+        level = logging.getLevelNamesMapping()[self.config.log_level.upper()]
+        if self.lease_hook is not None or self.metrics is not None:
+            return min(level, logging.INFO)
+        return level
+
     def _set_lease_hook(self, config: Config, *, start: bool = True) -> None:
         """The ``[hooks] lease`` consumer of ``config`` in place of the current one (a reload:
         the old one finishes its queue in the background)."""
@@ -747,8 +756,6 @@ class Server:
             return
         self.lease_hook = LeaseHook(config.hooks.lease, config.hooks.timeout)
         self._unhook = self.bus.subscribe(self.lease_hook)
-        # The hook needs the ACKs whatever the log shows (the log filters them itself).
-        self.min_level = min(self.min_level, logging.INFO)
         if start:
             self.lease_hook.start()
 

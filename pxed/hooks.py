@@ -38,19 +38,15 @@ class Job:
 
 def lease_job(event: Event) -> Job | None:
     """What the lease hook is run with for this event; None when it is no lease change."""
-    if event.kind == "dhcp.ack":
-        fields = event.fields()
-        action = "add" if fields.get("state") == "selecting" else "old"
-    elif event.kind == "dhcp.release":
-        fields = event.fields()
-        if not fields.get("released"):
-            return None  # nothing was bound: nothing changed
-        action = "del"
-    elif event.kind == "dhcp.expired":
-        fields = event.fields()
-        action = "del"
-    else:
+    if event.kind not in ("dhcp.ack", "dhcp.release", "dhcp.expired"):
         return None
+    fields = event.fields()
+    if event.kind == "dhcp.ack":
+        action = "add" if fields.get("state") == "selecting" else "old"
+    elif event.kind == "dhcp.release" and not fields.get("released"):
+        return None  # nothing was bound: nothing changed
+    else:
+        action = "del"
     mac, ip = str(fields.get("mac", "")), str(fields.get("ip", ""))
     hostname = fields.get("hostname")
     args = (action, mac, ip) + ((str(hostname),) if hostname else ())
