@@ -19,7 +19,7 @@ from pxed.config import Config, HostConfig
 from pxed.dhcp.events import DhcpDecision
 from pxed.dhcp.options import MessageType, OptionCode, PxeSubOption, pxe_suboptions
 from pxed.dhcp.packet import DhcpPacket, build, parse
-from pxed.dhcp.pxe import add_boot_options, boot_warning, choose_boot, is_pxe_client
+from pxed.dhcp.pxe import add_boot_options, choose_boot, is_pxe_client
 from pxed.dhcp.server import (
     BROADCAST,
     CLIENT_PORT,
@@ -187,10 +187,7 @@ class ProxyServer:
         out: Outcome,
     ) -> None:
         host = self.hosts.get(p.mac)
-        boot = choose_boot(self.policy, p, host, pxe_only=True)
-        warning = boot_warning(p, boot)
-        if warning is not None and warning.level >= self.min_level:
-            out.events.append(warning)
+        boot = choose_boot(self.policy, p, host, out.events, self.min_level, pxe_only=True)
         if boot is None:
             self._note(out, logging.INFO, "proxy.no_boot_file", mac=p.mac, xid=f"0x{p.xid:08x}",
                        arch=p.client_arch)  # fmt: skip

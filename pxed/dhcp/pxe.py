@@ -14,7 +14,7 @@ from pxed.boot import BootChoice, BootPolicy, BootRequest
 from pxed.config import HostConfig
 from pxed.dhcp.options import OptionCode, encode_pxe_vendor_options
 from pxed.dhcp.packet import DhcpPacket
-from pxed.events import Notice
+from pxed.events import Event, Notice
 
 PXE_VENDOR_PREFIXES = (b"PXEClient", b"HTTPClient")
 # Option 43 for PXE clients: PXE_DISCOVERY_CONTROL (sub-option 6) = 8, "download the boot
@@ -53,24 +53,27 @@ def boot_request(
 
 
 def choose_boot(
-    policy: BootPolicy, p: DhcpPacket, host: HostConfig | None, *, pxe_only: bool = False
+    policy: BootPolicy,
+    p: DhcpPacket,
+    host: HostConfig | None,
+    events: list[Event],
+    min_level: int,
+    *,
+    pxe_only: bool = False,
 ) -> BootChoice | None:
-    """The boot file for this client, or None when it is not a boot client (boot_request)."""
+    """The boot file for this client, or None when it is not a boot client (boot_request).
+
+    A choice that came with a warning (a chainload loop, ...) adds a ``dhcp.boot_warning``
+    event to ``events``, unless WARNING is below ``min_level``.
+    """
     request = boot_request(p, host, pxe_only=pxe_only)
     if request is None:
         return None
-    return policy.choose(request)
-
-
-def boot_warning(p: DhcpPacket, choice: BootChoice | None) -> Notice | None:
-    """The event for a choice that came with a warning (a chainload loop, ...), if any."""
-    if choice is None or not choice.warning:
-        return None
-    return Notice(
-        "dhcp.boot_warning",
-        logging.WARNING,
-        {"mac": p.mac, "xid": f"0x{p.xid:08x}", "detail": choice.warning},
-    )
+    choice = policy.choose(request)
+    if choice is not None and choice.warning and min_level <= logging.WARNING:
+        fields = {"mac": p.mac, "xid": f"0x{p.xid:08x}", "detail": choice.warning}
+        events.append(Notice("dhcp.boot_warning", logging.WARNING, fields))
+    return choice
 
 
 def add_boot_options(

@@ -23,7 +23,7 @@ from pxed.dhcp.events import arch as _arch
 from pxed.dhcp.events import xid as _xid
 from pxed.dhcp.options import MessageType, OptionCode
 from pxed.dhcp.packet import DhcpPacket, build, pack_reply, parse
-from pxed.dhcp.pxe import add_boot_options, boot_warning, choose_boot
+from pxed.dhcp.pxe import add_boot_options, choose_boot
 from pxed.errors import MalformedPacket
 from pxed.events import Event, Notice
 from pxed.leases import Lease, LeaseTable
@@ -300,7 +300,7 @@ class DhcpServer:
             return
         subnet.exhausted_warned = False
         lease_time = self._lease_time(p, subnet.config)
-        boot = self._choose_boot(p, host)
+        boot = choose_boot(self.policy, p, host, self._pending, self.min_level)
         reply = self._reply(p, src, subnet, MessageType.OFFER, ip, lease_time, host, boot)
         out.replies.append(reply)
         self._event("dhcp.offer", p, ip, boot)
@@ -354,7 +354,7 @@ class DhcpServer:
         lease_time = self._lease_time(p, subnet.config)
         hostname = host.hostname if host is not None and host.hostname else p.hostname
         # Chosen before the binding so that the lease records the file this ACK names.
-        boot = self._choose_boot(p, host)
+        boot = choose_boot(self.policy, p, host, self._pending, self.min_level)
         boot_file = boot.file if boot is not None else None
         lease, released = subnet.table.bind(
             key, p.mac, ip, hostname, now, lease_time, arch=_arch(p), boot_file=boot_file
@@ -425,7 +425,7 @@ class DhcpServer:
             self._drop(p, "INFORM from an address not in our subnets")
             return
         host = self.hosts.get(p.mac)
-        boot = self._choose_boot(p, host)
+        boot = choose_boot(self.policy, p, host, self._pending, self.min_level)
         reply = self._reply(p, src, subnet, MessageType.ACK, ZERO, None, host, boot)
         out.replies.append(reply)
         self._event("dhcp.inform", p, p.ciaddr, boot)
@@ -780,13 +780,6 @@ class DhcpServer:
             msg_type=mtype.name if mtype is not None else None,
             **extra,
         )
-
-    def _choose_boot(self, p: DhcpPacket, host: HostConfig | None) -> BootChoice | None:
-        boot = choose_boot(self.policy, p, host)
-        warning = boot_warning(p, boot)
-        if warning is not None and warning.level >= self.min_level:
-            self._pending.append(warning)
-        return boot
 
     def _note(self, level: int, kind: str, **fields: Any) -> None:
         if level >= self.min_level:
