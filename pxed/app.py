@@ -9,11 +9,12 @@ The command line is a thin layer over this; other programs run it the same way.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fcntl
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from ipaddress import IPv4Address
 from pathlib import Path
 from types import TracebackType
@@ -23,14 +24,17 @@ import structlog
 
 from pxed import __version__
 from pxed.boot import BootPolicy, ConfigBootPolicy
+from pxed.boots.story import Boot
+from pxed.boots.timeline import BOOTS_FILE, Timeline
 from pxed.config import Config, SubnetConfig
 from pxed.config.check import check
 from pxed.config.derive import InterfaceLookup, check_addresses, derive_subnet
+from pxed.control import SOCKET_NAME, ControlServer
 from pxed.dhcp.proxy import PROXY_PORT, ProxyServer
 from pxed.dhcp.server import DhcpServer, reservation_key
 from pxed.errors import ConfigError, PxedError
 from pxed.events import Event, EventBus, Notice, log_event
-from pxed.hooks import LeaseHook
+from pxed.hooks import Hook, LeaseHook, boot_job
 from pxed.leases import Lease, LeaseStore, LeaseTable
 from pxed.metrics import REFRESH, Metrics
 from pxed.net.commit import GroupCommitter
@@ -50,6 +54,7 @@ PRUNE_EVERY = 3600
 EXPIRY_SCAN = 5.0  # seconds between looks for bindings that ran out (dhcp.expired)
 NEIGHBOUR_TTL = 10.0  # seconds a MAC read from the ARP table is reused for the same address
 NEIGHBOURS_MAX = 4096
+FOLD_EVERY = 0.5  # seconds between turns of the boot timeline's events into stories
 
 
 def _tftp_type() -> type[Any]:
@@ -103,6 +108,18 @@ class Server:
         self.lease_hook: LeaseHook | None = None
         self._unhook: Callable[[], None] | None = None
         self._set_lease_hook(self.config, start=False)
+        self.boot_hook: Hook | None = None
+        self.timeline: Timeline | None = None
+        if self.config.boots.keep > 0:
+            self.timeline = Timeline(
+                None, self.config.boots.keep, self.config.boots.quiet, self._boot_finished
+            )
+            self.bus.subscribe(self.timeline)
+        self._set_boot_hook(self.config, start=False)
+        self.control: ControlServer | None = None
+        self.reloader: Callable[[], Awaitable[tuple[bool, list[str]]]] | None = None
+        """What the control socket's ``reload`` runs (pxed.service sets it: it has the
+        file to read again); None answers that this pxed cannot reload itself."""
         self.metrics: Metrics | None = None
         if self.config.metrics.listen is not None:
             self.metrics = Metrics()
@@ -152,6 +169,9 @@ class Server:
         cfg = self.config
         if self.lease_hook is not None:
             self.lease_hook.start()
+        if self.boot_hook is not None:
+            self.boot_hook.start()
+        await self._start_state()
         if self.metrics is not None and cfg.metrics.listen is not None:
             try:
                 self.metrics.listen(*cfg.metrics.listen)
@@ -210,6 +230,39 @@ class Server:
             addresses=self.addresses(),
             **tftp,
         )
+
+    async def _start_state(self) -> None:
+        """The boot timeline's file and the control socket, in the state directory. Neither
+        is worth refusing to serve for: without the directory they are left out, said once."""
+        try:
+            self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            log.warning("pxed.state_dir", path=str(self.config.state_dir), error=str(exc),
+                        serving="without boot history and control socket")  # fmt: skip
+            return
+        if self.timeline is not None:
+            self.timeline.path = self.config.state_dir / BOOTS_FILE
+            try:
+                self.timeline.load()
+            except OSError as exc:
+                log.warning("boots.read_failed", error=str(exc))
+            self._tasks.append(asyncio.create_task(self._fold_loop()))
+        from pxed.commands import followers, handlers
+
+        control = ControlServer(
+            self.config.state_dir / SOCKET_NAME, handlers(self), followers(self)
+        )
+        if await control.start():
+            self.control = control
+
+    async def _fold_loop(self) -> None:
+        while self.timeline is not None:
+            await asyncio.sleep(FOLD_EVERY)
+            self.timeline.fold()
+
+    def _boot_finished(self, boot: Boot) -> None:
+        if self.boot_hook is not None:
+            self.boot_hook.submit(boot_job(boot.to_json()))
 
     def _subnet_names(self) -> list[str]:
         if not self.config.dhcp_enabled:
@@ -626,6 +679,7 @@ class Server:
             self.policy = ConfigBootPolicy(new.boot)
         if new.hooks != old.hooks:
             self._set_lease_hook(new)
+            self._set_boot_hook(new)
         if self.mode == "tftp-only" or not new.dhcp_enabled:
             pass
         elif self.dhcp is not None:
@@ -741,9 +795,66 @@ class Server:
         when the lease hook or the metrics need the decisions whatever the log shows (the
         log filters them itself)."""
         level = logging.getLevelNamesMapping()[self.config.log_level.upper()]
-        if self.lease_hook is not None or self.metrics is not None:
+        if self.lease_hook is not None or self.metrics is not None or self.timeline is not None:
             return min(level, logging.INFO)
         return level
+
+    def _set_boot_hook(self, config: Config, *, start: bool = True) -> None:
+        """The ``[hooks] boot`` program of ``config`` in place of the current one."""
+        if self.boot_hook is not None:
+            self._tasks.append(asyncio.create_task(self.boot_hook.close()))
+        self.boot_hook = None
+        if config.hooks.boot is None or self.timeline is None:
+            return
+        self.boot_hook = Hook(config.hooks.boot, config.hooks.timeout)
+        if start:
+            self.boot_hook.start()
+
+    # -- what the control socket and the status page read ---------------------------------
+
+    def counters(self) -> dict[str, Any]:
+        """The cores' counters and the consumers' drops (the control socket's ``stats``)."""
+        out: dict[str, Any] = {"events_dropped": self.events_dropped,
+                               "consumer_failures": self.bus.failures}  # fmt: skip
+        if self.dhcp is not None:
+            out["dhcp"] = dict(self.dhcp.stats)
+        if self.proxy is not None:
+            out["proxy"] = dict(self.proxy.stats)
+        tftp = [e for e in self._all_endpoints() if isinstance(e, _tftp_type())]
+        if tftp:
+            totals: dict[str, int] = {}
+            for endpoint in tftp:
+                for key, value in dataclasses.asdict(endpoint.stats()).items():
+                    totals[key] = totals.get(key, 0) + int(value)
+            out["tftp"] = totals
+        if self.lease_hook is not None:
+            out["lease_hook"] = {"runs": self.lease_hook.runs,
+                                 "failures": self.lease_hook.failures,
+                                 "dropped": self.lease_hook.dropped}  # fmt: skip
+        if self.timeline is not None:
+            out["boots"] = {"kept": len(self.timeline.boots), "open": len(self.timeline.open),
+                            "events_dropped": self.timeline.dropped}  # fmt: skip
+        return out
+
+    async def delete_lease(self, *, mac: str | None, ip: IPv4Address | None) -> list[Lease]:
+        """Release the active bindings of that MAC and/or address (the control socket's
+        ``lease-delete``): the address is free at once, the record stays as released."""
+        now = time.time()
+        gone: list[Lease] = []
+        for table in self.tables.values():
+            for lease in table.records():
+                if (mac is not None and lease.mac != mac.lower()) or (
+                    ip is not None and lease.ip != ip
+                ):
+                    continue
+                released = table.release(lease.client_key, lease.ip, now)
+                if released is not None:
+                    gone.append(released)
+        if gone and self.committer is not None:
+            self.committer.submit(gone, [])
+        for lease in gone:
+            log.info("dhcp.release", mac=lease.mac, ip=str(lease.ip), by="control socket")
+        return gone
 
     def _set_lease_hook(self, config: Config, *, start: bool = True) -> None:
         """The ``[hooks] lease`` consumer of ``config`` in place of the current one (a reload:
@@ -820,6 +931,11 @@ class Server:
             left = sum(await asyncio.gather(*(e.drain(grace) for e in tftp)))
             if left:
                 log.warning("pxed.stopping", transfers_cut=left, grace=grace)
+        if self.timeline is not None:  # the stories running, finished and written
+            self.timeline.close()
+        if self.control is not None:
+            await self.control.close()
+            self.control = None
         if self.committer is not None:
             await self.committer.close()
             self.committer = None
@@ -831,6 +947,8 @@ class Server:
         self.endpoints.clear()
         if self.lease_hook is not None:  # the last releases' hooks, briefly
             await self.lease_hook.close()
+        if self.boot_hook is not None:
+            await self.boot_hook.close()
         if self.metrics is not None:
             self.metrics.close()
         if self.store is not None:

@@ -25,7 +25,10 @@ pxed: a PXE boot server (DHCP + TFTP) in one process.
                                             iPXE, netboot.xyz, menu and boot.ipxe
   pxed demo                                 boot a QEMU machine through pxed in a private
                                             namespace lab and print the boot's timeline
-  pxed leases [--json]                      the leases in the state directory (read-only)
+  pxed leases [--json]                      the leases (the running daemon's, else the state
+                                            directory's)
+  pxed boots [MAC] [--follow] [--json]      each machine's boot as one story: DHCP, files,
+                                            where it stopped and why
   pxed explain MAC [--arch N] [--user-class iPXE]
                                             which boot file and address that client would
                                             get, and by which rule (configuration only)
@@ -122,6 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pxed.leases.report import main as leases_main
 
         return leases_main(argv[1:])
+    if argv and argv[0] == "boots":
+        from pxed.boots.report import main as boots_main
+
+        return boots_main(argv[1:])
     if argv and argv[0] == "explain":
         from pxed.explain import main as explain_main
 

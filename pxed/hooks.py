@@ -1,4 +1,4 @@
-"""Lease hooks: a program run on each lease change, as dnsmasq's dhcp-script is.
+"""Hooks: a program run on each lease change, as dnsmasq's dhcp-script is, and on each boot.
 
 The hook is a consumer of the event stream. An ACK makes ``add`` (a new binding: the client
 was selecting our offer) or ``old`` (a renewal, a rebind, a reboot with its old address),
@@ -9,16 +9,22 @@ details are in PXED_* environment variables.
 The consumer only queues (a bounded queue; a full one drops and counts). One task runs the
 programs one at a time, in order, each with a timeout after which it is killed. A hook that
 fails or hangs is logged; it never delays a reply and never stops pxed.
+
+The boot hook (``[hooks] boot``) runs the same way once a machine's boot story is finished
+(pxed.boots.timeline): ``boot OUTCOME MAC IP`` with the story's details in PXED_BOOT_*
+variables and the whole story as JSON in ``PXED_BOOT_JSON``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -70,8 +76,8 @@ def lease_job(event: Event) -> Job | None:
     return Job(action, args, env)
 
 
-class LeaseHook:
-    """The ``[hooks] lease`` program, fed from the event stream."""
+class Hook:
+    """A program run for each job submitted, one at a time, off the event loop's path."""
 
     def __init__(self, program: Path, timeout: float, maxsize: int = QUEUE) -> None:
         self.program = program
@@ -83,10 +89,7 @@ class LeaseHook:
         """Lease changes not handed to the program: the queue was full (it is too slow)."""
         self._task: asyncio.Task[None] | None = None
 
-    def __call__(self, event: Event) -> None:
-        job = lease_job(event)
-        if job is None:
-            return
+    def submit(self, job: Job) -> None:
         try:
             self.queue.put_nowait(job)
         except asyncio.QueueFull:
@@ -143,12 +146,49 @@ class LeaseHook:
             await proc.wait()
             self.failures += 1
             log.warning("hooks.timeout", program=str(self.program), action=job.action,
-                        mac=job.env["PXED_MAC"], seconds=self.timeout)  # fmt: skip
+                        mac=job.env.get("PXED_MAC"), seconds=self.timeout)  # fmt: skip
             return
         if proc.returncode != 0:
             self.failures += 1
             log.warning(
                 "hooks.failed", program=str(self.program), action=job.action,
-                mac=job.env["PXED_MAC"], status=proc.returncode,
+                mac=job.env.get("PXED_MAC"), status=proc.returncode,
                 output=out.decode(errors="replace")[-500:].strip(),
             )  # fmt: skip
+
+
+class LeaseHook(Hook):
+    """The ``[hooks] lease`` program, fed from the event stream."""
+
+    def __call__(self, event: Event) -> None:
+        job = lease_job(event)
+        if job is not None:
+            self.submit(job)
+
+
+def boot_job(story: dict[str, Any]) -> Job:
+    """What the boot hook is run with for a finished story (Boot.to_json())."""
+    outcome = str(story.get("outcome"))
+    mac, ip = str(story.get("mac", "")), str(story.get("ip") or "")
+    files = [
+        str(s["detail"].get("file"))
+        for s in story.get("steps", [])
+        if s.get("kind") != "dhcp" and s.get("ok") and not s["detail"].get("probe")
+    ]
+    env = {
+        "PXED_ACTION": "boot",
+        "PXED_MAC": mac,
+        "PXED_IP": ip,
+        "PXED_BOOT_OUTCOME": outcome,
+        "PXED_BOOT_REASON": str(story.get("reason") or ""),
+        "PXED_BOOT_LAST": str(story.get("last") or ""),
+        "PXED_BOOT_FILES": " ".join(files),
+        "PXED_BOOT_STARTED": str(story.get("started")),
+        "PXED_BOOT_UPDATED": str(story.get("updated")),
+        "PXED_BOOT_JSON": json.dumps(story, separators=(",", ":")),
+    }
+    if story.get("arch") is not None:
+        env["PXED_CLIENT_ARCH"] = str(story["arch"])
+    if story.get("hostname"):
+        env["PXED_HOSTNAME"] = str(story["hostname"])
+    return Job("boot", ("boot", outcome, mac, ip), env)

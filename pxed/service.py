@@ -50,6 +50,9 @@ class Service:
         self._reload_wanted = asyncio.Event()
         self._status = ""
         self._tasks: list[asyncio.Task[None]] = []
+        self.problems: list[str] = []
+        """Why the last reload was refused (empty after one that worked)."""
+        server.reloader = self._reload_for_control
 
     def stop(self) -> None:
         self._stop.set()
@@ -129,6 +132,10 @@ class Service:
         finally:
             notify("READY=1", self._status_field(force=True))
 
+    async def _reload_for_control(self) -> tuple[bool, list[str]]:
+        ok = await self.reload()
+        return ok, list(self.problems)
+
     async def _reload(self) -> bool:
         if self._load is None:
             log.warning("pxed.reload_refused", problem="no configuration to load again")
@@ -136,6 +143,7 @@ class Service:
         notes: list[str] = []
         warnings: list[str] = []
         problems: list[str]
+        self.problems = []
         try:
             config = self._load(notes, warnings)
             for warning in warnings:
@@ -149,12 +157,14 @@ class Service:
         except OSError as exc:
             # A socket that could not be opened again (a port taken meanwhile): the new
             # configuration is in place, that socket is not (see Server.reload).
+            self.problems = [str(exc)]
             log.error(
                 "pxed.reload_failed",
                 problem=str(exc),
                 serving="the new configuration, without the sockets that could not be opened",
             )
             return False
+        self.problems = problems
         for line in problems:
             log.error("pxed.reload_refused", problem=line)
         log.warning(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pxed.config.model import (
     BootConfig,
+    BootsConfig,
     Config,
     HooksConfig,
     HostConfig,
@@ -26,6 +27,7 @@ from pxed.config.model import (
 
 __all__ = [
     "BootConfig",
+    "BootsConfig",
     "Config",
     "HooksConfig",
     "HostConfig",

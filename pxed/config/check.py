@@ -53,6 +53,7 @@ def check(
     if files:
         boot = _check_boot_files(problems, boot, config.hosts, config.tftp, notes)
         _check_hook(problems, "[hooks] lease", config.hooks.lease)
+        _check_hook(problems, "[hooks] boot", config.hooks.boot)
 
     # Said only when nothing else is wrong: another problem is usually why (a bad range).
     dhcp = config.dhcp_enabled

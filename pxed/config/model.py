@@ -70,8 +70,20 @@ class HooksConfig:
     lease: Path | None = None
     """Run on each lease change: ``add``/``old``/``del`` MAC IP [HOSTNAME], as dnsmasq's
     dhcp-script is."""
+    boot: Path | None = None
+    """Run once a machine's boot story is finished: ``boot OUTCOME MAC IP``."""
     timeout: float = 10.0
     """Seconds a hook may run before it is killed."""
+
+
+@dataclass(frozen=True, slots=True)
+class BootsConfig:
+    """The boot timeline (``[boots]``)."""
+
+    keep: int = 500
+    """Recent boot stories kept (in memory and in the state directory); 0: no timeline."""
+    quiet: float = 60.0
+    """Seconds a machine stays quiet before its story is finished."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +149,7 @@ class Config:
     tftp: TftpConfig = field(default_factory=TftpConfig)
     hooks: HooksConfig = field(default_factory=HooksConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    boots: BootsConfig = field(default_factory=BootsConfig)
     log_format: LogFormat = "console"
     log_level: str = "info"
     dhcp_port: int = 67

@@ -22,6 +22,7 @@ from typing import Any
 
 from pxed.config.model import (
     BootConfig,
+    BootsConfig,
     Config,
     HooksConfig,
     HostConfig,
@@ -85,9 +86,10 @@ TFTP_KEYS = {
     "max_transfers",
     "max_transfers_per_client",
 }
-HOOKS_KEYS = {"lease", "timeout"}
+HOOKS_KEYS = {"lease", "boot", "timeout"}
 METRICS_KEYS = {"listen"}
-TOP_KEYS = {"server", "dhcp", "boot", "tftp", "hooks", "metrics"}
+BOOTS_KEYS = {"keep", "quiet"}
+TOP_KEYS = {"server", "dhcp", "boot", "tftp", "hooks", "metrics", "boots"}
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -222,7 +224,9 @@ def parse(data: Mapping[str, Any], problems: Problems | None = None) -> Parsed:
     tftp_t = _table(problems, data, "tftp")
     hooks_t = _table(problems, data, "hooks")
     metrics_t = _table(problems, data, "metrics")
+    boots_t = _table(problems, data, "boots")
     _unknown(problems, "[metrics]", metrics_t, METRICS_KEYS)
+    _unknown(problems, "[boots]", boots_t, BOOTS_KEYS)
     _unknown(problems, "[server]", server, SERVER_KEYS)
     _unknown(problems, "[hooks]", hooks_t, HOOKS_KEYS)
     _unknown(problems, "[dhcp]", dhcp, DHCP_KEYS)
@@ -263,6 +267,7 @@ def parse(data: Mapping[str, Any], problems: Problems | None = None) -> Parsed:
     boot = _boot(problems, boot_t)
     hooks = _hooks(problems, hooks_t)
     metrics = _metrics(problems, metrics_t)
+    boots = _boots(problems, boots_t)
 
     offer_hold = problems.check(
         "[dhcp] offer_hold", lambda: parse_duration(dhcp.get("offer_hold", 60))
@@ -299,6 +304,7 @@ def parse(data: Mapping[str, Any], problems: Problems | None = None) -> Parsed:
         tftp=tftp,
         hooks=hooks,
         metrics=metrics,
+        boots=boots,
         log_format=log_format,
         log_level=log_level,
         dhcp_port=dhcp_port,
@@ -327,15 +333,30 @@ def _metrics(problems: Problems, t: Mapping[str, Any]) -> MetricsConfig:
 
 
 def _hooks(problems: Problems, t: Mapping[str, Any]) -> HooksConfig:
-    lease = t.get("lease")
-    path: Path | None = None
-    if lease is not None:
-        if not isinstance(lease, str) or not lease.startswith("/"):
-            problems.add(f"[hooks] lease: {lease!r} is not an absolute path to a program")
+    paths: dict[str, Path | None] = {}
+    for key in ("lease", "boot"):
+        value = t.get(key)
+        paths[key] = None
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value.startswith("/"):
+            problems.add(f"[hooks] {key}: {value!r} is not an absolute path to a program")
         else:
-            path = Path(lease)
+            paths[key] = Path(value)
     timeout = problems.check("[hooks] timeout", partial(parse_duration, t.get("timeout", 10)))
-    return HooksConfig(lease=path, timeout=float(timeout or 10))
+    return HooksConfig(lease=paths["lease"], boot=paths["boot"], timeout=float(timeout or 10))
+
+
+def _boots(problems: Problems, t: Mapping[str, Any]) -> BootsConfig:
+    keep = t.get("keep", 500)
+    if not isinstance(keep, int) or isinstance(keep, bool) or not 0 <= keep <= 100_000:
+        problems.add(f"[boots] keep: {keep!r} is not a count of stories (0 = no timeline)")
+        keep = 500
+    quiet = problems.check("[boots] quiet", partial(parse_duration, t.get("quiet", 60)))
+    if quiet is not None and quiet < 1:
+        problems.add("[boots] quiet: must be at least 1s")
+        quiet = 60
+    return BootsConfig(keep=keep, quiet=float(quiet or 60))
 
 
 def _table(problems: Problems, data: Mapping[str, Any], name: str) -> Mapping[str, Any]:

@@ -18,11 +18,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
 from pxed.config.parse import load_file, parse
 from pxed.config.problems import Problems
+from pxed.control import SOCKET_NAME, NotRunning, request
 from pxed.errors import ConfigError, PxedError
 from pxed.leases.model import Lease, LeaseState
 from pxed.leases.store import read_leases
@@ -100,9 +102,27 @@ def as_json(shown: Sequence[LeaseRow]) -> list[dict[str, Any]]:
                 "subnet": lease.subnet,
                 "client_id": lease.client_key.hex(),
                 "updated": local_time(lease.updated).isoformat(timespec="seconds"),
+                "updated_epoch": lease.updated,
             }
         )
     return out
+
+
+def from_json(row: dict[str, Any]) -> Lease:
+    """A lease back from its as_json() object (the control socket's answer)."""
+    state = row["state"]
+    return Lease(
+        ip=IPv4Address(row["ip"]),
+        client_key=bytes.fromhex(row.get("client_id") or ""),
+        mac=row["mac"],
+        hostname=row.get("hostname"),
+        expires=float(row["expires_epoch"]),
+        state=LeaseState.ACTIVE if state == "expired" else LeaseState(state),
+        subnet=row.get("subnet") or "",
+        updated=float(row.get("updated_epoch") or 0.0),
+        arch=row.get("arch"),
+        boot_file=row.get("boot_file"),
+    )
 
 
 HEADERS = ("IP", "MAC", "HOSTNAME", "STATE", "ARCH", "BOOT", "EXPIRES")
@@ -186,13 +206,18 @@ def main(argv: Sequence[str], now: float | None = None) -> int:
         )
         return 1
     db = directory / LEASE_DB
-    try:
-        leases = read_leases(db)
-    except FileNotFoundError:
-        leases = None
-    except PxedError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 1
+    leases: list[Lease] | None
+    try:  # the running daemon's view first (pxed.control), else its database
+        reply = request(directory / SOCKET_NAME, "leases")
+        leases = [from_json(r) for r in reply.get("arguments", {}).get("leases", [])]
+    except (NotRunning, PermissionError, OSError, KeyError, ValueError):
+        try:
+            leases = read_leases(db)
+        except FileNotFoundError:
+            leases = None
+        except PxedError as exc:
+            print(f"{PROG}: {exc}", file=sys.stderr)
+            return 1
     shown = rows(leases or [], time.time() if now is None else now)
     if args.json:
         print(json.dumps(as_json(shown), indent=2))

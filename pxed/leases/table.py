@@ -167,6 +167,10 @@ class LeaseTable:
         """Stored lease records (holds are not stored, so not counted)."""
         return len(self._leases)
 
+    def records(self) -> list[Lease]:
+        """Every lease on record (bound, released, declined, expired), in no order."""
+        return list(self._leases.values())
+
     def by_client(self, key: bytes) -> Lease | None:
         """The key's stored record (current or previous lease), else its hold, else None.
 

@@ -102,8 +102,9 @@ _TRANSIENT_ERRNOS = (
 )
 
 Emit = Callable[[int, str, dict[str, Any]], None]
-TRANSFER_EVENTS = frozenset(o.event for o in Outcome)
-"""The events of a finished transfer (their lines get the client's MAC)."""
+TRANSFER_EVENTS = frozenset({*(o.event for o in Outcome), "tftp.start", "tftp.refused"})
+"""The events of a transfer starting, ending or refused (they get the client's MAC: the boot
+timeline files them under the machine)."""
 
 
 def _peer(addr: Address) -> str:
@@ -330,6 +331,8 @@ class _Pump:
         mtu = conn.mtu if conn.mtu is not None else self._path_mtu(addr[0], now)
         burst = transfer.start(now, mtu)
         self._send(conn, burst)
+        # DEBUG in the log; the boot timeline shows the running transfer from it.
+        self.emit(logging.DEBUG, "tftp.start", {"client": _peer(addr), "file": transfer.file.name})
         self._after(conn)
 
     def _refused(self, decision: Refused, addr: Address, local_ip: str) -> None:

@@ -1,0 +1,410 @@
+"""The boot timeline: a consumer of the event stream that tells each machine's boot as a story.
+
+The consumer itself only appends the event to a list (it runs on the reply path's loop
+iteration, after the replies are out); ``fold()``, called a few times a second by the
+server, turns the batch into steps. A DHCP decision for a client that is no network boot
+(no PXE vendor class, architecture or iPXE user class) costs one look at the packet and is
+dropped, unless that machine has a story open: then it is the booted system asking for its
+address, the best sign a boot worked.
+
+A story starts with a PXE client's DISCOVER (or whatever DHCP message comes first from a
+machine with no open story), goes on through iPXE's DHCP and every file, and is finished
+once the machine has been quiet for ``quiet`` seconds or the booted system got its
+address. Finished stories are appended to ``boots.jsonl`` in the state directory (kept
+across restarts, compacted to the last ``keep``) and handed to ``on_finished`` (the boot
+hook).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from pxed.boots.story import Boot, Step, diagnose, human_size
+from pxed.dhcp.events import DhcpDecision
+from pxed.events import Event, Notice
+
+log = structlog.get_logger("pxed.boots")
+
+BOOTS_FILE = "boots.jsonl"
+QUIET = 60.0
+"""Seconds without a word from a machine after which its story is finished."""
+_DHCP_KINDS = frozenset({"dhcp.offer", "dhcp.ack", "dhcp.inform", "proxy.offer", "proxy.ack"})
+_TFTP_END = frozenset({"tftp.done", "tftp.failed", "tftp.declined"})
+_PENDING_MAX = 100_000
+"""Events waiting for fold(): beyond this (a flood between two folds) they are dropped."""
+
+
+def is_network_boot(decision: DhcpDecision) -> bool:
+    p = decision.packet
+    if p.client_arch or p.is_ipxe:
+        return True
+    vendor = p.vendor_class
+    return vendor is not None and vendor.startswith((b"PXEClient", b"HTTPClient"))
+
+
+class Timeline:
+    """Recent boots by MAC, from the events; the consumer is the instance itself."""
+
+    def __init__(
+        self,
+        path: Path | None,
+        keep: int = 500,
+        quiet: float = QUIET,
+        on_finished: Callable[[Boot], None] | None = None,
+    ) -> None:
+        self.path = path
+        self.keep = keep
+        self.quiet = quiet
+        self.on_finished = on_finished
+        self.boots: OrderedDict[str, Boot] = OrderedDict()
+        """MAC -> its latest story, least recently changed first."""
+        self.open: dict[str, Boot] = {}
+        """MAC -> the story still going (also in ``boots``)."""
+        self.by_ip: dict[str, str] = {}
+        """Client address -> MAC, for transfers whose MAC the server could not tell."""
+        self.version = 0
+        """Bumped on every change (the status page republishes when it moved)."""
+        self.dropped = 0
+        self.listeners: list[Callable[[Boot], None]] = []
+        """Called with each story that changed, after a fold (`pxed boots --follow`)."""
+        self._pending: list[Event] = []
+        self._booting: set[str] = set()
+        """MACs of the network boots in ``_pending`` (not open until the fold)."""
+        self._changed: dict[str, Boot] = {}
+        self._written = 0
+
+    # -- the consumer (hot path: as little as possible) -----------------------------------
+
+    def __call__(self, event: Event) -> None:
+        kind = event.kind
+        if kind in _DHCP_KINDS:
+            if not isinstance(event, DhcpDecision):
+                return  # an embedder's own event of that name: nothing to tell a story from
+            mac = event.packet.mac
+            if is_network_boot(event):
+                self._booting.add(mac)
+            elif mac not in self.open and mac not in self._booting:
+                return
+        elif not kind.startswith("tftp.") and kind not in ("dhcp.nak", "dhcp.release"):
+            return
+        if len(self._pending) >= _PENDING_MAX:
+            self.dropped += 1
+            return
+        self._pending.append(event)
+
+    # -- folding (a few times a second, on the loop) --------------------------------------
+
+    def fold(self, now: float | None = None) -> None:
+        """Turn the events since the last fold into steps; finish quiet stories."""
+        now = time.time() if now is None else now
+        pending, self._pending = self._pending, []
+        self._booting.clear()
+        for event in pending:
+            try:
+                self._take(event, now)
+            except Exception:  # a story is not worth the daemon
+                log.exception("boots.fold_error", event_kind=event.kind)
+        for mac, boot in list(self.open.items()):
+            if now - boot.updated >= self.quiet:
+                self._finish(boot, now)
+            elif mac in self._changed:
+                boot.outcome, boot.reason, boot.last = diagnose(boot, quiet=False)
+        if self._changed:
+            self.version += 1
+            changed, self._changed = list(self._changed.values()), {}
+            for listener in list(self.listeners):
+                for boot in changed:
+                    listener(boot)
+
+    def _take(self, event: Event, now: float) -> None:
+        kind = event.kind
+        if isinstance(event, DhcpDecision):
+            self._dhcp(event, now)
+            return
+        if not isinstance(event, Notice):
+            return
+        data = event.data
+        if kind == "dhcp.nak" or kind == "dhcp.release":
+            boot = self.open.get(str(data.get("mac")))
+            if boot is not None:
+                self._dhcp_notice(boot, kind, data, now)
+            return
+        if kind == "tftp.start" or kind in _TFTP_END or kind == "tftp.refused":
+            self._tftp(kind, data, now)
+
+    def _dhcp(self, event: DhcpDecision, now: float) -> None:
+        p = event.packet
+        mac = p.mac
+        boot = self.open.get(mac)
+        pxe = is_network_boot(event)
+        if boot is None:
+            if not pxe:
+                return
+            boot = self._new(mac, now)
+        ip = str(event.ip) if int(event.ip) else None
+        if ip is not None:
+            boot.ip = ip
+            self.by_ip[ip] = mac
+        if p.hostname:
+            boot.hostname = p.hostname
+        arch = p.client_arch[0] if p.client_arch else None
+        if boot.arch is None and arch is not None:
+            boot.arch = arch
+        message = event.kind.split(".", 1)[1].upper()
+        xid = f"0x{p.xid:08x}"
+        previous = boot.steps[-1] if boot.steps else None
+        if (
+            previous is not None
+            and previous.kind == "dhcp"
+            and previous.detail.get("xid") == xid
+        ):
+            step = previous
+            step.end = now
+            step.detail["messages"].append(message)
+        else:
+            step = Step("dhcp", now, now, True, "", {"xid": xid, "messages": [message]})
+            boot.add(step)
+        d = step.detail
+        d["ip"] = ip
+        if arch is not None:
+            d["arch"] = arch
+        if p.is_ipxe:
+            d["ipxe"] = True
+        if p.user_class:
+            d["user_class"] = p.user_class.decode("ascii", "replace")
+        if p.vendor_class:
+            d["vendor_class"] = p.vendor_class.decode("ascii", "replace")
+        if event.boot is not None:
+            d["boot_file"] = event.boot.file
+            d["rule"] = event.boot.reason
+        if event.kind.startswith("proxy."):
+            d["proxy"] = True
+        if not pxe:
+            d["system"] = True  # the booted system's own DHCP client
+        step.label = _dhcp_label(d)
+        self._touch(boot, now)
+        if d.get("system") and message == "ACK":
+            boot.outcome, boot.reason, boot.last = diagnose(boot, quiet=False)
+            self._finish(boot, now)
+
+    def _dhcp_notice(self, boot: Boot, kind: str, data: Any, now: float) -> None:
+        if kind == "dhcp.nak":
+            step = Step("dhcp", now, now, False, f"DHCP NAK: {data.get('reason')}",
+                        {"xid": data.get("xid"), "messages": ["NAK"],
+                         "nak": data.get("reason")})  # fmt: skip
+        else:
+            step = Step("dhcp", now, now, True, f"DHCP RELEASE {data.get('ip')}",
+                        {"messages": ["RELEASE"], "ip": data.get("ip")})  # fmt: skip
+        boot.add(step)
+        self._touch(boot, now)
+
+    def _tftp(self, kind: str, data: Any, now: float) -> None:
+        client = str(data.get("client", ""))
+        ip = client.rpartition(":")[0]
+        mac = data.get("mac") or self.by_ip.get(ip)
+        if not mac:
+            mac = f"ip:{ip}"  # TFTP-only and no neighbour entry: the address stands in
+        mac = str(mac)
+        boot = self.open.get(mac)
+        if boot is None:
+            boot = self._new(mac, now)
+            boot.ip = ip or None
+        name = str(data.get("file", "?"))
+        if kind == "tftp.start":
+            boot.add(Step("tftp", now, None, None, f"{name} ...",
+                          {"file": name, "client": client}))  # fmt: skip
+            self._touch(boot, now)
+            return
+        step = _running(boot, client, name)
+        seconds = float(data.get("seconds") or 0.0)
+        if step is None:
+            step = Step("tftp", now - seconds, now, None, "", {"file": name, "client": client})
+            boot.add(step)
+        step.end = now
+        d = step.detail
+        for key in ("bytes", "size", "seconds", "retransmissions", "outcome", "options",
+                    "blksize", "windowsize", "error", "reason", "code"):  # fmt: skip
+            if data.get(key) is not None:
+                d[key] = data[key]
+        if kind == "tftp.done":
+            step.ok = True
+            sent = int(data.get("bytes") or 0)
+            speed = sent / seconds if seconds > 0 else 0.0
+            d["speed"] = round(speed)
+            retrans = int(data.get("retransmissions") or 0)
+            rate = human_size(int(speed))
+            step.label = f"{name} {human_size(sent)} in {seconds:.2f} s ({rate}/s)"
+            if retrans:
+                step.label += f", {retrans} retransmission(s)"
+            boot.fetched[name] = boot.fetched.get(name, 0) + 1
+            for earlier in boot.steps:  # names a loader probed for before it found this one
+                if earlier.detail.get("refused") and earlier.detail.get("code") == 1:
+                    earlier.ok = True
+                    earlier.detail["probe"] = True
+        elif kind == "tftp.declined":
+            step.ok = True
+            d["probe"] = True
+            step.label = f"{name}: size asked ({human_size(int(data.get('size') or 0))})"
+        elif kind == "tftp.refused":
+            step.ok = False
+            d["refused"] = True
+            code = data.get("code")
+            why = "not found" if code == 1 else f"refused: {data.get('reason')}"
+            step.label = f"{name} {why}"
+        else:
+            step.ok = False
+            sent = int(data.get("bytes") or 0)
+            step.label = f"{name} failed: {data.get('outcome')} after {human_size(sent)}"
+        self._touch(boot, now)
+
+    # -- stories --------------------------------------------------------------------------
+
+    def _new(self, mac: str, now: float) -> Boot:
+        boot = Boot(mac, now, now)
+        old = self.boots.pop(mac, None)
+        if old is not None and not old.finished:
+            self._finish(old, now)
+        self.boots[mac] = boot
+        self.open[mac] = boot
+        while len(self.boots) > max(self.keep, 1):
+            gone_mac, _ = self.boots.popitem(last=False)
+            self.open.pop(gone_mac, None)
+        return boot
+
+    def _touch(self, boot: Boot, now: float) -> None:
+        boot.updated = now
+        self.boots.move_to_end(boot.mac)
+        self._changed[boot.mac] = boot
+
+    def _finish(self, boot: Boot, now: float) -> None:
+        if not boot.finished:
+            quiet = now - boot.updated >= self.quiet
+            if not (boot.steps and boot.steps[-1].detail.get("system")):
+                boot.outcome, boot.reason, boot.last = diagnose(boot, quiet=quiet)
+            for step in boot.steps:
+                if step.end is None:  # a transfer the stop cut short
+                    step.end, step.ok = boot.updated, False
+            boot.finished = True
+        self.open.pop(boot.mac, None)
+        if self.by_ip.get(boot.ip or "") == boot.mac:
+            del self.by_ip[boot.ip or ""]
+        self._changed[boot.mac] = boot
+        self._append(boot)
+        if self.on_finished is not None:
+            try:
+                self.on_finished(boot)
+            except Exception:
+                log.exception("boots.hook_error", mac=boot.mac)
+        log.info("boots.finished", mac=boot.mac, ip=boot.ip, outcome=boot.outcome,
+                 reason=boot.reason, steps=len(boot.steps))  # fmt: skip
+
+    # -- reading --------------------------------------------------------------------------
+
+    def recent(self, mac: str | None = None) -> list[Boot]:
+        """The stories, oldest first; only that machine's when ``mac`` is given."""
+        if mac is None:
+            return list(self.boots.values())
+        history = [b for b in self.history() if b.mac == mac and b is not self.boots.get(mac)]
+        current = self.boots.get(mac)
+        return history + ([current] if current is not None else [])
+
+    def history(self) -> list[Boot]:
+        """Finished stories from the file (earlier runs and this one), oldest first."""
+        return list(read_boots(self.path)) if self.path is not None else []
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return [b.to_json() for b in self.boots.values()]
+
+    # -- the file -------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """The last ``keep`` stories of earlier runs, so that `pxed boots` and the page show
+        them after a restart (finished: whatever a story was doing, the restart ended it)."""
+        if self.path is None:
+            return
+        boots: OrderedDict[str, Boot] = OrderedDict()
+        count = 0
+        for boot in read_boots(self.path):
+            count += 1
+            boots.pop(boot.mac, None)
+            boots[boot.mac] = boot
+        while len(boots) > self.keep:
+            boots.popitem(last=False)
+        self.boots = boots
+        self._written = count
+        if count > 2 * self.keep:
+            self._compact()
+
+    def close(self) -> None:
+        """Finish every open story (pxed stops) and write them."""
+        now = time.time()
+        self.fold(now)
+        for boot in list(self.open.values()):
+            self._finish(boot, now)
+
+    def _append(self, boot: Boot) -> None:
+        if self.path is None:
+            return
+        try:
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(boot.to_json(), separators=(",", ":")) + "\n")
+            self._written += 1
+            if self._written > 2 * self.keep:
+                self._compact()
+        except OSError as exc:
+            log.warning("boots.write_failed", path=str(self.path), error=str(exc))
+
+    def _compact(self) -> None:
+        """Keep the file to the last ``keep`` stories (written aside, then renamed)."""
+        assert self.path is not None
+        stories = list(read_boots(self.path))[-self.keep :]
+        tmp = self.path.with_suffix(".tmp")
+        with tmp.open("w", encoding="utf-8") as f:
+            for boot in stories:
+                f.write(json.dumps(boot.to_json(), separators=(",", ":")) + "\n")
+        tmp.replace(self.path)
+        self._written = len(stories)
+
+
+def read_boots(path: Path) -> Iterator[Boot]:
+    """The stories in a boots file, oldest first; a torn last line (a crash) is skipped."""
+    try:
+        f = path.open(encoding="utf-8")
+    except FileNotFoundError:
+        return
+    with f:
+        for line in f:
+            try:
+                yield Boot.from_json(json.loads(line))
+            except (ValueError, KeyError, TypeError):
+                continue
+
+
+def _running(boot: Boot, client: str, name: str) -> Step | None:
+    for step in reversed(boot.steps):
+        if (
+            step.kind == "tftp"
+            and step.end is None
+            and step.detail.get("client") == client
+            and step.detail.get("file") == name
+        ):
+            return step
+    return None
+
+
+def _dhcp_label(d: dict[str, Any]) -> str:
+    who = "booted system" if d.get("system") else ("iPXE" if d.get("ipxe") else "firmware")
+    messages = "+".join(d.get("messages", []))
+    text = f"DHCP ({who}) {messages}"
+    if d.get("ip"):
+        text += f" {d['ip']}"
+    if d.get("boot_file"):
+        text += f" -> {d['boot_file']} (rule: {d.get('rule')})"
+    return text
