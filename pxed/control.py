@@ -10,9 +10,9 @@ command, with ``text`` saying what happened and ``arguments`` carrying the data)
 Commands: ``status``, ``stats``, ``leases`` (``mac``/``ip`` to filter), ``lease-delete``
 (``mac`` or ``ip``: the binding is released, the address free at once), ``boots`` (``mac``),
 ``boots-follow`` (then a line for every changed story until the client hangs up) and
-``reload``. The socket is owner-only (mode 0600 in a 0700-or-stricter directory is not
-assumed: the socket's own mode is set); `pxed leases` and `pxed boots` use it while the
-daemon runs and read the state directory when it does not.
+``reload``. The socket is owner-only (created with mode 0600, whatever the directory's
+mode); `pxed leases` and `pxed boots` use it while the daemon runs and read the state
+directory when it does not.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import contextlib
 import json
 import os
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +72,10 @@ class ControlServer:
                 self.path.unlink()  # a stale socket of a pxed that was killed
         old = os.umask(0o177)  # the socket is born owner-only, not chmod-ed after
         try:
-            self._server = await asyncio.start_unix_server(
-                self._serve, path=str(self.path), limit=MAX_REQUEST
-            )
+            with short_path(self.path) as where:
+                self._server = await asyncio.start_unix_server(
+                    self._serve, path=where, limit=MAX_REQUEST
+                )
         except OSError as exc:
             log.warning("control.failed", path=str(self.path), error=str(exc),
                         serving="without a control socket")  # fmt: skip
@@ -151,9 +152,25 @@ async def send_line(writer: asyncio.StreamWriter, message: Answer) -> None:
     await _send(writer, message)
 
 
+@contextlib.contextmanager
+def short_path(path: Path) -> Iterator[str]:
+    """A name for ``path`` that fits a UNIX socket address (108 bytes): the path itself, or,
+    for a state directory deep in a tree, the socket's name under /proc/self/fd/N of its
+    directory (the kernel resolves it there for bind and connect alike)."""
+    if len(os.fsencode(path)) < 100:
+        yield str(path)
+        return
+    fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
+
+
 async def _alive(path: Path) -> bool:
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), 1.0)
+        with short_path(path) as where:
+            _, writer = await asyncio.wait_for(asyncio.open_unix_connection(where), 1.0)
     except (OSError, TimeoutError):
         return False
     writer.close()
@@ -204,7 +221,8 @@ def _connect(path: Path, timeout: float | None) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
-        sock.connect(str(path))
+        with short_path(path) as where:
+            sock.connect(where)
     except (FileNotFoundError, ConnectionRefusedError) as exc:
         sock.close()
         raise NotRunning(f"{path}: {exc.strerror}") from None

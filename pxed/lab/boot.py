@@ -11,8 +11,10 @@ one directory, kept after a failed run.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +24,7 @@ from pxed.lab.logs import Event
 from pxed.lab.machines import Machine, SerialLog, gave_up, hints, qemu_command
 from pxed.lab.netns import Lab, Netns, stop_process, wait_for
 from pxed.lab.process import ServerProcess
-from pxed.lab.pxed import Config, PxedProcess
+from pxed.lab.pxed import Config, PxedProcess, pythonpath
 
 SERVER_IF = "pxs0"
 SERVER_IP = "198.19.0.1"
@@ -163,6 +165,18 @@ class BootLab:
             str(e["file"]): int(e["bytes"] if "bytes" in e else e.get("size", 0))
             for e in self.events("tftp.done", mac=mac)
         }
+
+    def boots(self, mac: str | None = None) -> list[dict[str, Any]]:
+        """`pxed boots [MAC] --json` as a user runs it: the running pxed's stories (over its
+        control socket), or the ones it kept once stopped."""
+        assert isinstance(self.serving, PxedProcess), "no pxed started"
+        cmd = [sys.executable, "-P", "-m", "pxed", "boots", *([mac] if mac else []), "--json",
+               "--state-dir", str(self.serving.state_dir)]  # fmt: skip
+        res = subprocess.run(cmd, env=pythonpath(), capture_output=True, text=True, timeout=60)
+        if res.returncode != 0:
+            raise RuntimeError(f"pxed boots failed: {res.stderr}")
+        stories: list[dict[str, Any]] = json.loads(res.stdout)
+        return stories
 
     # -- machines
     def power_on(self, machine: Machine) -> Running:

@@ -14,7 +14,9 @@ sent with their sizes) and fails with both attached.
 
 from __future__ import annotations
 
+import os
 import shlex
+import shutil
 from pathlib import Path
 
 import pytest
@@ -64,6 +66,21 @@ def test_bios_reserved_host_boots_through_pxelinux(bootlab: BootLab) -> None:
         assert ack["ip"] == RESERVED_IP, why
         assert ack["boot_file"] == "pxelinux.0" and ack["boot_reason"] == "host", why
     assert_files(boot.files(), bootlab.root, PXELINUX_FILES, "pxelinux path" + why)
+
+    # `pxed boots MAC` tells the same boot as one story: the DHCP that chose pxelinux.0 by
+    # the host rule, then each file in full, the config names pxelinux probed marked so.
+    (story,) = bootlab.boots(RESERVED_BIOS_MAC)
+    steps = story["steps"]
+    assert story["ip"] == RESERVED_IP and story["arch"] == 0, story
+    assert steps[0]["kind"] == "dhcp" and steps[0]["detail"]["rule"] == "host", steps[0]
+    assert steps[0]["detail"]["boot_file"] == "pxelinux.0", steps[0]
+    done = [s["detail"]["file"] for s in steps if s["kind"] == "tftp" and s["ok"]
+            and not s["detail"].get("probe")]  # fmt: skip
+    assert set(PXELINUX_FILES) <= set(done), done  # menu.c32 reads the config again
+    assert done[0] == "pxelinux.0" and done[-1] == "vmlinuz", done
+    probes = [s for s in steps if s["detail"].get("probe") and s["detail"].get("refused")]
+    assert probes, f"pxelinux looks for pxelinux.cfg/01-<mac> first: {steps}"
+    assert story["outcome"] in ("booting", "loaded") and story["reason"] is None, story
 
 
 def test_bios_without_host_entry_runs_boot_ipxe(bootlab: BootLab) -> None:
@@ -155,3 +172,34 @@ boot = "undionly.kpxe"
     assert decided["52:54:00:e2:e0:11"]["arch"] in (255, [255]), decided
     assert decided[reserved]["boot_reason"] == "host", decided
 
+
+
+def test_a_boot_file_deleted_from_the_root_is_the_story_s_reason(
+    bootlab: BootLab, tmp_path: Path
+) -> None:
+    """pxed started with pxelinux.0 in its root; the file is deleted before the machine asks
+    for it. `pxed boots MAC` names the missing file as why the boot failed."""
+    mac = "52:54:00:e2:e0:04"
+    root = tmp_path / "root"
+    shutil.copytree(bootlab.root, root, copy_function=os.link)  # hard links: no copies
+    bootlab.root = root
+    bootlab.start_pxed(f"""
+[[dhcp.host]]
+mac = "{mac}"
+boot = "pxelinux.0"
+""")
+    (root / "pxelinux.0").unlink()
+    vm = bootlab.power_on(Machine("deleted-file", mac, Firmware.BIOS))
+    try:
+        def failed() -> bool:
+            stories = bootlab.boots(mac)
+            return bool(stories) and stories[-1]["outcome"] == "failed"
+
+        seen = wait_for(failed, 120, interval=2.0, alive=vm.alive)
+    finally:
+        vm.off()
+    stories = bootlab.boots(mac)
+    assert seen, f"no failed story: {stories}\n{bootlab.tail(30)}"
+    story = stories[-1]
+    assert story["reason"] == "pxelinux.0 was not found under the TFTP root", story
+    assert story["steps"][0]["detail"]["boot_file"] == "pxelinux.0", story

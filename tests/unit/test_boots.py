@@ -182,3 +182,25 @@ def test_the_file_keeps_the_last_stories_across_restarts(tmp_path: Path) -> None
     again.load()
     assert list(again.boots) == [f"52:54:00:00:01:{n:02x}" for n in (5, 6, 7)]
     assert all(b.finished for b in again.boots.values())
+
+
+async def test_the_control_socket_works_in_a_state_directory_deeper_than_108_bytes(
+    tmp_path: Path,
+) -> None:
+    from pxed.control import ControlServer, answer, request
+
+    deep = tmp_path.joinpath(*(["a-rather-long-directory-name"] * 5))
+    deep.mkdir(parents=True)
+
+    async def hello(args: Any) -> dict[str, Any]:
+        return answer(0, "hello", echo=args.get("x"))
+
+    server = ControlServer(deep / "control.sock", {"hello": hello})
+    assert len(str(deep / "control.sock")) > 108
+    assert await server.start()
+    import asyncio
+
+    reply = await asyncio.to_thread(request, deep / "control.sock", "hello", x=1)
+    assert reply == {"result": 0, "text": "hello", "arguments": {"echo": 1}}
+    await server.close()
+    assert not (deep / "control.sock").exists()
