@@ -179,9 +179,11 @@ def _after_dhcp(step: Step, quiet: bool, last: str) -> tuple[str, str | None, st
             "the server NAKed the client's request "
             f"({d.get('nak')}): it starts over with a DISCOVER"
         ), last
+    messages = d.get("messages", [])
+    if messages and messages[-1] == "RELEASE":
+        return "loaded", None, "the machine released its address: it was up (now going down)"
     if not quiet:
         return "booting", None, last
-    messages = d.get("messages", [])
     if messages and messages[-1] == "OFFER":
         return "failed", (
             "no REQUEST after the offer: the client took another server's offer, or never "

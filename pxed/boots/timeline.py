@@ -37,6 +37,8 @@ QUIET = 60.0
 """Seconds without a word from a machine after which its story is finished."""
 _DHCP_KINDS = frozenset({"dhcp.offer", "dhcp.ack", "dhcp.inform", "proxy.offer", "proxy.ack"})
 _TFTP_END = frozenset({"tftp.done", "tftp.failed", "tftp.declined"})
+_OTHER_KINDS = _TFTP_END | {"tftp.start", "tftp.refused", "dhcp.nak", "dhcp.release"}
+"""What a story is made of besides the DHCP decisions."""
 _PENDING_MAX = 100_000
 """Events waiting for fold(): beyond this (a flood between two folds) they are dropped."""
 
@@ -92,7 +94,7 @@ class Timeline:
                 self._booting.add(mac)
             elif mac not in self.open and mac not in self._booting:
                 return
-        elif not kind.startswith("tftp.") and kind not in ("dhcp.nak", "dhcp.release"):
+        elif kind not in _OTHER_KINDS:
             return
         if len(self._pending) >= _PENDING_MAX:
             self.dropped += 1
@@ -215,7 +217,8 @@ class Timeline:
         boot = self.open.get(mac)
         if boot is None:
             boot = self._new(mac, now)
-            boot.ip = ip or None
+        if boot.ip is None and ip:  # ProxyDHCP: the router gave the address, TFTP shows it
+            boot.ip = ip
         name = str(data.get("file", "?"))
         if kind == "tftp.start":
             boot.add(Step("tftp", now, None, None, f"{name} ...",

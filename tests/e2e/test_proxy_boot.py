@@ -65,3 +65,13 @@ def test_uefi_boots_through_the_proxy(bootlab: BootLab) -> None:
     assert not bootlab.events("dhcp.ack"), f"pxed handed out an address{why}"
     assert_files(boot.files(), bootlab.root, ("ipxe.efi", "boot.ipxe", "vmlinuz"),
                  "UEFI via proxy" + why)
+    # The story in proxy mode: EDK2's ProxyDHCP answer, its size probe of ipxe.efi, the file,
+    # iPXE's own ProxyDHCP answer, its script and the kernel; the address is the router's.
+    (story,) = bootlab.boots(UEFI_MAC)
+    dhcp = [s["detail"] for s in story["steps"] if s["kind"] == "dhcp"]
+    assert dhcp[0]["proxy"] and dhcp[0]["arch"] == 7 and dhcp[0]["boot_file"] == "ipxe.efi"
+    assert any(d.get("ipxe") and d["boot_file"] == "boot.ipxe" for d in dhcp), dhcp
+    served = [s["detail"]["file"] for s in story["steps"]
+              if s["kind"] == "tftp" and s["ok"] and not s["detail"].get("probe")]  # fmt: skip
+    assert served[:3] == ["ipxe.efi", "boot.ipxe", "vmlinuz"], served
+    assert from_router(story["ip"]), story
