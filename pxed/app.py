@@ -368,7 +368,7 @@ class Server:
                     self.dhcp, self.committer, name, cfg.dhcp_port, publish=self.bus.publish
                 )
             )
-            opened.append(ForeignServerWatcher(info, self._own))
+            opened.append(ForeignServerWatcher(info, self._own, publish=self.bus.publish))
         for endpoint in opened:
             endpoints.append(endpoint)  # listed first: closed even if the next start fails
             await endpoint.start()
@@ -472,7 +472,7 @@ class Server:
             fields["serving"] = "+".join(w for w in ("dhcp", "tftp") if entry.get(w)) or "nothing"
         bad = change.kind in (ChangeKind.GONE, ChangeKind.LINK_DOWN)
         level = logging.WARNING if bad else logging.INFO
-        log.log(level, "pxed.interface", **fields)
+        self.bus.publish([Notice("pxed.interface", level, fields)])
 
     def _log_addresses(self) -> None:
         log.info("pxed.addresses", interfaces=self.addresses())
@@ -651,16 +651,16 @@ class Server:
         for note in notes:
             log.info("pxed.config", note=note)
         restarted = [n for n in new.interfaces if n in self._by_interface and n not in change.added]
-        log.info(
-            "pxed.reloaded",
-            changed=list(change.changed),
-            interfaces_added=list(change.added),
-            interfaces_removed=list(change.removed),
-            restarted_dhcp=restarted if change.restart_dhcp else [],
-            restarted_tftp=restarted if change.restart_tftp else [],
-            subnets=self._subnet_names(),
-            leases=sum(len(t) for t in self.tables.values()),
-        )
+        reloaded = {
+            "changed": list(change.changed),
+            "interfaces_added": list(change.added),
+            "interfaces_removed": list(change.removed),
+            "restarted_dhcp": restarted if change.restart_dhcp else [],
+            "restarted_tftp": restarted if change.restart_tftp else [],
+            "subnets": self._subnet_names(),
+            "leases": sum(len(t) for t in self.tables.values()),
+        }
+        self.bus.publish([Notice("pxed.reloaded", logging.INFO, reloaded)])
         self._log_addresses()
         return change
 

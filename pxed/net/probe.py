@@ -9,9 +9,10 @@ logs every other server it hears (OFFER/ACK broadcasts), once per server.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
@@ -20,6 +21,7 @@ import structlog
 from pxed.dhcp.options import MessageType, OptionCode
 from pxed.dhcp.packet import DhcpPacket, build, parse
 from pxed.errors import MalformedPacket
+from pxed.events import Event, Notice
 from pxed.net.dhcp import open_dhcp_socket
 from pxed.netinfo import InterfaceInfo
 
@@ -119,10 +121,18 @@ async def probe(
 class ForeignServerWatcher:
     """Logs a warning, once per server, for every other DHCP server heard on the interface."""
 
-    def __init__(self, info: InterfaceInfo, own: set[IPv4Address], port: int = CLIENT_PORT):
+    def __init__(
+        self,
+        info: InterfaceInfo,
+        own: set[IPv4Address],
+        port: int = CLIENT_PORT,
+        publish: Callable[[list[Event]], None] | None = None,
+    ):
         self.info = info
         self.own = own
         self.port = port
+        self.publish = publish
+        """The event stream (``dhcp.other_server`` as an event); None: logged directly."""
         self.seen: set[IPv4Address] = set()
         self.sock: socket.socket | None = None
 
@@ -145,13 +155,16 @@ class ForeignServerWatcher:
             if server in self.own or server in self.seen:
                 continue
             self.seen.add(server)
-            log.warning(
-                "dhcp.other_server",
-                iface=self.info.name,
-                server=str(server),
-                msg_type=p.message_type.name if p.message_type else None,
-                detail="another DHCP server answers on this segment; consider mode = 'proxy'",
-            )
+            fields = {
+                "iface": self.info.name,
+                "server": str(server),
+                "msg_type": p.message_type.name if p.message_type else None,
+                "detail": "another DHCP server answers on this segment; consider mode = 'proxy'",
+            }
+            if self.publish is not None:
+                self.publish([Notice("dhcp.other_server", logging.WARNING, fields)])
+            else:
+                log.warning("dhcp.other_server", **fields)
 
     async def close(self) -> None:
         if self.sock is not None:
