@@ -37,8 +37,8 @@ deps-debian:
 	fi
 
 lint: venv
-	$(BIN)/ruff check pxed tests bench
-	$(BIN)/mypy --strict pxed
+	$(BIN)/ruff check pxed tests bench examples
+	$(BIN)/mypy --strict pxed examples
 
 unit: venv
 	$(BIN)/pytest -q tests/unit

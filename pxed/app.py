@@ -261,8 +261,23 @@ class Server:
             self.timeline.fold()
 
     def _boot_finished(self, boot: Boot) -> None:
+        """A story is finished: ``boots.finished`` on the bus (the log, the metrics, Python
+        subscribers) and the boot hook."""
+        files = [s.detail.get("file") for s in boot.steps
+                 if s.kind != "dhcp" and s.ok and not s.detail.get("probe")]  # fmt: skip
+        level = logging.WARNING if boot.outcome == "failed" else logging.INFO
+        self.bus.publish([Notice("boots.finished", level, {
+            "mac": boot.mac, "ip": boot.ip, "outcome": boot.outcome, "reason": boot.reason,
+            "last": boot.last, "files": files, "seconds": round(boot.updated - boot.started, 3),
+        })])  # fmt: skip
         if self.boot_hook is not None:
             self.boot_hook.submit(boot_job(boot.to_json()))
+
+    def leases(self) -> list[Lease]:
+        """Every lease on record in the running tables (bound, offered-and-bound before,
+        released, declined), by address."""
+        return sorted((x for t in self.tables.values() for x in t.records()),
+                      key=lambda lease: int(lease.ip))  # fmt: skip
 
     def _subnet_names(self) -> list[str]:
         if not self.config.dhcp_enabled:

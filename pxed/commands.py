@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 from pxed import __version__
 from pxed.boots.story import Boot
 from pxed.control import Answer, Follower, Handler, answer, send_line
-from pxed.leases.model import Lease
 from pxed.leases.report import as_json, rows
 
 if TYPE_CHECKING:
@@ -23,8 +22,7 @@ if TYPE_CHECKING:
 
 def lease_rows(server: Server, now: float) -> list[dict[str, Any]]:
     """Every lease the server holds, as `pxed leases --json` shows them."""
-    records: list[Lease] = [x for t in server.tables.values() for x in t.records()]
-    return as_json(rows(records, now))
+    return as_json(rows(server.leases(), now))
 
 
 def _matches(row: Mapping[str, Any], args: Mapping[str, Any]) -> bool:

@@ -11,8 +11,8 @@ A story starts with a PXE client's DISCOVER (or whatever DHCP message comes firs
 machine with no open story), goes on through iPXE's DHCP and every file, and is finished
 once the machine has been quiet for ``quiet`` seconds or the booted system got its
 address. Finished stories are appended to ``boots.jsonl`` in the state directory (kept
-across restarts, compacted to the last ``keep``) and handed to ``on_finished`` (the boot
-hook).
+across restarts, compacted to the last ``keep``) and handed to ``on_finished`` (the server publishes
+``boots.finished`` and runs the boot hook).
 """
 
 from __future__ import annotations
@@ -305,8 +305,6 @@ class Timeline:
                 self.on_finished(boot)
             except Exception:
                 log.exception("boots.hook_error", mac=boot.mac)
-        log.info("boots.finished", mac=boot.mac, ip=boot.ip, outcome=boot.outcome,
-                 reason=boot.reason, steps=len(boot.steps))  # fmt: skip
 
     # -- reading --------------------------------------------------------------------------
 
