@@ -4,17 +4,15 @@ Counters follow the events as they are published: DHCP replies by message type, 
 event by kind (NAKs, drops, declines, refusals ...), TFTP transfers by outcome and their
 bytes. Lease gauges (active, free, held, declined per subnet) are computed on the event
 loop every few seconds, never on the scrape thread, so that a scrape never reads a table
-while the loop changes it. prometheus-client's own HTTP server answers the scrapes on a
-thread of its own (``[metrics] listen``).
+while the loop changes it. pxed.web answers the scrapes (``/metrics`` on ``[metrics]
+listen``), rendering them on a worker thread.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
-from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from pxed.events import Event
 from pxed.leases import LeaseTable
@@ -51,8 +49,6 @@ class Metrics:
                             ["subnet", "state"], registry=r)  # fmt: skip
         self.reloads = Counter("pxed_reloads", "Configuration reloads, by result", ["result"],
                                registry=r)  # fmt: skip
-        self._server: WSGIServer | None = None
-        self._thread: threading.Thread | None = None
 
     def __call__(self, event: Event) -> None:
         """The consumer: counts one event (cheap: its fields are read only for TFTP)."""
@@ -76,18 +72,3 @@ class Metrics:
             stats = table.stats(now)
             for state in ("active", "free", "held", "declined"):
                 self.leases.labels(subnet, state).set(getattr(stats, state))
-
-    def listen(self, host: str, port: int) -> None:
-        self._server, self._thread = start_http_server(port, host, registry=self.registry)
-
-    @property
-    def port(self) -> int:
-        """The port scrapes are answered on (``listen`` may have been given 0)."""
-        assert self._server is not None
-        return int(self._server.server_port)
-
-    def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
