@@ -154,8 +154,10 @@ class Timeline:
         if ip is not None:
             boot.ip = ip
             self.by_ip[ip] = mac
-        if p.hostname:
-            boot.hostname = p.hostname
+        # The ACK's hostname is the lease's (a [[dhcp.host]] name before the client's own).
+        hostname = event.extra.get("hostname") or p.hostname
+        if hostname:
+            boot.hostname = str(hostname)
         arch = p.client_arch[0] if p.client_arch else None
         if boot.arch is None and arch is not None:
             boot.arch = arch

@@ -157,11 +157,3 @@ class Browser:
         message: dict[str, Any] = json.loads(raw)
         return message
 
-
-def artifacts() -> Path:
-    """Where tests keep what a person looks at afterwards (screenshots): $PXED_ARTIFACTS,
-    else artifacts/ in the checkout."""
-    checkout = Path(__file__).resolve().parents[2]
-    path = Path(os.environ.get("PXED_ARTIFACTS") or checkout / "artifacts")
-    path.mkdir(parents=True, exist_ok=True)
-    return path

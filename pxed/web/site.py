@@ -8,7 +8,6 @@ loop, where the tables and the timeline live. Everything here is read-only: GET 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from importlib import resources
 from typing import Final
 
@@ -51,7 +50,8 @@ class WebSite:
             path: (resources.files("pxed.web").joinpath(name).read_bytes(), ctype)
             for path, (name, ctype) in _STATIC.items()
         }
-        self._streams: set[web.StreamResponse] = set()
+        self._streams: set[asyncio.Task[object]] = set()
+        """The handlers of open event streams: ended at close, not left to time out."""
 
     async def start(self, host: str, port: int) -> None:
         app = web.Application()
@@ -83,9 +83,8 @@ class WebSite:
     async def close(self) -> None:
         if self.feed is not None:
             await self.feed.close()
-        for stream in list(self._streams):  # an open page would hold the shutdown
-            with contextlib.suppress(Exception):
-                await stream.write_eof()
+        for task in list(self._streams):  # an open page would hold the shutdown
+            task.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -111,7 +110,9 @@ class WebSite:
         response = web.StreamResponse(headers={**_HEADERS, "Content-Type": "text/event-stream"})
         await response.prepare(request)
         queue = self.feed.subscribe()
-        self._streams.add(response)
+        task = asyncio.current_task()
+        assert task is not None
+        self._streams.add(task)
         try:
             while True:
                 try:
@@ -126,5 +127,5 @@ class WebSite:
             log.exception("web.stream_error", client=request.remote)
         finally:
             self.feed.unsubscribe(queue)
-            self._streams.discard(response)
+            self._streams.discard(task)
         return response

@@ -84,10 +84,8 @@ function drawChart(boots, t) {
     const name = boot.hostname || boot.mac;
     row.append(el("svg:rect", {class: "outcome " + boot.outcome, x: 0, y: y + 4, width: 4,
                                height: ROW - 8}));
-    const label = el("svg:text", {x: 10, y: y + 17, class: "name"},
-                     name.length > NAME ? name.slice(0, NAME - 1) + "…" : name);
-    label.append(el("svg:title", {}, name));
-    row.append(label);
+    row.append(el("svg:text", {x: 10, y: y + 17, class: "name"},
+                  name.length > NAME ? name.slice(0, NAME - 1) + "…" : name));
     const sub = [boot.hostname ? boot.mac : null, boot.ip, ARCH[boot.arch]].filter(Boolean).join("  ");
     row.append(el("svg:text", {x: 10, y: y + 34, class: "sub", fill: "#777", "font-size": 11}, sub));
     // Under the segments: the outcome, and why it failed or the last thing seen.
@@ -111,7 +109,7 @@ function drawChart(boots, t) {
     if (boot.outcome === "failed" && !boot.steps.some(s => s.ok === false)) {
       row.append(el("svg:text", {class: "mark", x: x(boot.updated) + 4, y: y + 20}, "✕"));
     }
-    const tip = el("svg:title", {}, `${boot.mac}: ${boot.last}`);
+    const tip = el("svg:title", {}, `${name} ${boot.hostname ? boot.mac : ""}: ${boot.last}`);
     row.firstChild.append(tip);
     svg.append(row);
   });

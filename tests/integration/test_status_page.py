@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from typing import Any
 
+import pytest
+
 from pxed.lab import Lab, require
-from pxed.lab.browser import Browser, artifacts
+from pxed.lab.browser import Browser
 from pxed.lab.pxed import PxedProcess
 from pxed.lab.tftp import make_file
+from tests.lab import keep_dir
 
 SERVER_IP = "198.19.0.1"
 PAGE = "http://127.0.0.1:9167/"
@@ -31,7 +35,9 @@ def udhcpc(client: Any, *extra: str) -> str:
     return found.group(1)
 
 
-def test_the_status_page_follows_leases_and_boots_live(lab: Lab) -> None:
+def test_the_status_page_follows_leases_and_boots_live(
+    lab: Lab, request: pytest.FixtureRequest
+) -> None:
     require("curl", "busybox")
     server, client = lab.ns("srv"), lab.ns("cl")
     lab.veth(server, "pxs0", client, "eth0")
@@ -93,7 +99,10 @@ def test_the_status_page_follows_leases_and_boots_live(lab: Lab) -> None:
         assert hostname == HOSTNAME, hostname
         assert page.evaluate("document.querySelectorAll('img').length") == 0
         assert page.evaluate("document.title") == "pxed"
-        page.screenshot(artifacts() / "status-page-integration.png")
+        shots = keep_dir(request)  # the screenshot stays: tests/.cache/e2e-logs/<test>/
+        shutil.rmtree(shots, ignore_errors=True)
+        shots.mkdir(parents=True)
+        page.screenshot(shots / "status-page.png")
 
     # The same listener still answers Prometheus, and the JSON the page reads is whole.
     metrics = server.run("curl", "-sS", "--max-time", "10", PAGE + "metrics").stdout
