@@ -5,13 +5,17 @@ are still served on the same listener."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shutil
+import time
 from typing import Any
 
 import pytest
 
+from pxed.boots.story import Boot, Step
+from pxed.boots.timeline import BOOTS_FILE
 from pxed.lab import Lab, require
 from pxed.lab.browser import Browser
 from pxed.lab.pxed import PxedProcess
@@ -110,3 +114,73 @@ def test_the_status_page_follows_leases_and_boots_live(
     status = json.loads(server.run("curl", "-sS", "--max-time", "10", PAGE + "api/status").stdout)
     assert [x["mac"] for x in status["leases"]] == [MAC]
     assert status["boots"][-1]["outcome"] == "failed"
+
+
+def fifty_stories(now: float) -> list[Boot]:
+    """Fifty machines of a rack that booted together a few minutes ago: most loaded, some
+    stopped at a missing file, a few still in their kernel download."""
+    stories = []
+    for i in range(50):
+        start = now - 240 + i * 0.7
+        boot = Boot(f"52:54:00:00:01:{i:02x}", start, start, ip=f"198.19.2.{i + 10}",
+                    hostname=f"rack1-node{i:02d}", arch=0 if i % 3 else 7)  # fmt: skip
+        t = start
+        boot.add(Step("dhcp", t, t + 0.05, True, "DHCP DISCOVER+OFFER+REQUEST+ACK"))
+        for name, seconds in (("pxelinux.0", 0.4), ("ldlinux.c32", 0.6), ("vmlinuz", 6.0)):
+            t += 0.3 + (i % 5) * 0.2
+            failed = i % 10 == 7 and name == "ldlinux.c32"
+            boot.add(Step("tftp", t, t + seconds, not failed, f"{name}",
+                          {"file": name, "reason": "not found" if failed else None}))  # fmt: skip
+            t += seconds
+            if failed:
+                boot.outcome = "failed"
+                boot.reason = f"{name} was not found under the TFTP root"
+                break
+        else:
+            boot.outcome = "loaded"
+        boot.updated = t
+        boot.last = boot.steps[-1].label
+        boot.finished = True
+        stories.append(boot)
+    return stories
+
+
+def test_fifty_machines_are_one_row_each_on_one_page(
+    lab: Lab, request: pytest.FixtureRequest
+) -> None:
+    """The stories a rack left in boots.jsonl are drawn after a restart, one row per
+    machine, none overlapping another, every failure marked."""
+    server, client = lab.ns("srv"), lab.ns("cl")
+    lab.veth(server, "pxs0", client, "eth0")
+    lab.addr(server, "pxs0", f"{SERVER_IP}/16")
+    workdir = lab.tmp / "pxed"
+    state = workdir / "state"
+    state.mkdir(parents=True)
+    stories = fifty_stories(time.time())
+    (state / BOOTS_FILE).write_text("".join(json.dumps(b.to_json()) + "\n" for b in stories))
+    config = {
+        "server": {"interfaces": ["pxs0"], "mode": "dhcp"},
+        "dhcp": {"range": "198.19.1.10-198.19.1.50"},
+        "tftp": {"root": str(lab.tmp)},
+        "metrics": {"listen": "127.0.0.1:9167"},
+    }
+    pxed = PxedProcess(server, workdir, config)
+    pxed.start()
+    with Browser(server, lab.tmp / "browser", height=1200) as page:
+        page.open(PAGE)
+        page.wait_for("document.querySelectorAll('#chart g.row').length === 50")
+        rows: list[dict[str, Any]] = page.evaluate("""[...document.querySelectorAll('#chart g.row')]
+            .map(r => { const b = r.getBBox(); return {mac: r.dataset.mac, top: b.y,
+                bottom: b.y + b.height, right: b.x + b.width, outcome: r.dataset.outcome,
+                marks: r.querySelectorAll('text.mark').length}; })""")
+        width = page.evaluate("document.querySelector('#chart svg').viewBox.baseVal.width")
+        shots = keep_dir(request)
+        shutil.rmtree(shots, ignore_errors=True)
+        shots.mkdir(parents=True)
+        page.screenshot(shots / "fifty-machines.png")
+    assert [r["mac"] for r in rows] == [b.mac for b in stories]  # in the order they started
+    for above, below in itertools.pairwise(rows):
+        assert above["bottom"] <= below["top"] + 0.5, (above, below)
+    assert all(r["right"] <= width for r in rows), (width, rows)
+    failed = [r for r in rows if r["outcome"] == "failed"]
+    assert len(failed) == 5 and all(r["marks"] == 1 for r in failed), failed
