@@ -138,6 +138,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--version", action="version", version=f"pxed {__version__}")
     _add_common(parser)
+    parser.add_argument(
+        "--user",
+        metavar="NAME",
+        help="started as root: become this user once every socket is bound, keeping only "
+        "CAP_NET_BIND_SERVICE and CAP_NET_ADMIN",
+    )
     args = parser.parse_args(argv)
     config, notes, warnings = _load(args, "pxed")
     if config is None:
@@ -152,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return load_config(args.config, overrides(args), notes=notes, warnings=warnings)
 
     try:
-        return asyncio.run(run(config, notes, warnings, load))
+        return asyncio.run(run(config, notes, warnings, load, user=args.user))
     finally:
         logs.flush()
 
