@@ -32,6 +32,8 @@ pxed: a PXE boot server (DHCP + TFTP) in one process.
   pxed explain MAC [--arch N] [--user-class iPXE]
                                             which boot file and address that client would
                                             get, and by which rule (configuration only)
+  pxed install-unit [--print]               install the systemd unit for this pxed and,
+                                            unless there, /etc/pxed/pxed.toml
 
 SIGHUP re-reads the configuration (the same file and flags; a broken one is refused and
 the running one kept); SIGTERM stops, giving running transfers [server] stop_grace seconds.
@@ -129,6 +131,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pxed.boots.report import main as boots_main
 
         return boots_main(argv[1:])
+    if argv and argv[0] == "install-unit":
+        from pxed.install import main as install_main
+
+        return install_main(argv[1:])
     if argv and argv[0] == "explain":
         from pxed.explain import main as explain_main
 

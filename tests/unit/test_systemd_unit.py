@@ -1,5 +1,6 @@
-"""systemd/pxed.service stays valid (`systemd-analyze verify`) and hardened: the exposure
-score `systemd-analyze security --offline=true` gives it stays at 2.0 or less."""
+"""The unit stays valid (`systemd-analyze verify`) and hardened: the exposure score
+`systemd-analyze security --offline=true` gives it stays at 2.0 or less. Checked as
+`pxed install-unit` writes it (systemd/pxed.service links to the one it starts from)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from pxed.install import render, shipped
 
 UNIT = Path(__file__).parents[2] / "systemd" / "pxed.service"
 MAX_EXPOSURE = 2.0
@@ -22,8 +25,12 @@ needs_analyze = pytest.mark.skipif(
 def unit_copy(tmp_path: Path) -> Path:
     """The unit as installed, its pxed an executable that exists here (verify checks it)."""
     path = tmp_path / "pxed.service"
-    path.write_text(UNIT.read_text().replace("/usr/local/bin/pxed", sys.executable))
+    path.write_text(render(sys.executable, Path("/etc/pxed/pxed.toml")))
     return path
+
+
+def test_the_documented_path_is_the_shipped_unit() -> None:
+    assert UNIT.is_symlink() and UNIT.read_text() == shipped("pxed.service")
 
 
 def exposure(output: str) -> float:
