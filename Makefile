@@ -8,14 +8,19 @@ IFACE  ?= eth0
 ARGS   ?=
 
 # Debian packages of the real clients, peers and firmware the tests drive.
-TEST_DEBS := iproute2 tcpdump curl isc-dhcp-client busybox udhcpc kea-admin \
+TEST_DEBS := python3-venv iproute2 tcpdump curl isc-dhcp-client busybox udhcpc kea-admin \
              kea-dhcp4-server dnsmasq-base atftp atftpd tftp-hpa \
              qemu-system-x86 ipxe-qemu ovmf pxelinux syslinux-common nftables ipxe \
-             chromium-headless-shell fonts-dejavu-core
+             chromium-headless-shell fonts-dejavu-core strace systemd
 
 .PHONY: run test lint unit deps-debian venv clean
 
+# Debian ships venv's ensurepip in python3-venv: without it `python3 -m venv` stops with a
+# message that does not say so. `make test` installs it (TEST_DEBS); `make run` says what.
+VENV_MISSING := pxed: python3 -m venv needs the Debian package python3-venv: apt-get install python3-venv
+
 $(BIN)/pxed: pyproject.toml
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { echo "$(VENV_MISSING)" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'

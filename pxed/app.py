@@ -56,6 +56,9 @@ PRUNE_EVERY = 3600
 EXPIRY_SCAN = 5.0  # seconds between looks for bindings that ran out (dhcp.expired)
 NEIGHBOUR_TTL = 10.0  # seconds a MAC read from the ARP table is reused for the same address
 NEIGHBOURS_MAX = 4096
+ARP_TABLE = Path("/proc/self/net/arp")
+"""The kernel's ARP table: /proc/net/arp is a link to it, and the one visible under the
+unit's ProcSubset=pid."""
 FOLD_EVERY = 0.5  # seconds between turns of the boot timeline's events into stories
 
 
@@ -66,7 +69,7 @@ def _tftp_type() -> type[Any]:
     return TftpEndpoint
 
 
-def neighbour_mac(ip: str, table: Path = Path("/proc/net/arp")) -> str | None:
+def neighbour_mac(ip: str, table: Path = ARP_TABLE) -> str | None:
     """The MAC the kernel's ARP table has for ip, if any."""
     try:
         lines = table.read_text().splitlines()[1:]
@@ -134,7 +137,7 @@ class Server:
         self.store: LeaseStore | None = None
         self.committer: GroupCommitter | None = None
         self.tables: dict[str, LeaseTable] = {}
-        self.arp_table = Path("/proc/net/arp")
+        self.arp_table = ARP_TABLE
         self._neighbours: dict[str, tuple[str, float]] = {}
         """ip -> (MAC from the ARP table, until when it is trusted): mac_for's cache."""
         self.dhcp: DhcpServer | None = None

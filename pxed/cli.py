@@ -32,6 +32,8 @@ pxed: a PXE boot server (DHCP + TFTP) in one process.
   pxed explain MAC [--arch N] [--user-class iPXE]
                                             which boot file and address that client would
                                             get, and by which rule (configuration only)
+  pxed install-unit [--print]               install the systemd unit for this pxed and,
+                                            unless there, /etc/pxed/pxed.toml
 
 SIGHUP re-reads the configuration (the same file and flags; a broken one is refused and
 the running one kept); SIGTERM stops, giving running transfers [server] stop_grace seconds.
@@ -129,6 +131,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pxed.boots.report import main as boots_main
 
         return boots_main(argv[1:])
+    if argv and argv[0] == "install-unit":
+        from pxed.install import main as install_main
+
+        return install_main(argv[1:])
     if argv and argv[0] == "explain":
         from pxed.explain import main as explain_main
 
@@ -138,6 +144,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--version", action="version", version=f"pxed {__version__}")
     _add_common(parser)
+    parser.add_argument(
+        "--user",
+        metavar="NAME",
+        help="started as root: become this user once every socket is bound, keeping only "
+        "CAP_NET_BIND_SERVICE and CAP_NET_ADMIN",
+    )
     args = parser.parse_args(argv)
     config, notes, warnings = _load(args, "pxed")
     if config is None:
@@ -152,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return load_config(args.config, overrides(args), notes=notes, warnings=warnings)
 
     try:
-        return asyncio.run(run(config, notes, warnings, load))
+        return asyncio.run(run(config, notes, warnings, load, user=args.user))
     finally:
         logs.flush()
 

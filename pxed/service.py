@@ -21,6 +21,7 @@ import structlog
 from pxed.app import Server
 from pxed.config import Config
 from pxed.errors import ConfigError, PxedError
+from pxed.privileges import Account, PrivilegeError
 from pxed.sdnotify import notify, reloading, watchdog_interval
 
 log = structlog.get_logger("pxed")
@@ -43,9 +44,13 @@ def status_line(status: dict[str, Any]) -> str:
 class Service:
     """One daemon run: a Server, the signals that steer it and what systemd is told."""
 
-    def __init__(self, server: Server, load: Loader | None = None) -> None:
+    def __init__(
+        self, server: Server, load: Loader | None = None, user: Account | None = None
+    ) -> None:
         self.server = server
         self._load = load
+        self.user = user
+        """Who pxed becomes once every socket is bound (--user); None: it stays as it is."""
         self._stop = asyncio.Event()
         self._reload_wanted = asyncio.Event()
         self._status = ""
@@ -113,7 +118,40 @@ class Service:
         except OSError as exc:
             log.error("pxed.refused", problem=str(exc))
             return 2
+        if self.user is not None:
+            try:
+                self._drop(self.user)
+            except (PrivilegeError, OSError) as exc:
+                log.error("pxed.refused", problem=str(exc))
+                try:
+                    await self.server.close()
+                except OSError as close_exc:  # after the drop: root's files may stay behind
+                    log.warning("pxed.close_error", error=str(close_exc))
+                return 2
         return 0
+
+    def _drop(self, user: Account) -> None:
+        """--user: the state directory handed over, then root given up (pxed.privileges)."""
+        from pxed import privileges
+        from pxed.app import LEASE_DB, LOCK_FILE
+        from pxed.boots.timeline import BOOTS_FILE
+        from pxed.control import SOCKET_NAME
+
+        state_dir = self.server.config.state_dir
+        names = [LOCK_FILE, BOOTS_FILE, SOCKET_NAME, LEASE_DB,
+                 *(LEASE_DB + tail for tail in ("-wal", "-shm", "-journal"))]  # fmt: skip
+        chowned = privileges.hand_over(state_dir, user, names)
+        privileges.drop(user)
+        privileges.check_writable(state_dir, user)
+        log.info(
+            "pxed.user",
+            user=user.name,
+            uid=user.uid,
+            gid=user.gid,
+            groups=list(user.groups),
+            capabilities=[privileges.CAPABILITY_NAMES[c] for c in privileges.KEPT],
+            chowned=[str(p) for p in chowned],
+        )
 
     # -- reload ---------------------------------------------------------------------------
 
@@ -203,9 +241,21 @@ async def run(
     notes: list[str] | None = None,
     warnings: list[str] | None = None,
     load: Loader | None = None,
+    user: str | None = None,
 ) -> int:
     """The daemon: what `pxed` runs after parsing its flags. ``load`` reads the
-    configuration again on SIGHUP (the CLI's: the same file and flags)."""
+    configuration again on SIGHUP (the CLI's: the same file and flags). ``user``
+    (``--user``): the account pxed becomes once its sockets are bound; checked before
+    anything is bound."""
+    account: Account | None = None
+    if user is not None:
+        from pxed.privileges import check_can_drop
+
+        try:
+            account = check_can_drop(user)
+        except PrivilegeError as exc:
+            log.error("pxed.refused", problem=str(exc))
+            return 2
     for note in notes or []:
         log.info("pxed.config", note=note)
     for warning in warnings or []:
@@ -216,4 +266,4 @@ async def run(
         for line in exc.problems:
             log.error("pxed.refused", problem=line)
         return 2
-    return await Service(server, load).run()
+    return await Service(server, load, account).run()

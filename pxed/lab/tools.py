@@ -27,6 +27,9 @@ PACKAGES = {
     "apt-cache": "apt",
     "dpkg-deb": "dpkg",
     "tar": "tar",
+    "strace": "strace",
+    "setpriv": "util-linux",
+    "systemd-analyze": "systemd",
 }
 
 
