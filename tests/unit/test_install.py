@@ -1,5 +1,5 @@
 """`pxed install-unit`: the unit and the example configuration from the package, under a
---prefix; an edited unit is left alone; the wheel carries both files."""
+--prefix; an edited unit is left alone; the wheel carries both files and the status page's."""
 
 from __future__ import annotations
 
@@ -128,6 +128,8 @@ def test_the_wheel_carries_the_unit_and_the_example(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
         assert {"pxed/data/pxed.service", "pxed/data/pxed.toml"} <= names
+        # The status page's own files (pxed.web reads them from the package).
+        assert {"pxed/web/index.html", "pxed/web/status.js", "pxed/web/status.css"} <= names
         assert zf.read("pxed/data/pxed.service").decode() == shipped("pxed.service")
         assert zf.read("pxed/data/pxed.toml").decode() == shipped("pxed.toml")
         assert "pxed = pxed.cli:main" in zf.read(
