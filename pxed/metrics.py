@@ -50,7 +50,8 @@ CLIENT_TYPES = ("DISCOVER", "REQUEST", "DECLINE", "RELEASE", "INFORM")
 """Message types ``pxed_dhcp_received`` shows from the start, at 0 (others once seen)."""
 NO_TYPE = "none"
 """The ``type`` of a message without a (valid) DHCP message type: BOOTP."""
-BOOT_OUTCOMES = ("loaded", "failed")
+BOOT_OUTCOMES = ("loaded", "failed", "booting")
+"""A story finished while still "booting": it went quiet before anything said how it ended."""
 
 
 class DhcpCounts(Protocol):
