@@ -10,7 +10,8 @@ ARGS   ?=
 # Debian packages of the real clients, peers and firmware the tests drive.
 TEST_DEBS := iproute2 tcpdump curl isc-dhcp-client busybox udhcpc kea-admin \
              kea-dhcp4-server dnsmasq-base atftp atftpd tftp-hpa \
-             qemu-system-x86 ipxe-qemu ovmf pxelinux syslinux-common nftables ipxe
+             qemu-system-x86 ipxe-qemu ovmf pxelinux syslinux-common nftables ipxe \
+             chromium-headless-shell fonts-dejavu-core
 
 .PHONY: run test lint unit deps-debian venv clean
 

@@ -44,6 +44,8 @@ from pxed.net.probe import ForeignServerWatcher, ProbeOffer, probe
 from pxed.netinfo import InterfaceInfo, interface_info
 from pxed.reload import ReloadPlan
 from pxed.reload import plan as plan_reload
+from pxed.web import StatusFeed, WebSite
+from pxed.web.status import snapshot
 
 log = structlog.get_logger("pxed")
 
@@ -121,9 +123,12 @@ class Server:
         """What the control socket's ``reload`` runs (pxed.service sets it: it has the
         file to read again); None answers that this pxed cannot reload itself."""
         self.metrics: Metrics | None = None
+        self.web: WebSite | None = None
+        """The ``[metrics] listen`` site: the scrape and the status page."""
         if self.config.metrics.listen is not None:
             self.metrics = Metrics()
             self.bus.subscribe(self.metrics)
+            self.web = WebSite(self.metrics.registry, StatusFeed(lambda: snapshot(self)))
         self._lookup = lookup
         self.interfaces: dict[str, InterfaceInfo] = {}
         self.store: LeaseStore | None = None
@@ -172,9 +177,9 @@ class Server:
         if self.boot_hook is not None:
             self.boot_hook.start()
         await self._start_state()
-        if self.metrics is not None and cfg.metrics.listen is not None:
+        if self.web is not None and cfg.metrics.listen is not None:
             try:
-                self.metrics.listen(*cfg.metrics.listen)
+                await self.web.start(*cfg.metrics.listen)
             except OSError as exc:
                 raise PxedError(f"[metrics] listen {cfg.metrics.listen[0]}:"
                                 f"{cfg.metrics.listen[1]}: {exc.strerror}") from exc  # fmt: skip
@@ -966,8 +971,8 @@ class Server:
             await self.lease_hook.close()
         if self.boot_hook is not None:
             await self.boot_hook.close()
-        if self.metrics is not None:
-            self.metrics.close()
+        if self.web is not None:
+            await self.web.close()
         if self.store is not None:
             self.store.close()
             self.store = None

@@ -10,19 +10,17 @@ Counters follow the events as they are published: DHCP replies by message type, 
 event by kind (NAKs, drops, declines, refusals ...), TFTP transfers by outcome and their
 bytes. Lease gauges (active, free, held, declined per subnet) are computed on the event
 loop every few seconds, never on the scrape thread, so that a scrape never reads a table
-while the loop changes it. prometheus-client's own HTTP server answers the scrapes on a
-thread of its own (``[metrics] listen``).
+while the loop changes it. pxed.web answers the scrapes (``/metrics`` on ``[metrics]
+listen``), rendering them on a worker thread.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
-from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -139,8 +137,6 @@ class Metrics:
         self._refusals = {str(x): self.refusals.labels(str(x)) for x in RefusalReason}
         for outcome in BOOT_OUTCOMES:
             self.boots.labels(outcome)
-        self._server: WSGIServer | None = None
-        self._thread: threading.Thread | None = None
 
     def __call__(self, event: Event) -> None:
         """The consumer: counts one event (cheap: fields are read only for the kinds in
@@ -196,18 +192,3 @@ class Metrics:
             for reason, count in core.drops.items():
                 drops[str(reason)] += count
         self.cores.snapshot = Snapshot(tuple(received.items()), tuple(drops.items()), tftp_active)
-
-    def listen(self, host: str, port: int) -> None:
-        self._server, self._thread = start_http_server(port, host, registry=self.registry)
-
-    @property
-    def port(self) -> int:
-        """The port scrapes are answered on (``listen`` may have been given 0)."""
-        assert self._server is not None
-        return int(self._server.server_port)
-
-    def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None

@@ -51,5 +51,6 @@ def tftp_lab(lab: Lab) -> Iterator[TftpLab]:
 
 
 def keep_dir(request: pytest.FixtureRequest) -> Path:
-    """Where a test's logs and serial consoles stay after it (tests/.cache/e2e-logs/NAME)."""
+    """Where a test's logs, serial consoles and screenshots stay after it
+    (tests/.cache/e2e-logs/NAME)."""
     return CACHE / "e2e-logs" / re.sub(r"[^\w.-]", "_", request.node.name)

@@ -92,6 +92,10 @@ class Boot:
     fetched: dict[str, int] = field(default_factory=dict)
     """File name -> complete transfers of it in this story (the chainload-loop rule)."""
     dropped_steps: int = 0
+    reported: bool = False
+    """The boot hook has run and ``boots.finished`` been published for it: at its end, or
+    earlier for a verdict that more steps cannot change (a chainload loop goes on until
+    someone stops the machine, and is worth telling at once)."""
 
     def add(self, step: Step) -> None:
         if len(self.steps) >= MAX_STEPS:
@@ -140,6 +144,11 @@ class Boot:
         return boot
 
 
+def is_chainload_loop(boot: Boot) -> bool:
+    """The same boot loader fetched in full again and again: the verdict is final."""
+    return any(n >= LOOP_FETCHES and _is_loader(name) for name, n in boot.fetched.items())
+
+
 def diagnose(boot: Boot, quiet: bool) -> tuple[str, str | None, str]:
     """(outcome, reason, last) of a story; ``quiet``: nothing was seen from the machine for
     long enough that nothing more is coming from what it was doing."""
@@ -147,8 +156,8 @@ def diagnose(boot: Boot, quiet: bool) -> tuple[str, str | None, str]:
         return "booting", None, "nothing yet"
     step = boot.steps[-1]
     last = step.label
-    loop = [name for name, n in boot.fetched.items() if n >= LOOP_FETCHES and _is_loader(name)]
-    if loop:
+    if is_chainload_loop(boot):
+        loop = [n for n, k in boot.fetched.items() if k >= LOOP_FETCHES and _is_loader(n)]
         name = loop[0]
         return (
             "failed",

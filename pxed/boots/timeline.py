@@ -26,7 +26,7 @@ from typing import Any
 
 import structlog
 
-from pxed.boots.story import Boot, Step, diagnose, human_size
+from pxed.boots.story import Boot, Step, diagnose, human_size, is_chainload_loop
 from pxed.dhcp.events import DhcpDecision
 from pxed.events import Event, Notice
 
@@ -118,6 +118,8 @@ class Timeline:
                 self._finish(boot, now)
             elif mac in self._changed:
                 boot.outcome, boot.reason, boot.last = diagnose(boot, quiet=False)
+                if not boot.reported and is_chainload_loop(boot):
+                    self._report(boot)  # it never goes quiet by itself: tell it now
         if self._changed:
             self.version += 1
             changed, self._changed = list(self._changed.values()), {}
@@ -154,8 +156,10 @@ class Timeline:
         if ip is not None:
             boot.ip = ip
             self.by_ip[ip] = mac
-        if p.hostname:
-            boot.hostname = p.hostname
+        # The ACK's hostname is the lease's (a [[dhcp.host]] name before the client's own).
+        hostname = event.extra.get("hostname") or p.hostname
+        if hostname:
+            boot.hostname = str(hostname)
         arch = p.client_arch[0] if p.client_arch else None
         if boot.arch is None and arch is not None:
             boot.arch = arch
@@ -300,6 +304,12 @@ class Timeline:
             del self.by_ip[boot.ip or ""]
         self._changed[boot.mac] = boot
         self._append(boot)
+        if not boot.reported:
+            self._report(boot)
+
+    def _report(self, boot: Boot) -> None:
+        """The boot hook and ``boots.finished``, once a story."""
+        boot.reported = True
         if self.on_finished is not None:
             try:
                 self.on_finished(boot)

@@ -149,7 +149,7 @@ class PxedProcess(ServerProcess):
         return pythonpath()
 
     def is_ready(self) -> bool:
-        if self.quiet:
+        if self.quiet or self.log_direct:
             return self.ns.udp_port_bound(self.ready_port)
         return bool(self.events("pxed.ready"))
 

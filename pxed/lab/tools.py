@@ -17,6 +17,7 @@ PACKAGES = {
     "kea-dhcp4": "kea-dhcp4-server",
     "dnsmasq": "dnsmasq-base",
     "curl": "curl",
+    "chromium-headless-shell": "chromium-headless-shell",
     "atftp": "atftp",
     "atftpd": "atftpd",
     "tftp": "tftp-hpa",

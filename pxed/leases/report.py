@@ -152,12 +152,13 @@ def as_table(shown: Sequence[LeaseRow]) -> str:
     )
 
 
-def summary(shown: Sequence[LeaseRow], db: Path) -> str:
+def summary(shown: Sequence[LeaseRow], source: str) -> str:
+    """``N lease(s) SOURCE: counts by state``; SOURCE says who answered."""
     counts: dict[str, int] = {}
     for row in shown:
         counts[row.state] = counts.get(row.state, 0) + 1
     parts = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
-    return f"{len(shown)} lease(s) in {db}: {parts}"
+    return f"{len(shown)} lease(s) {source}: {parts}"
 
 
 def state_dir(config: Path | None, given: Path | None) -> Path:
@@ -207,10 +208,12 @@ def main(argv: Sequence[str], now: float | None = None) -> int:
         return 1
     db = directory / LEASE_DB
     leases: list[Lease] | None
+    source = "from the running pxed"
     try:  # the running daemon's view first (pxed.control), else its database
         reply = request(directory / SOCKET_NAME, "leases")
         leases = [from_json(r) for r in reply.get("arguments", {}).get("leases", [])]
     except (NotRunning, PermissionError, OSError, KeyError, ValueError):
+        source = f"in {db} (pxed is not running)"
         try:
             leases = read_leases(db)
         except FileNotFoundError:
@@ -226,6 +229,6 @@ def main(argv: Sequence[str], now: float | None = None) -> int:
         why = "no lease database yet" if leases is None else "the store is empty"
         print(f"no leases in {directory} ({why})", file=sys.stderr if args.json else sys.stdout)
     elif not args.json:
-        print(summary(shown, db))
+        print(summary(shown, source))
         print(as_table(shown))
     return 0

@@ -3,6 +3,7 @@
 1. BIOS: SeaBIOS -> QEMU's iPXE option ROM -> DHCP -> pxelinux.0 (the machine's host entry)
    -> ldlinux.c32 -> pxelinux.cfg/default (menu.c32) -> vmlinuz -> "Linux version".
    A second BIOS machine without a host entry takes the iPXE path: boot.ipxe -> vmlinuz.
+   The status page is open in headless Chromium during the first boot: its row comes live.
 2. UEFI: OVMF's own EDK2 PXE client (arch 7; virtio-net without option ROM) -> ipxe.efi ->
    iPXE asks again with user class "iPXE" -> boot.ipxe -> vmlinuz -> "Linux version".
 3. Boot file selection with a plain DHCP client (busybox udhcpc): a reserved MAC gets its own
@@ -18,11 +19,13 @@ import os
 import shlex
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pxed.lab import wait_for
 from pxed.lab.boot import POOL, SERVER_IP, BootLab
+from pxed.lab.browser import Browser
 from pxed.lab.machines import Firmware, Machine
 from tests.e2e.conftest import in_pool, staged_size, udhcpc_available
 
@@ -51,10 +54,37 @@ def assert_files(boot_files: dict[str, int], root: Path, names: tuple[str, ...],
         )
 
 
+STATUS_PAGE = "http://127.0.0.1:9167/"
+
+
 def test_bios_reserved_host_boots_through_pxelinux(bootlab: BootLab) -> None:
-    bootlab.start_pxed(HOSTS)
-    boot = bootlab.boot(Machine("bios-pxelinux", RESERVED_BIOS_MAC, Firmware.BIOS))
+    bootlab.start_pxed(HOSTS + '\n[metrics]\nlisten = "127.0.0.1:9167"\n')
+    # The status page is open in a real browser while the machine boots: its row must come
+    # over the page's event stream, not by loading the page again.
+    with Browser(bootlab.server, bootlab.dir / "browser") as page:
+        page.open(STATUS_PAGE)
+        page.wait_for("document.getElementById('live').textContent === 'live'")
+        boot = bootlab.boot(Machine("bios-pxelinux", RESERVED_BIOS_MAC, Firmware.BIOS))
+        row = f"#chart g.row[data-mac='{RESERVED_BIOS_MAC}']"
+        page.wait_for(f"document.querySelector(\"{row}\")?.querySelectorAll('rect.seg')"
+                      ".length >= 7", 15)  # fmt: skip
+        drawn: dict[str, Any] = page.evaluate(f"""(() => {{
+            const row = document.querySelector("{row}");
+            return {{ip: row.dataset.ip, outcome: row.dataset.outcome,
+                     name: row.querySelector('text.name').textContent,
+                     kinds: [...row.querySelectorAll('rect.seg')].map(s => s.dataset.kind),
+                     failed: row.querySelectorAll('rect.seg.failed, text.mark').length,
+                     lease: document.querySelector("#leases tr[data-mac='{RESERVED_BIOS_MAC}']")
+                            ?.cells[0].textContent}};
+        }})()""")
+        loads = [e for e in page.events if e.get("method") == "Page.loadEventFired"]
+        page.screenshot(bootlab.dir / "status-page.png")  # kept with the serial console
     why = boot.explain()
+    assert len(loads) == 1, f"the page was loaded again: {loads}"
+    assert drawn["ip"] == RESERVED_IP and drawn["name"] == "bios-pxelinux", drawn
+    assert drawn["kinds"][0] == "dhcp" and drawn["kinds"].count("tftp") >= 6, drawn
+    assert drawn["failed"] == 0 and drawn["outcome"] in ("booting", "loaded"), drawn
+    assert drawn["lease"] == RESERVED_IP, drawn
     assert boot.ok, f"no 'Linux version' on the serial console{why}"
     serial = boot.serial.text()
     assert "PXELINUX" in serial, f"pxelinux's banner is missing from the console{why}"

@@ -64,7 +64,7 @@ def test_leases_lists_dhclients_lease_running_and_stopped(net: DhcpNet) -> None:
     table = pxed_leases(server.state_dir)
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
-    assert lines[0].startswith("1 lease(s) in ") and lines[1].split()[:4] == [
+    assert lines[0].startswith("1 lease(s) from the running pxed:") and lines[1].split()[:4] == [
         "IP",
         "MAC",
         "HOSTNAME",
@@ -77,6 +77,8 @@ def test_leases_lists_dhclients_lease_running_and_stopped(net: DhcpNet) -> None:
     after = listed(server.state_dir)
     assert [(r["ip"], r["mac"], r["state"]) for r in after] == [(ip, net.client_mac, "active")]
     assert after[0]["expires_epoch"] == rows[0]["expires_epoch"]
+    said = pxed_leases(server.state_dir).stdout.splitlines()[0]
+    assert said.startswith(f"1 lease(s) in {server.db_path} (pxed is not running):"), said
 
 
 def test_leases_shows_a_pxe_clients_arch_and_boot_file(net: DhcpNet) -> None:

@@ -120,9 +120,10 @@ def test_no_file_request_after_the_ack() -> None:
         timeline.boots[MAC].reason)  # fmt: skip
 
 
-def test_a_chainload_loop_is_seen_while_it_loops() -> None:
+def test_a_chainload_loop_is_seen_while_it_loops_and_told_once() -> None:
     ipxe = {77: b"iPXE", OptionCode.CLIENT_ARCH: b"\x00\x00"}
-    timeline = Timeline(None, keep=10, quiet=30)
+    told: list[Boot] = []
+    timeline = Timeline(None, keep=10, quiet=30, on_finished=told.append)
     for n in range(3):
         dora(timeline, xid=n + 1, file="undionly.kpxe", rule="bios", options=ipxe)
         sent(timeline, "undionly.kpxe", 70_000, port=3000 + n)
@@ -131,6 +132,15 @@ def test_a_chainload_loop_is_seen_while_it_loops() -> None:
     assert len(boot.steps) == 6 and not boot.finished
     assert boot.outcome == "failed"
     assert str(boot.reason).startswith("chainload loop: undionly.kpxe was fetched 3 times")
+    # A loop never goes quiet by itself: the hook hears of it now, and only once.
+    assert told == [boot]
+    for n in range(3, 6):
+        dora(timeline, xid=n + 1, file="undionly.kpxe", rule="bios", options=ipxe)
+        sent(timeline, "undionly.kpxe", 70_000, port=3000 + n)
+        timeline.fold(T0 + n)
+    assert timeline.boots[MAC] is boot and "fetched 6 times" in str(boot.reason)
+    timeline.fold(boot.updated + 31)
+    assert boot.finished and told == [boot]
 
 
 def test_the_oack_nobody_acknowledged() -> None:

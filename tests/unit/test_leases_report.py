@@ -145,7 +145,7 @@ def test_main_table_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     store_with(tmp_path, LEASES)
     assert main(["--state-dir", str(tmp_path)], now=NOW) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == f"4 lease(s) in {tmp_path / 'leases.sqlite3'}: " + (
+    assert out[0] == f"4 lease(s) in {tmp_path / 'leases.sqlite3'} (pxed is not running): " + (
         "1 active, 1 declined, 1 expired, 1 released"
     )
     assert out[1].startswith("IP ")
