@@ -602,7 +602,9 @@ class Server:
 
     async def _refresh_metrics(self) -> None:
         while self.metrics is not None:
-            self.metrics.refresh(self.tables, time.time())
+            cores = [core for core in (self.dhcp, self.proxy) if core is not None]
+            self.metrics.refresh(self.tables, time.time(), dhcp=cores,
+                                 tftp_active=self.status()["transfers"])  # fmt: skip
             await asyncio.sleep(REFRESH)
 
     def mac_for(self, ip: str) -> str | None:
@@ -710,7 +712,7 @@ class Server:
         elif self.proxy is not None:
             proxy = ProxyServer(new, self.interfaces, self.policy, min_level=self.min_level)
             proxy._learned.update(self.proxy._learned)
-            proxy.stats = self.proxy.stats
+            proxy.take_counters(self.proxy)
             self._retarget(self.proxy, proxy)
             self.proxy = proxy
         for name in change.removed:
@@ -763,7 +765,7 @@ class Server:
             # else: the same table object, nothing to copy (100000 leases cost a moment)
             tables[key] = table
         dhcp = DhcpServer(new, self.interfaces, tables, self.policy, min_level=self.min_level)
-        dhcp.stats = self.dhcp.stats
+        dhcp.take_counters(self.dhcp)
         dhcp._buckets = self.dhcp._buckets  # a flood in progress stays bounded
         self._retarget(self.dhcp, dhcp)
         self.dhcp = dhcp

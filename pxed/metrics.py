@@ -1,5 +1,11 @@
 """Prometheus metrics: a consumer of the event stream, and the lease tables' counts.
 
+What the events cannot say at every log level (a drop is a DEBUG event, not made at INFO)
+the DHCP cores count themselves in plain dicts (``received`` by message type, ``drops`` by
+:class:`~pxed.dhcp.events.DropReason`); :meth:`Metrics.refresh` copies those and the number
+of running TFTP transfers into a :class:`Snapshot` on the event loop, which a custom
+collector serves. The consumer adds TFTP refusals by reason and finished boots by outcome.
+
 Counters follow the events as they are published: DHCP replies by message type, every
 event by kind (NAKs, drops, declines, refusals ...), TFTP transfers by outcome and their
 bytes. Lease gauges (active, free, held, declined per subnet) are computed on the event
@@ -10,15 +16,22 @@ listen``), rendering them on a worker thread.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+from pxed.dhcp.events import DropReason
+from pxed.dhcp.options import MessageType
 from pxed.events import Event
 from pxed.leases import LeaseTable
+from pxed.tftp.server import RefusalReason
 
 REFRESH = 5.0
-"""Seconds between updates of the lease gauges."""
+"""Seconds between updates of the lease gauges and the cores' counters."""
 
 _REPLY_KINDS = {
     "dhcp.offer": "offer",
@@ -29,6 +42,67 @@ _REPLY_KINDS = {
     "proxy.ack": "proxy_ack",
 }
 _TRANSFER_KINDS = {"tftp.done", "tftp.failed", "tftp.declined"}
+_DETAILED = frozenset({*_TRANSFER_KINDS, "tftp.refused", "tftp.malformed", "boots.finished"})
+"""The kinds whose fields a metric needs (the others are counted by kind alone)."""
+CLIENT_TYPES = ("DISCOVER", "REQUEST", "DECLINE", "RELEASE", "INFORM")
+"""Message types ``pxed_dhcp_received`` shows from the start, at 0 (others once seen)."""
+NO_TYPE = "none"
+"""The ``type`` of a message without a (valid) DHCP message type: BOOTP."""
+BOOT_OUTCOMES = ("loaded", "failed", "booting")
+"""A story finished while still "booting": it went quiet before anything said how it ended."""
+
+
+class DhcpCounts(Protocol):
+    """What a DHCP core counts (:class:`~pxed.dhcp.server.DhcpServer`, the ProxyDHCP)."""
+
+    @property
+    def received(self) -> Mapping[MessageType | None, int]: ...
+
+    @property
+    def drops(self) -> Mapping[DropReason, int]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The cores' counters as they were at one moment on the event loop. A scrape reads one
+    of these whole (a reference swapped by :meth:`Metrics.refresh`), never the live dicts."""
+
+    received: tuple[tuple[str, int], ...] = ()
+    """(message type, DHCP messages received)."""
+    drops: tuple[tuple[str, int], ...] = tuple((r.value, 0) for r in DropReason)
+    """(DropReason value, datagrams left unanswered)."""
+    tftp_active: int = 0
+    """TFTP transfers running."""
+
+
+class CoreCollector(Collector):
+    """The families whose values come from a :class:`Snapshot` (set by the loop)."""
+
+    def __init__(self) -> None:
+        self.snapshot = Snapshot(tuple((t, 0) for t in CLIENT_TYPES))
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.snapshot  # one read: the loop swaps in a new one, never changes this one
+        yield from self._families(snap)
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self._families(Snapshot())
+
+    @staticmethod
+    def _families(snap: Snapshot) -> Iterator[Metric]:
+        received = CounterMetricFamily(
+            "pxed_dhcp_received", "DHCP messages received, by message type", labels=["type"]
+        )
+        for mtype, count in snap.received:
+            received.add_metric([mtype], count)
+        yield received
+        drops = CounterMetricFamily(
+            "pxed_dhcp_drops", "DHCP datagrams left unanswered, by reason", labels=["reason"]
+        )
+        for reason, count in snap.drops:
+            drops.add_metric([reason], count)
+        yield drops
+        yield GaugeMetricFamily("pxed_tftp_active", "TFTP transfers running", snap.tftp_active)
 
 
 class Metrics:
@@ -45,30 +119,76 @@ class Metrics:
                                  ["outcome"], registry=r)  # fmt: skip
         self.tftp_bytes = Counter("pxed_tftp_bytes", "Bytes of TFTP transfers acknowledged",
                                   registry=r)  # fmt: skip
+        self.refusals = Counter("pxed_tftp_refusals", "TFTP requests not served (and datagrams "
+                                "from peers without a transfer), by reason", ["reason"],
+                                registry=r)  # fmt: skip
+        self.boots = Counter("pxed_boots", "Boot stories finished, by outcome", ["outcome"],
+                             registry=r)  # fmt: skip
         self.leases = Gauge("pxed_leases", "Addresses per subnet, by state",
                             ["subnet", "state"], registry=r)  # fmt: skip
         self.reloads = Counter("pxed_reloads", "Configuration reloads, by result", ["result"],
                                registry=r)  # fmt: skip
+        self.cores = CoreCollector()
+        r.register(self.cores)
+        # Label children made once: labels() costs a lock and a tuple a call, and the
+        # consumer runs for every event on the bus.
+        self._kinds: dict[str, Any] = {}
+        self._replies = {kind: self.replies.labels(t) for kind, t in _REPLY_KINDS.items()}
+        self._refusals = {str(x): self.refusals.labels(str(x)) for x in RefusalReason}
+        for outcome in BOOT_OUTCOMES:
+            self.boots.labels(outcome)
 
     def __call__(self, event: Event) -> None:
-        """The consumer: counts one event (cheap: its fields are read only for TFTP)."""
+        """The consumer: counts one event (cheap: fields are read only for the kinds in
+        _DETAILED, TFTP transfers ending or refused and boots finished)."""
         kind = event.kind
-        self.events.labels(kind).inc()
-        reply = _REPLY_KINDS.get(kind)
+        child = self._kinds.get(kind)
+        if child is None:
+            child = self._kinds[kind] = self.events.labels(kind)
+        child.inc()
+        reply = self._replies.get(kind)
         if reply is not None:
-            self.replies.labels(reply).inc()
-        elif kind in _TRANSFER_KINDS:
-            fields = event.fields()
+            reply.inc()
+        elif kind in _DETAILED:
+            self._detailed(kind, event.fields())
+
+    def _detailed(self, kind: str, fields: Mapping[str, Any]) -> None:
+        if kind in _TRANSFER_KINDS:
             self.transfers.labels(str(fields.get("outcome") or kind.split(".", 1)[1])).inc()
             sent = fields.get("bytes")
             if isinstance(sent, int) and sent > 0:
                 self.tftp_bytes.inc(sent)
-        elif kind == "tftp.refused":
-            self.transfers.labels("refused").inc()
+        elif kind == "boots.finished":
+            self.boots.labels(str(fields.get("outcome"))).inc()
+        else:  # tftp.refused, tftp.malformed
+            if kind == "tftp.refused":
+                self.transfers.labels("refused").inc()
+            cause = fields.get("cause")
+            refusal = self._refusals.get(cause) if isinstance(cause, str) else None
+            if refusal is None:  # an event not from the TFTP core (no known cause)
+                refusal = self.refusals.labels("unknown")
+            refusal.inc()
 
-    def refresh(self, tables: Mapping[str, LeaseTable], now: float) -> None:
-        """The lease gauges from the tables as they are now (on the event loop)."""
+    def refresh(
+        self,
+        tables: Mapping[str, LeaseTable],
+        now: float,
+        *,
+        dhcp: Iterable[DhcpCounts] = (),
+        tftp_active: int = 0,
+    ) -> None:
+        """The lease gauges from the tables as they are now, and a :class:`Snapshot` of the
+        DHCP cores' counters and the running TFTP transfers (on the event loop)."""
         for subnet, table in tables.items():
             stats = table.stats(now)
             for state in ("active", "free", "held", "declined"):
                 self.leases.labels(subnet, state).set(getattr(stats, state))
+        received = dict.fromkeys(CLIENT_TYPES, 0)
+        drops = dict.fromkeys((str(x) for x in DropReason), 0)
+        for core in dhcp:
+            for mtype, count in core.received.items():
+                name = mtype.name if mtype is not None else NO_TYPE
+                received[name] = received.get(name, 0) + count
+            for reason, count in core.drops.items():
+                drops[str(reason)] += count
+        self.cores.snapshot = Snapshot(tuple(received.items()), tuple(drops.items()), tftp_active)

@@ -16,7 +16,7 @@ from ipaddress import IPv4Address
 
 from pxed.boot import BootPolicy
 from pxed.config import Config, HostConfig
-from pxed.dhcp.events import DhcpDecision
+from pxed.dhcp.events import DhcpDecision, DropReason
 from pxed.dhcp.options import MessageType, OptionCode, PxeSubOption, pxe_suboptions
 from pxed.dhcp.packet import DhcpPacket, build, parse
 from pxed.dhcp.pxe import add_boot_options, choose_boot, is_pxe_client
@@ -70,9 +70,20 @@ class ProxyServer:
         self.policy = policy
         self.hosts: dict[str, HostConfig] = {h.mac: h for h in config.hosts}
         self.stats: dict[str, int] = {}
+        self.received: dict[MessageType | None, int] = {}
+        """Messages that parsed, by message type (None: no valid option 53): every DHCP
+        message on the segment, the router's clients' too."""
+        self.drops: dict[DropReason, int] = {}
+        """Datagrams left unanswered, by why (every drop, at any log level)."""
         self._learned: dict[str, IPv4Address] = {}
         """Per interface, an address the router handed out there (its offer to the probe, a
         client's REQUEST): where the router's clients are."""
+
+    def take_counters(self, old: ProxyServer) -> None:
+        """Go on counting where ``old`` (the core a reload replaces) stopped."""
+        self.stats = old.stats
+        self.received = old.received
+        self.drops = old.drops
 
     def set_interfaces(self, interfaces: Mapping[str, InterfaceInfo]) -> None:
         """The interfaces as they are now (addresses come and go while pxed runs)."""
@@ -135,21 +146,27 @@ class ProxyServer:
         out = Outcome()
         info = self.interfaces.get(source.interface)
         if info is None or info.primary is None:
+            self._dropped(DropReason.WRONG_INTERFACE)
             return out
         try:
             p = parse(data)
         except MalformedPacket as exc:
             self._count("malformed")
+            self._dropped(DropReason.MALFORMED)
             self._note(out, logging.DEBUG, "dhcp.drop", reason=str(exc), src=str(source.address),
-                       mode="proxy")  # fmt: skip
+                       cause=DropReason.MALFORMED.value, mode="proxy")  # fmt: skip
             return out
+        mtype = p.message_type
+        received = self.received
+        received[mtype] = received.get(mtype, 0) + 1
         if p.op != 1:
+            self._drop(out, p, DropReason.NOT_CLIENT_MESSAGE, "a BOOTREPLY (op 2) sent to a server")
             return out
         if not is_pxe_client(p):
             # Never a second DHCP server for ordinary clients: they are the router's.
             self._count("not-pxe")
+            self._dropped(DropReason.NOT_PXE)
             return out
-        mtype = p.message_type
         if (
             source.local_port != PROXY_PORT
             and mtype is MessageType.REQUEST
@@ -165,6 +182,8 @@ class ProxyServer:
         if source.local_port == PROXY_PORT:
             if mtype in (MessageType.REQUEST, MessageType.INFORM):
                 self._answer(p, source, server_ip, MessageType.ACK, out)
+            else:
+                self._unanswered(out, p, mtype, "on port 4011")
             return out
         if mtype is MessageType.DISCOVER:
             self._answer(p, source, server_ip, MessageType.OFFER, out)
@@ -174,9 +193,25 @@ class ProxyServer:
             # The firmware taking the router's offer, or renewing: the DHCP server's to answer.
             self._count("address-request")
             why = "a REQUEST for an address is the DHCP server's to answer"
-            self._note(out, logging.DEBUG, "dhcp.drop", mac=p.mac, xid=f"0x{p.xid:08x}",
-                       mode="proxy", reason=why)  # fmt: skip
+            self._drop(out, p, DropReason.OTHER_SERVER, why)
+        elif mtype in (MessageType.DECLINE, MessageType.RELEASE, MessageType.INFORM):
+            why = f"a {mtype.name} without a boot item is the DHCP server's"
+            self._drop(out, p, DropReason.OTHER_SERVER, why)
+        else:
+            self._unanswered(out, p, mtype, "on port 67")
         return out
+
+    def _unanswered(
+        self, out: Outcome, p: DhcpPacket, mtype: MessageType | None, where: str
+    ) -> None:
+        """A message type this core does not answer on the port it came to."""
+        if mtype is None:
+            self._drop(out, p, DropReason.BOOTP, "BOOTP request without DHCP message type")
+        elif mtype in (MessageType.DISCOVER, MessageType.DECLINE, MessageType.RELEASE):
+            self._drop(out, p, DropReason.UNEXPECTED, f"{mtype.name} is not answered {where}")
+        else:
+            why = f"{mtype.name} is not a client message"
+            self._drop(out, p, DropReason.NOT_CLIENT_MESSAGE, why)
 
     def _answer(
         self,
@@ -189,6 +224,7 @@ class ProxyServer:
         host = self.hosts.get(p.mac)
         boot = choose_boot(self.policy, p, host, out.events, self.min_level, pxe_only=True)
         if boot is None:
+            self._dropped(DropReason.NO_BOOT_FILE)
             self._note(out, logging.INFO, "proxy.no_boot_file", mac=p.mac, xid=f"0x{p.xid:08x}",
                        arch=p.client_arch)  # fmt: skip
             return
@@ -221,6 +257,19 @@ class ProxyServer:
         if self.min_level <= logging.INFO:
             extra = {"port": src.local_port}
             out.events.append(DhcpDecision(event, logging.INFO, p, p.ciaddr, boot, extra))
+
+    def _drop(self, out: Outcome, p: DhcpPacket, cause: DropReason, why: str) -> None:
+        """A request left unanswered: counted by ``cause``; ``why`` in words for the log."""
+        self._dropped(cause)
+        if self.min_level <= logging.DEBUG:
+            mtype = p.message_type
+            self._note(out, logging.DEBUG, "dhcp.drop", mac=p.mac, xid=f"0x{p.xid:08x}",
+                       mode="proxy", reason=why, cause=cause.value,
+                       msg_type=mtype.name if mtype is not None else None)  # fmt: skip
+
+    def _dropped(self, cause: DropReason) -> None:
+        drops = self.drops
+        drops[cause] = drops.get(cause, 0) + 1
 
     def _note(self, out: Outcome, level: int, kind: str, **fields: object) -> None:
         if level >= self.min_level:

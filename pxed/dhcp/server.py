@@ -18,7 +18,7 @@ from typing import Any
 from pxed.boot import BootChoice, BootPolicy
 from pxed.config import Config, HostConfig, SubnetConfig
 from pxed.dhcp import options as o
-from pxed.dhcp.events import DhcpDecision
+from pxed.dhcp.events import DhcpDecision, DropReason
 from pxed.dhcp.events import arch as _arch
 from pxed.dhcp.events import xid as _xid
 from pxed.dhcp.options import MessageType, OptionCode
@@ -187,8 +187,19 @@ class DhcpServer:
         for sub in config.subnets:
             self.add_subnet(sub, tables[str(sub.network)])
         self.stats: dict[str, int] = {}
+        self.received: dict[MessageType | None, int] = {}
+        """Messages that parsed, by message type (None: no valid option 53), whatever the
+        core made of them."""
+        self.drops: dict[DropReason, int] = {}
+        """Datagrams left unanswered, by why (every drop, at any log level)."""
         self._buckets: dict[str, _Bucket] = {}
         self._decisions = min_level <= logging.INFO
+
+    def take_counters(self, old: DhcpServer) -> None:
+        """Go on counting where ``old`` (the core a reload replaces) stopped."""
+        self.stats = old.stats
+        self.received = old.received
+        self.drops = old.drops
 
     def set_interfaces(self, interfaces: Mapping[str, InterfaceInfo]) -> None:
         """The interfaces as they are now (addresses come and go while pxed runs)."""
@@ -229,28 +240,37 @@ class DhcpServer:
         outcome = Outcome()
         if source.interface not in self.interfaces:
             self._count("ignored-interface")
+            self._dropped(DropReason.WRONG_INTERFACE)
             return outcome
         try:
             packet = parse(data)
         except MalformedPacket as exc:
             self._count("malformed")
-            self._note(
-                logging.DEBUG,
-                "dhcp.drop",
-                reason=str(exc),
-                src=str(source.address),
-                iface=source.interface,
-            )
-            return outcome
-        if packet.op != 1:
+            self._dropped(DropReason.MALFORMED)
+            if self.min_level <= logging.DEBUG:
+                self._note(
+                    logging.DEBUG,
+                    "dhcp.drop",
+                    reason=str(exc),
+                    cause=DropReason.MALFORMED.value,
+                    src=str(source.address),
+                    iface=source.interface,
+                )
             return outcome
         mtype = packet.message_type
+        received = self.received
+        received[mtype] = received.get(mtype, 0) + 1
+        if packet.op != 1:
+            self._drop(packet, DropReason.NOT_CLIENT_MESSAGE, "a BOOTREPLY (op 2) sent to a server")
+            return outcome
         if mtype is None:
-            self._drop(packet, "BOOTP request without DHCP message type")
+            self._drop(packet, DropReason.BOOTP, "BOOTP request without DHCP message type")
             return outcome
         handler = self._handlers.get(mtype)
         if handler is None:
-            self._drop(packet, f"{mtype.name} is not a client message")
+            self._drop(
+                packet, DropReason.NOT_CLIENT_MESSAGE, f"{mtype.name} is not a client message"
+            )
             return outcome
         handler(self, packet, source, now, outcome)
         return outcome
@@ -260,7 +280,8 @@ class DhcpServer:
     def _discover(self, p: DhcpPacket, src: Source, now: float, out: Outcome) -> None:
         candidates = self._candidates(p, src)
         if not candidates:
-            self._drop(p, "no subnet for this request", iface=src.interface, giaddr=str(p.giaddr))
+            self._drop(p, DropReason.NO_SUBNET, "no subnet for this request", iface=src.interface,
+                       giaddr=str(p.giaddr))  # fmt: skip
             return
         host = self.hosts.get(p.mac)
         key = self._key(p)
@@ -297,6 +318,7 @@ class DhcpServer:
                     logging.DEBUG, "dhcp.no_offer", subnet=str(subnet.config.network), mac=p.mac
                 )
             self._count("exhausted")
+            self._dropped(DropReason.NO_ADDRESS)
             return
         subnet.exhausted_warned = False
         lease_time = self._lease_time(p, subnet.config)
@@ -311,6 +333,7 @@ class DhcpServer:
         if state is RequestState.SELECTING:
             if p.server_id not in self._own:
                 # The client chose another server's offer; our hold simply times out.
+                self._dropped(DropReason.OTHER_SERVER)
                 self._note(
                     logging.DEBUG,
                     "dhcp.not_for_us",
@@ -329,14 +352,14 @@ class DhcpServer:
             ip = p.ciaddr
             subnet = self._subnet_for_address(p.ciaddr)
         if ip is None or ip == ZERO:
-            self._drop(p, "REQUEST without an address")
+            self._drop(p, DropReason.INVALID, "REQUEST without an address")
             return
         if subnet is None or ip not in subnet.config.network:
             if state is RequestState.INIT_REBOOT and subnet is not None:
                 # The client moved to this network with an address from another (§4.3.2).
                 self._nak(p, src, subnet, f"{ip} is not on {subnet.config.network}", out)
             else:
-                self._drop(p, f"{ip} is not in any subnet of ours")
+                self._drop(p, DropReason.NO_SUBNET, f"{ip} is not in any subnet of ours")
             return
         key = self._key(p)
         host = self.hosts.get(p.mac)
@@ -375,12 +398,15 @@ class DhcpServer:
         ip = p.requested_ip
         subnet = self._subnet_for_address(ip) if ip is not None else None
         if p.server_id not in self._own or subnet is None or ip is None:
-            self._drop(p, "DECLINE not for us", server_id=str(p.server_id))
+            cause = (DropReason.OTHER_SERVER if p.server_id not in self._own
+                     else DropReason.INVALID if ip is None else DropReason.NO_SUBNET)  # fmt: skip
+            self._drop(p, cause, "DECLINE not for us", server_id=str(p.server_id))
             return
         # Only the client the address was given to may say it is in use: anyone else's
         # DECLINE would take a reserved host's address or end another client's lease.
         if not self._holds(subnet, ip, p, now):
-            self._drop(p, "DECLINE from a client that does not hold the address", ip=str(ip))
+            self._drop(p, DropReason.NOT_HOLDER, "DECLINE from a client that does not hold the "
+                       "address", ip=str(ip))  # fmt: skip
             return
         lease = subnet.table.decline(ip, now, self.config.decline_quarantine)
         if lease is not None:
@@ -398,10 +424,15 @@ class DhcpServer:
     def _release(self, p: DhcpPacket, src: Source, now: float, out: Outcome) -> None:
         subnet = self._subnet_for_address(p.ciaddr)
         if subnet is None or p.server_id not in self._own:
-            self._drop(p, "RELEASE not for us", server_id=str(p.server_id))
+            cause = (
+                DropReason.OTHER_SERVER if p.server_id not in self._own else DropReason.NO_SUBNET
+            )
+            self._drop(p, cause, "RELEASE not for us", server_id=str(p.server_id))
             return
         if not self._holds(subnet, p.ciaddr, p, now):
-            self._drop(p, "RELEASE from a client that does not hold the address")
+            self._drop(
+                p, DropReason.NOT_HOLDER, "RELEASE from a client that does not hold the address"
+            )
             return
         lease = subnet.table.release(self._key(p), p.ciaddr, now)
         if lease is not None:
@@ -422,7 +453,7 @@ class DhcpServer:
             candidates = self._candidates(p, src)
             subnet = candidates[0] if candidates else None
         if subnet is None:
-            self._drop(p, "INFORM from an address not in our subnets")
+            self._drop(p, DropReason.NO_SUBNET, "INFORM from an address not in our subnets")
             return
         host = self.hosts.get(p.mac)
         boot = choose_boot(self.policy, p, host, self._pending, self.min_level)
@@ -491,7 +522,7 @@ class DhcpServer:
         if host is not None or not self.config.known_only:
             return False
         self._count("unknown-client")
-        self._drop(p, "known_only: no [[dhcp.host]] entry for this MAC")
+        self._drop(p, DropReason.UNKNOWN_CLIENT, "known_only: no [[dhcp.host]] entry for this MAC")
         return True
 
     def _admitted(
@@ -528,6 +559,7 @@ class DhcpServer:
         bucket.refused += 1
         bucket.last_refused = now
         self._count("rate-limited")
+        self._dropped(DropReason.RATE_LIMITED)
         if not bucket.warned:
             bucket.warned = True
             self._note(
@@ -768,8 +800,12 @@ class DhcpServer:
         if self._decisions:  # the value only: its fields are built by whoever reads them
             self._pending.append(DhcpDecision(event, logging.INFO, p, ip, boot, extra))
 
-    def _drop(self, p: DhcpPacket, why: str, **extra: Any) -> None:
+    def _drop(self, p: DhcpPacket, cause: DropReason, why: str, **extra: Any) -> None:
+        """A request left unanswered: counted by ``cause``; ``why`` in words for the log."""
         self._count("dropped")
+        self._dropped(cause)
+        if self.min_level > logging.DEBUG:
+            return
         mtype = p.message_type
         self._note(
             logging.DEBUG,
@@ -777,9 +813,14 @@ class DhcpServer:
             mac=p.mac,
             xid=_xid(p),
             reason=why,
+            cause=cause.value,
             msg_type=mtype.name if mtype is not None else None,
             **extra,
         )
+
+    def _dropped(self, cause: DropReason) -> None:
+        drops = self.drops
+        drops[cause] = drops.get(cause, 0) + 1
 
     def _note(self, level: int, kind: str, **fields: Any) -> None:
         if level >= self.min_level:

@@ -339,7 +339,8 @@ class _Pump:
         """Send the core's ERROR (if any) and log the refusal as the core says."""
         if decision.reply is not None:
             self._send_raw(decision.reply, addr, local_ip)
-        fields: dict[str, Any] = {"client": _peer(addr), "reason": decision.reason}
+        fields: dict[str, Any] = {"client": _peer(addr), "reason": decision.reason,
+                                  "cause": decision.cause.value}  # fmt: skip
         if decision.filename is not None:
             fields["file"] = decision.filename
         if decision.code is not None:

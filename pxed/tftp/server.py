@@ -9,8 +9,9 @@ and gets one decision back:
   request ends (a firmware that asked for ``tsize`` only and came back from the same port).
 - :class:`Duplicate`: the client sent its RRQ again; its transfer retransmits on its own timer.
 - :class:`Refused`: ERROR to send back (or nothing for a broken ERROR packet), with the log
-  event, level and reason. :meth:`TftpServer.cannot_serve` turns an accepted transfer the
-  glue could not give a socket into one.
+  event, level, reason in words and its :class:`RefusalReason` (the metrics' label).
+  :meth:`TftpServer.cannot_serve` turns an accepted transfer the glue could not give a
+  socket into one.
 
 The server never raises on input: a Hypothesis test drives it with random datagrams.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 
 from pxed.config import TftpConfig
 from pxed.errors import MalformedPacket
@@ -46,6 +48,35 @@ class Duplicate:
     """The transfer the retransmitted RRQ belongs to."""
 
 
+class RefusalReason(StrEnum):
+    """Why a request (or a datagram from an unknown peer) was not served: the ``cause``
+    field of ``tftp.refused`` / ``tftp.malformed`` and the ``reason`` label of
+    ``pxed_tftp_refusals``. A closed set; the event's ``reason`` says the particulars."""
+
+    NOT_FOUND = "not_found"
+    """No such file under the root (ERROR 1)."""
+    ACCESS_VIOLATION = "access_violation"
+    """The name leads out of the root, the file is not readable or not world-readable, not
+    a regular file ... (ERROR 2)."""
+    READ_ONLY = "read_only"
+    """A write request: pxed only serves files."""
+    BAD_REQUEST = "bad_request"
+    """A read request whose options cannot be honoured (RFC 2347 §4: ERROR 8)."""
+    BUSY = "busy"
+    """``max_transfers`` are running."""
+    CLIENT_LIMIT = "client_limit"
+    """``max_transfers_per_client`` are running for this client address."""
+    NO_SOCKET = "no_socket"
+    """No socket for the transfer (no free port in ``port_range``, out of descriptors)."""
+    SHUTTING_DOWN = "shutting_down"
+    """pxed is stopping: new requests are refused."""
+    MALFORMED = "malformed"
+    """Not a read request: a datagram that does not decode, or an ACK, DATA or ERROR from a
+    peer that has no transfer (``tftp.malformed``)."""
+    INTERNAL_ERROR = "internal_error"
+    """A bug in pxed (logged with the exception)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Refused:
     reply: bytes | None
@@ -53,6 +84,7 @@ class Refused:
     event: str
     """``tftp.refused`` (a valid request not served) or ``tftp.malformed``."""
     reason: str
+    cause: RefusalReason
     code: int | None = None
     filename: str | None = None
     level: int = logging.INFO
@@ -83,9 +115,11 @@ def settings_from(config: TftpConfig) -> Settings:
     )
 
 
-def _refuse(event: str, reason: str, code: int | None, filename: str | None = None) -> Refused:
+def _refuse(
+    event: str, cause: RefusalReason, reason: str, code: int | None, filename: str | None = None
+) -> Refused:
     reply = tp.encode_error(code, reason) if code is not None else None
-    return Refused(reply, event, reason, code, filename)
+    return Refused(reply, event, reason, cause, code, filename)
 
 
 def client_dir(per_client: str | None, ip: str | None, mac: str | None) -> str | None:
@@ -161,10 +195,11 @@ class TftpServer:
             return self._request(bytes(datagram), client, now)
         except MalformedPacket as exc:
             self.malformed += 1
-            return _refuse("tftp.malformed", str(exc), exc.error_code)
+            return _refuse("tftp.malformed", RefusalReason.MALFORMED, str(exc), exc.error_code)
         except Exception as exc:  # a bug must cost one request, not the server
             self.refused += 1
-            return _refuse("tftp.refused", f"internal error: {exc!r}", ErrorCode.NOT_DEFINED)
+            return _refuse("tftp.refused", RefusalReason.INTERNAL_ERROR,
+                           f"internal error: {exc!r}", ErrorCode.NOT_DEFINED)  # fmt: skip
 
     def is_new_request(self, datagram: bytes) -> bool:
         """Whether a datagram from a client that has a transfer running on the shared port
@@ -185,15 +220,18 @@ class TftpServer:
         if len(datagram) >= 2 and datagram[0] == 0 and datagram[1] == Opcode.WRQ:
             # Refuse before decoding: a broken WRQ gets the same answer.
             self.refused += 1
-            return _refuse("tftp.refused", "read-only server", ErrorCode.ACCESS_VIOLATION)
+            return _refuse("tftp.refused", RefusalReason.READ_ONLY, "read-only server",
+                           ErrorCode.ACCESS_VIOLATION)  # fmt: skip
         pkt = tp.decode(datagram)
         if not isinstance(pkt, tp.ReadRequest):
             if isinstance(pkt, tp.Error):
                 self.malformed += 1
-                return Refused(None, "tftp.malformed", "ERROR from an unknown peer")
+                return Refused(None, "tftp.malformed", "ERROR from an unknown peer",
+                               RefusalReason.MALFORMED)  # fmt: skip
             self.malformed += 1
             return _refuse(
                 "tftp.malformed",
+                RefusalReason.MALFORMED,
                 f"{type(pkt).__name__} from an unknown transfer ID",
                 ErrorCode.UNKNOWN_TID,
             )
@@ -202,7 +240,8 @@ class TftpServer:
             return Duplicate(existing)
         if self._refusing is not None:
             self.refused += 1
-            return _refuse("tftp.refused", self._refusing, ErrorCode.NOT_DEFINED, pkt.filename)
+            return _refuse("tftp.refused", RefusalReason.SHUTTING_DOWN, self._refusing,
+                           ErrorCode.NOT_DEFINED, pkt.filename)  # fmt: skip
         replaced = existing
         count = self._per_client.get(client[0], 0) - (1 if replaced is not None else 0)
         active = len(self.transfers) - (1 if replaced is not None else 0)
@@ -210,6 +249,7 @@ class TftpServer:
             self.refused += 1
             return _refuse(
                 "tftp.refused",
+                RefusalReason.BUSY,
                 f"server busy: {active} transfers running",
                 ErrorCode.NOT_DEFINED,
                 pkt.filename,
@@ -218,6 +258,7 @@ class TftpServer:
             self.refused += 1
             return _refuse(
                 "tftp.refused",
+                RefusalReason.CLIENT_LIMIT,
                 f"too many transfers from {client[0]} ({count})",
                 ErrorCode.NOT_DEFINED,
                 pkt.filename,
@@ -226,14 +267,17 @@ class TftpServer:
             negotiation = negotiate(pkt)
         except MalformedPacket as exc:
             self.refused += 1
-            return _refuse("tftp.refused", str(exc), exc.error_code, pkt.filename)
+            return _refuse("tftp.refused", RefusalReason.BAD_REQUEST, str(exc), exc.error_code,
+                           pkt.filename)  # fmt: skip
         try:
             served = self.files.open(
                 pkt.filename, netascii=pkt.mode == "netascii", under=self._client_dir(client[0])
             )
         except FileRefused as exc:
             self.refused += 1
-            return _refuse("tftp.refused", exc.reason, exc.error_code, pkt.filename)
+            cause = (RefusalReason.NOT_FOUND if exc.error_code == ErrorCode.FILE_NOT_FOUND
+                     else RefusalReason.ACCESS_VIOLATION)  # fmt: skip
+            return _refuse("tftp.refused", cause, exc.reason, exc.error_code, pkt.filename)
         if replaced is not None:
             replaced.fail(Outcome.REPLACED, "a new request came from the same client port", now)
             self.finish(replaced)
@@ -261,6 +305,7 @@ class TftpServer:
             BUSY_ERROR,
             "tftp.refused",
             reason,
+            RefusalReason.NO_SOCKET,
             ErrorCode.NOT_DEFINED,
             transfer.request.filename,
             logging.WARNING,

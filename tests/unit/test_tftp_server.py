@@ -14,7 +14,7 @@ from pxed.config import TftpConfig
 from pxed.tftp import packet as tp
 from pxed.tftp.files import FileRefused, FileStore
 from pxed.tftp.packet import ErrorCode
-from pxed.tftp.server import Accepted, Duplicate, Refused, TftpServer
+from pxed.tftp.server import Accepted, Duplicate, RefusalReason, Refused, TftpServer
 from pxed.tftp.transfer import Outcome
 
 CLIENT = ("198.18.0.2", 40000)
@@ -400,3 +400,34 @@ def test_refuse_new_turns_requests_away_while_transfers_go_on() -> None:
     assert isinstance(refused, Refused) and refused.code == ErrorCode.NOT_DEFINED
     assert refused.reason == "server shutting down" and refused.reply is not None
     assert core.transfers[CLIENT] is running.transfer
+
+
+def cause_of(decision: object) -> RefusalReason:
+    assert isinstance(decision, Refused), decision
+    return decision.cause
+
+
+def test_every_refusal_names_its_cause(tmp_path: Path) -> None:
+    """The metrics' label: a closed set, each refusal under the one that says why."""
+    srv, _ = server(max_transfers=2, max_transfers_per_client=1)
+    assert cause_of(srv.request(rrq("nope"), CLIENT, 0.0)) is RefusalReason.NOT_FOUND
+    assert cause_of(srv.request(b"\x00\x02up\x00octet\x00", CLIENT, 0.0)) is RefusalReason.READ_ONLY
+    assert cause_of(srv.request(tp.encode_ack(1), CLIENT, 0.0)) is RefusalReason.MALFORMED
+    assert cause_of(srv.request(tp.encode_error(0, "x"), CLIENT, 0.0)) is RefusalReason.MALFORMED
+    bad = rrq("pxelinux.0", "blksize", "7")  # below RFC 2348's 8
+    assert cause_of(srv.request(bad, CLIENT, 0.0)) is RefusalReason.BAD_REQUEST
+    first = srv.request(rrq(), CLIENT, 0.0)
+    assert isinstance(first, Accepted)
+    other_port = (CLIENT[0], CLIENT[1] + 1)
+    assert cause_of(srv.request(rrq(), other_port, 0.0)) is RefusalReason.CLIENT_LIMIT
+    assert isinstance(srv.request(rrq(), ("198.18.0.3", 1), 0.0), Accepted)
+    assert cause_of(srv.request(rrq(), ("198.18.0.4", 1), 0.0)) is RefusalReason.BUSY
+    no_socket = srv.cannot_serve(first.transfer, "no free port in port_range", 0.1)
+    assert no_socket.cause is RefusalReason.NO_SOCKET
+    srv.refuse_new("server shutting down")
+    assert cause_of(srv.request(rrq(), ("198.18.0.5", 1), 0.2)) is RefusalReason.SHUTTING_DOWN
+    (tmp_path / "f").write_bytes(b"abc")
+    real = TftpServer(TftpConfig(root=tmp_path), FileStore(tmp_path))
+    leak = real.request(rrq("../etc/passwd"), CLIENT, 0.0)
+    assert cause_of(leak) is RefusalReason.ACCESS_VIOLATION
+    assert cause_of(real.request(rrq("g"), CLIENT, 0.0)) is RefusalReason.NOT_FOUND
