@@ -841,10 +841,14 @@ class Server:
         """The cores' counters and the consumers' drops (the control socket's ``stats``)."""
         out: dict[str, Any] = {"events_dropped": self.events_dropped,
                                "consumer_failures": self.bus.failures}  # fmt: skip
-        if self.dhcp is not None:
-            out["dhcp"] = dict(self.dhcp.stats)
-        if self.proxy is not None:
-            out["proxy"] = dict(self.proxy.stats)
+        for name, core in (("dhcp", self.dhcp), ("proxy", self.proxy)):
+            if core is not None:
+                out[name] = {
+                    **core.stats,
+                    "received": {(t.name if t is not None else "unknown"): n
+                                 for t, n in core.received.items()},
+                    "drops": {str(reason): n for reason, n in core.drops.items()},
+                }  # fmt: skip
         tftp = [e for e in self._all_endpoints() if isinstance(e, _tftp_type())]
         if tftp:
             totals: dict[str, int] = {}

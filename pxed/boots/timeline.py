@@ -33,6 +33,10 @@ from pxed.events import Event, Notice
 log = structlog.get_logger("pxed.boots")
 
 BOOTS_FILE = "boots.jsonl"
+RUNNING_MAX = 3600.0
+"""Seconds a story with a transfer still running waits before it is finished all the same."""
+MAX_RUNNING_SCAN = 20
+"""The last steps looked at for a running transfer (a client runs a few at a time)."""
 QUIET = 60.0
 """Seconds without a word from a machine after which its story is finished."""
 _DHCP_KINDS = frozenset({"dhcp.offer", "dhcp.ack", "dhcp.inform", "proxy.offer", "proxy.ack"})
@@ -114,7 +118,7 @@ class Timeline:
             except Exception:  # a story is not worth the daemon
                 log.exception("boots.fold_error", event_kind=event.kind)
         for mac, boot in list(self.open.items()):
-            if now - boot.updated >= self.quiet:
+            if self._quiet(boot, now):
                 self._finish(boot, now)
             elif mac in self._changed:
                 boot.outcome, boot.reason, boot.last = diagnose(boot, quiet=False)
@@ -285,6 +289,16 @@ class Timeline:
             self.open.pop(gone_mac, None)
         return boot
 
+    def _quiet(self, boot: Boot, now: float) -> bool:
+        """Nothing more is coming: quiet for ``quiet`` seconds with no transfer running.
+        A running transfer says nothing until it ends (a 500 MB ISO over TFTP takes minutes),
+        and it always ends with an event; RUNNING_MAX covers an end this timeline missed."""
+        idle = now - boot.updated
+        if idle < self.quiet:
+            return False
+        running = any(step.end is None for step in boot.steps[-MAX_RUNNING_SCAN:])
+        return not running or idle >= max(self.quiet, RUNNING_MAX)
+
     def _touch(self, boot: Boot, now: float) -> None:
         boot.updated = now
         self.boots.move_to_end(boot.mac)
@@ -293,11 +307,11 @@ class Timeline:
     def _finish(self, boot: Boot, now: float) -> None:
         if not boot.finished:
             quiet = now - boot.updated >= self.quiet
+            for step in boot.steps:
+                if step.end is None:  # a transfer the stop cut short, or whose end was missed
+                    step.end, step.ok = boot.updated, False
             if not (boot.steps and boot.steps[-1].detail.get("system")):
                 boot.outcome, boot.reason, boot.last = diagnose(boot, quiet=quiet)
-            for step in boot.steps:
-                if step.end is None:  # a transfer the stop cut short
-                    step.end, step.ok = boot.updated, False
             boot.finished = True
         self.open.pop(boot.mac, None)
         if self.by_ip.get(boot.ip or "") == boot.mac:

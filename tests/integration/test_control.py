@@ -65,6 +65,7 @@ def test_control_socket_answers_and_deletes_a_lease(net: DhcpNet) -> None:
     assert [(r["ip"], r["state"]) for r in leases] == [(ip, "active")]
     stats = request(sock, "stats")["arguments"]
     assert stats["dhcp"].get("dhcp.ack", 0) >= 1, stats
+    assert stats["dhcp"]["received"].get("REQUEST", 0) >= 1, stats
     assert request(sock, "nonsense")["result"] == 3
     with socket.socket(socket.AF_UNIX) as raw:
         raw.connect(str(sock))

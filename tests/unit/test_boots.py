@@ -214,3 +214,19 @@ async def test_the_control_socket_works_in_a_state_directory_deeper_than_108_byt
     assert reply == {"result": 0, "text": "hello", "arguments": {"echo": 1}}
     await server.close()
     assert not (deep / "control.sock").exists()
+
+
+def test_a_long_transfer_keeps_its_story_open_past_quiet() -> None:
+    timeline = Timeline(None, keep=10, quiet=30)
+    dora(timeline, file="ipxe.efi", rule="uefi_x64")
+    sent(timeline, "ipxe.efi", 1_000_000)
+    tftp(timeline, "tftp.start", "debian.iso", port=2001)
+    timeline.fold(T0)
+    boot = timeline.boots[MAC]
+    timeline.fold(boot.updated + 600)  # ten minutes into the ISO: not over
+    assert not boot.finished and boot.outcome == "booting"
+    tftp(timeline, "tftp.done", "debian.iso", port=2001, bytes=600_000_000, size=600_000_000,
+         seconds=600.0, retransmissions=0, outcome="ok")  # fmt: skip
+    timeline.fold(boot.updated + 1)
+    timeline.fold(boot.updated + 31)
+    assert boot.finished and boot.outcome == "loaded"
