@@ -20,6 +20,8 @@ from typing import Any
 
 import structlog
 
+from pxed import logs
+
 
 @dataclass(frozen=True, slots=True)
 class Event:
@@ -83,5 +85,11 @@ _METHODS = {
 
 
 def log_event(event: Event) -> None:
-    """The log as a consumer: one structlog event per decision, as the cores logged before."""
-    getattr(_log, _METHODS.get(event.level, "info"))(event.kind, **event.fields())
+    """The log as a consumer: one line per decision, as the cores logged before. An event
+    below the log's level costs nothing (its fields are not built: the timeline or the
+    metrics may have made the core produce it); a JSON log gets the line directly."""
+    if event.level < logs.threshold():
+        return
+    fields = event.fields()
+    if not logs.emit_json(event.kind, event.level, fields):
+        getattr(_log, _METHODS.get(event.level, "info"))(event.kind, **fields)
