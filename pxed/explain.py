@@ -4,7 +4,7 @@ No daemon and no packet on the network: the client's DHCPDISCOVER is built as fi
 builds it, encoded and decoded by pxed's own codec, and handed to the same functions the
 DHCP cores call (pxed.dhcp.pxe.boot_request, then the BootPolicy), so the answer cannot
 drift from the daemon's. The boot file is then looked up under the TFTP root by the TFTP
-server's own lookup (pxed.tftp.files.FileStore), with its root checks and mode rule.
+server's own lookup (pxed.files.FileStore), with its root checks and mode rule.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from pxed.dhcp.options import MessageType, OptionCode
 from pxed.dhcp.packet import DhcpPacket, build, parse
 from pxed.dhcp.pxe import boot_request
 from pxed.errors import ConfigError
+from pxed.files import FileRefused, FileStore
 from pxed.netinfo import interface_info
-from pxed.tftp.files import FileRefused, FileStore
 from pxed.tftp.server import client_dir
 
 PROG = "pxed explain"

@@ -18,8 +18,7 @@ from typing import Any
 
 from pxed.config.model import BootConfig, Config, HostConfig, SubnetConfig, TftpConfig
 from pxed.config.problems import Problems
-from pxed.tftp.files import FileRefused, FileStore
-from pxed.tftp.packet import ErrorCode
+from pxed.files import FileRefused, FileStore, Refusal
 
 _FILE_KEYS = ("bios", "uefi_x64", "uefi_ia32", "uefi_arm64", "ipxe")
 _DEFAULT_BOOT = BootConfig()
@@ -202,7 +201,7 @@ def _not_served(store: FileStore, name: str, root: Path) -> str | None:
     try:
         store.open(name).close()
     except FileRefused as exc:
-        if exc.error_code == ErrorCode.FILE_NOT_FOUND:
+        if exc.kind == Refusal.NOT_FOUND:
             return f"{name!r} does not exist under the TFTP root {root}"
         return f"{name!r} under the TFTP root {root} is not served: {exc.reason}"
     return None

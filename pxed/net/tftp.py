@@ -67,8 +67,8 @@ import structlog
 
 from pxed.config import TftpConfig
 from pxed.events import Event, Notice
+from pxed.files import FileStore
 from pxed.net.udp import PKTINFO_SPACE, Ancillary, local_address, open_udp_socket, send_from
-from pxed.tftp.files import FileStore
 from pxed.tftp.server import Accepted, Duplicate, Refused, TftpServer, TftpStats
 from pxed.tftp.transfer import Address, Buffer, Burst, Datagram, Outcome, Transfer
 

@@ -5,7 +5,7 @@ Everything here is free of sockets and clocks; the asyncio glue is :mod:`pxed.ne
 
 from __future__ import annotations
 
-from pxed.tftp.files import FileRefused, FileStore
+from pxed.files import FileRefused, FileStore
 from pxed.tftp.packet import ErrorCode, Opcode
 from pxed.tftp.server import Accepted, Duplicate, Refused, TftpServer, TftpStats
 from pxed.tftp.transfer import Settings, State, Transfer

@@ -25,13 +25,15 @@ from enum import StrEnum
 
 from pxed.config import TftpConfig
 from pxed.errors import MalformedPacket
+from pxed.files import FileRefused, FileSource, Refusal
 from pxed.tftp import packet as tp
-from pxed.tftp.files import FileRefused, FileSource
 from pxed.tftp.packet import ErrorCode, Opcode
 from pxed.tftp.transfer import Address, Burst, Outcome, Settings, Transfer, negotiate
 
 UNKNOWN_TID_ERROR = tp.encode_error(ErrorCode.UNKNOWN_TID, "unknown transfer ID")
 BUSY_ERROR = tp.encode_error(ErrorCode.NOT_DEFINED, "server busy")
+
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,13 @@ class RefusalReason(StrEnum):
     peer that has no transfer (``tftp.malformed``)."""
     INTERNAL_ERROR = "internal_error"
     """A bug in pxed (logged with the exception)."""
+
+
+_REFUSALS = {
+    Refusal.NOT_FOUND: (RefusalReason.NOT_FOUND, ErrorCode.FILE_NOT_FOUND),
+    Refusal.FORBIDDEN: (RefusalReason.ACCESS_VIOLATION, ErrorCode.ACCESS_VIOLATION),
+}
+"""The root's refusals in TFTP's words: the metric's reason and the error answered."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,9 +284,8 @@ class TftpServer:
             )
         except FileRefused as exc:
             self.refused += 1
-            cause = (RefusalReason.NOT_FOUND if exc.error_code == ErrorCode.FILE_NOT_FOUND
-                     else RefusalReason.ACCESS_VIOLATION)  # fmt: skip
-            return _refuse("tftp.refused", cause, exc.reason, exc.error_code, pkt.filename)
+            cause, code = _REFUSALS[exc.kind]
+            return _refuse("tftp.refused", cause, exc.reason, code, pkt.filename)
         if replaced is not None:
             replaced.fail(Outcome.REPLACED, "a new request came from the same client port", now)
             self.finish(replaced)

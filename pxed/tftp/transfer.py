@@ -44,8 +44,8 @@ from enum import Enum, StrEnum
 from typing import Final, Union
 
 from pxed.errors import MalformedPacket
+from pxed.files import ServedFile
 from pxed.tftp import packet as tp
-from pxed.tftp.files import ServedFile
 from pxed.tftp.packet import ErrorCode, ReadRequest
 
 Buffer = Union[bytes, memoryview]  # noqa: UP007 - a runtime alias, kept readable

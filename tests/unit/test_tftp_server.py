@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pxed.config import TftpConfig
+from pxed.files import FileRefused, FileStore, Refusal
 from pxed.tftp import packet as tp
-from pxed.tftp.files import FileRefused, FileStore
 from pxed.tftp.packet import ErrorCode
 from pxed.tftp.server import Accepted, Duplicate, RefusalReason, Refused, TftpServer
 from pxed.tftp.transfer import Outcome
@@ -47,7 +47,7 @@ class MemFiles:
     def open(self, name: str, *, netascii: bool = False, under: str | None = None) -> MemFile:
         self.unders.append(under)
         if name not in self.files:
-            raise FileRefused("file not found", ErrorCode.FILE_NOT_FOUND)
+            raise FileRefused("file not found", Refusal.NOT_FOUND)
         f = MemFile(name, self.files[name])
         self.opened.append(f)
         return f

@@ -1,4 +1,7 @@
-"""Files served over TFTP: safe name resolution under the root and a shared mapped-file cache.
+"""The boot root, for every transport: safe name resolution under it and a shared mapped-file
+cache. TFTP and HTTP ask the same store with the same names and get the same answer; a
+refusal says only what kind it is (not found, forbidden), which TFTP answers with its error
+codes and HTTP with 404 and 403.
 
 Names from the wire are untrusted. :meth:`FileStore.resolve` accepts the forms PXE clients
 really send (a leading ``/``, the root's own absolute path as a prefix, Windows ``\\``
@@ -9,7 +12,7 @@ is caught too. With ``case_insensitive``, a name that does not exist as spelt is
 one component at a time, ignoring case (Windows boot loaders ask for ``\\Boot\\BCD`` where the
 file was copied as ``boot/bcd``); the match then goes through the same checks.
 
-Every client fetching the same file shares one read-only ``mmap`` (keyed by device, inode,
+TFTP clients fetching the same file share one read-only ``mmap`` (keyed by device, inode,
 size and mtime, reference counted): memory stays flat however many clients fetch an initrd.
 The mapping is never read by Python on the data path; payload slices go straight to
 ``sendmsg``, so a file truncated under a running transfer fails that send with ``EFAULT``
@@ -25,24 +28,33 @@ import mmap
 import os
 import stat
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
-from pxed.config import TftpConfig
 from pxed.errors import PxedError
-from pxed.tftp.packet import ErrorCode
 
 NETASCII_MAX = 64 * 1024 * 1024
 """Largest file served in netascii mode (it is converted in memory; text files are small)."""
 
 
-class FileRefused(PxedError):
-    """A name that is not served; ``error_code`` is the TFTP error to answer with."""
+class Refusal(StrEnum):
+    """What kind of no a name gets: each transport says it in its own words."""
 
-    def __init__(self, reason: str, error_code: ErrorCode) -> None:
+    NOT_FOUND = "not_found"
+    """Nothing by that name (TFTP error 1, HTTP 404)."""
+    FORBIDDEN = "forbidden"
+    """There may be, but it is not served: outside the root, unreadable, not a regular
+    file, not world-readable (TFTP error 2, HTTP 403)."""
+
+
+class FileRefused(PxedError):
+    """A name that is not served: ``reason`` in words, ``kind`` for the transport."""
+
+    def __init__(self, reason: str, kind: Refusal) -> None:
         super().__init__(reason)
         self.reason = reason
-        self.error_code = error_code
+        self.kind = kind
 
 
 class ServedFile(Protocol):
@@ -58,6 +70,19 @@ class ServedFile(Protocol):
     def data(self) -> memoryview: ...
 
     def close(self) -> None: ...
+
+
+class RootSettings(Protocol):
+    """Where the root is and its rules (``[tftp]``: TftpConfig has these)."""
+
+    @property
+    def root(self) -> Path: ...
+
+    @property
+    def case_insensitive(self) -> bool: ...
+
+    @property
+    def world_readable_only(self) -> bool: ...
 
 
 class FileSource(Protocol):
@@ -119,7 +144,7 @@ class OpenFile:
 
 
 class FileStore:
-    """The TFTP root: resolves names safely and shares one mapping per file."""
+    """The boot root: resolves names safely and shares one mapping per file."""
 
     def __init__(
         self,
@@ -135,9 +160,10 @@ class FileStore:
         self._entries: dict[tuple[int, int, int, int], _Entry] = {}
 
     @classmethod
-    def for_config(cls, config: TftpConfig) -> FileStore:
-        """The store ``[tftp]`` describes; the world-readable rule applies as root only (an
-        unprivileged pxed is held to the file modes by the kernel already)."""
+    def for_config(cls, config: RootSettings) -> FileStore:
+        """The store a daemon serves (``[tftp] root`` and its rules, for TFTP and HTTP alike);
+        the world-readable rule applies as root only (an unprivileged pxed is held to the
+        file modes by the kernel already)."""
         return cls(
             config.root,
             case_insensitive=config.case_insensitive,
@@ -168,7 +194,7 @@ class FileStore:
         ``under``: a directory (one name, no separators) below the root to resolve in.
         """
         if "\0" in name:
-            raise FileRefused("NUL in filename", ErrorCode.ACCESS_VIOLATION)
+            raise FileRefused("NUL in filename", Refusal.FORBIDDEN)
         name = name.replace("\\", "/")
         for prefix in {self._given, self._root}:
             prefix = prefix.rstrip("/")
@@ -177,9 +203,9 @@ class FileStore:
                 break
         parts = [part for part in name.split("/") if part not in ("", ".")]
         if ".." in parts:
-            raise FileRefused("'..' in filename", ErrorCode.ACCESS_VIOLATION)
+            raise FileRefused("'..' in filename", Refusal.FORBIDDEN)
         if not parts:
-            raise FileRefused("no file named", ErrorCode.FILE_NOT_FOUND)
+            raise FileRefused("no file named", Refusal.NOT_FOUND)
         if under is not None:
             parts = [under, *parts]
         if fold:
@@ -187,9 +213,9 @@ class FileStore:
         try:
             real = os.path.realpath(os.path.join(self._root, *parts))
         except (OSError, ValueError) as exc:
-            raise FileRefused(f"unusable name: {exc}", ErrorCode.ACCESS_VIOLATION) from None
+            raise FileRefused(f"unusable name: {exc}", Refusal.FORBIDDEN) from None
         if not self._inside(real) or real == self._root:
-            raise FileRefused("leads out of the root", ErrorCode.ACCESS_VIOLATION)
+            raise FileRefused("leads out of the root", Refusal.FORBIDDEN)
         return real
 
     def _fold(self, parts: list[str]) -> list[str]:
@@ -206,11 +232,11 @@ class FileStore:
                 except OSError:
                     names = []
                 if not names:
-                    raise FileRefused("file not found", ErrorCode.FILE_NOT_FOUND)
+                    raise FileRefused("file not found", Refusal.NOT_FOUND)
                 if len(names) > 1:
                     raise FileRefused(
                         f"file not found ({', '.join(sorted(names))} differ only in case)",
-                        ErrorCode.FILE_NOT_FOUND,
+                        Refusal.NOT_FOUND,
                     )
                 part = names[0]
             folded.append(part)
@@ -221,17 +247,17 @@ class FileStore:
         try:
             return os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         except FileNotFoundError:
-            raise FileRefused("file not found", ErrorCode.FILE_NOT_FOUND) from None
+            raise FileRefused("file not found", Refusal.NOT_FOUND) from None
         except NotADirectoryError:
-            raise FileRefused("file not found", ErrorCode.FILE_NOT_FOUND) from None
+            raise FileRefused("file not found", Refusal.NOT_FOUND) from None
         except PermissionError:
-            raise FileRefused("permission denied", ErrorCode.ACCESS_VIOLATION) from None
+            raise FileRefused("permission denied", Refusal.FORBIDDEN) from None
         except OSError as exc:
             if exc.errno == errno.ENAMETOOLONG:
-                raise FileRefused("name too long", ErrorCode.FILE_NOT_FOUND) from None
+                raise FileRefused("name too long", Refusal.NOT_FOUND) from None
             if exc.errno == errno.ELOOP:
-                raise FileRefused("symlink swapped in", ErrorCode.ACCESS_VIOLATION) from None
-            raise FileRefused(f"cannot open: {exc.strerror}", ErrorCode.ACCESS_VIOLATION) from None
+                raise FileRefused("symlink swapped in", Refusal.FORBIDDEN) from None
+            raise FileRefused(f"cannot open: {exc.strerror}", Refusal.FORBIDDEN) from None
 
     def open(self, name: str, *, netascii: bool = False, under: str | None = None) -> OpenFile:
         if under is not None:
@@ -240,7 +266,7 @@ class FileStore:
             try:
                 return self._open(name, netascii, under)
             except FileRefused as exc:
-                if exc.error_code != ErrorCode.FILE_NOT_FOUND:
+                if exc.kind != Refusal.NOT_FOUND:
                     raise
         return self._open(name, netascii, None)
 
@@ -249,25 +275,25 @@ class FileStore:
         try:
             fd = self._open_fd(real)
         except FileRefused as exc:
-            if not self._case_insensitive or exc.error_code != ErrorCode.FILE_NOT_FOUND:
+            if not self._case_insensitive or exc.kind != Refusal.NOT_FOUND:
                 raise
             real = self.resolve(name, fold=True, under=under)
             fd = self._open_fd(real)
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
-                raise FileRefused("not a regular file", ErrorCode.ACCESS_VIOLATION)
+                raise FileRefused("not a regular file", Refusal.FORBIDDEN)
             if self._world_readable_only and not st.st_mode & stat.S_IROTH:
                 raise FileRefused(
                     "not world-readable (as root pxed serves only those: chmod o+r)",
-                    ErrorCode.ACCESS_VIOLATION,
+                    Refusal.FORBIDDEN,
                 )
             try:
                 opened = os.readlink(f"/proc/self/fd/{fd}")
             except OSError:
                 opened = real
             if not self._inside(opened):
-                raise FileRefused("leads out of the root", ErrorCode.ACCESS_VIOLATION)
+                raise FileRefused("leads out of the root", Refusal.FORBIDDEN)
             key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
             entry = self._entries.get(key)
             if entry is None:
@@ -279,14 +305,14 @@ class FileStore:
                     if entry.size > NETASCII_MAX:
                         raise FileRefused(
                             f"netascii of a file over {NETASCII_MAX} octets",
-                            ErrorCode.ACCESS_VIOLATION,
+                            Refusal.FORBIDDEN,
                         )
                     entry.netascii = memoryview(to_netascii(_read_all(fd, entry.size)))
             except BaseException:
                 self._release(entry)
                 raise
         except OSError as exc:
-            raise FileRefused(f"cannot read: {exc.strerror}", ErrorCode.ACCESS_VIOLATION) from None
+            raise FileRefused(f"cannot read: {exc.strerror}", Refusal.FORBIDDEN) from None
         finally:
             os.close(fd)
         data = entry.netascii if netascii and entry.netascii is not None else entry.view
