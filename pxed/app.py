@@ -34,16 +34,19 @@ from pxed.dhcp.proxy import PROXY_PORT, ProxyServer
 from pxed.dhcp.server import DhcpServer, reservation_key
 from pxed.errors import ConfigError, PxedError
 from pxed.events import Event, EventBus, Notice, log_event
+from pxed.files import FileStore
 from pxed.hooks import Hook, LeaseHook, boot_job
 from pxed.leases import Lease, LeaseStore, LeaseTable
 from pxed.metrics import REFRESH, Metrics
 from pxed.net.commit import GroupCommitter
 from pxed.net.dhcp import DatagramCore, DhcpEndpoint
+from pxed.net.http import HttpBootServer
 from pxed.net.links import Change, ChangeKind, LinkState, LinkWatcher, read_links
 from pxed.net.probe import ForeignServerWatcher, ProbeOffer, probe
 from pxed.netinfo import InterfaceInfo, interface_info
 from pxed.reload import ReloadPlan
 from pxed.reload import plan as plan_reload
+from pxed.tftp.server import client_dir
 from pxed.web import StatusFeed, WebSite
 from pxed.web.status import snapshot
 
@@ -128,6 +131,17 @@ class Server:
         self.metrics: Metrics | None = None
         self.web: WebSite | None = None
         """The ``[metrics] listen`` site: the scrape and the status page."""
+        self.http: HttpBootServer | None = None
+        """The boot root over HTTP (``[http] listen``)."""
+        if self.config.http.listen is not None:
+            self.http = HttpBootServer(
+                # The store of the configuration now: a reload's new root applies at once.
+                lambda: FileStore.for_config(self.config.tftp),
+                self.bus.publish,
+                lambda ip: client_dir(self.config.tftp.per_client, ip, self.mac_for(ip)),
+                self.mac_for,
+                self.config.stop_grace,
+            )
         if self.config.metrics.listen is not None:
             self.metrics = Metrics()
             self.bus.subscribe(self.metrics)
@@ -186,6 +200,12 @@ class Server:
             except OSError as exc:
                 raise PxedError(f"[metrics] listen {cfg.metrics.listen[0]}:"
                                 f"{cfg.metrics.listen[1]}: {exc.strerror}") from exc  # fmt: skip
+        if self.http is not None and cfg.http.listen is not None:
+            try:
+                await self.http.start(*cfg.http.listen)
+            except OSError as exc:
+                raise PxedError(f"[http] listen {cfg.http.listen[0]}:{cfg.http.listen[1]}: "
+                                f"{exc.strerror}") from exc  # fmt: skip
             self._tasks.append(asyncio.create_task(self._refresh_metrics()))
         self._take_links(read_links(cfg.interfaces, self._lookup))
         check_addresses(cfg.subnets, self.interfaces)
@@ -980,6 +1000,8 @@ class Server:
             await self.boot_hook.close()
         if self.web is not None:
             await self.web.close()
+        if self.http is not None:
+            await self.http.close()
         if self.store is not None:
             self.store.close()
             self.store = None

@@ -69,6 +69,10 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dhcp-port", type=int, metavar="N", help=argparse.SUPPRESS)
     parser.add_argument("--tftp-port", type=int, metavar="N", help="TFTP port (default 69)")
     parser.add_argument(
+        "--http-port", type=int, metavar="N",
+        help="serve the boot root over HTTP on this port, all addresses ([http] listen)",
+    )  # fmt: skip
+    parser.add_argument(
         "--tftp-port-range",
         metavar="FIRST-LAST",
         help="serve transfers from these ports only (a firewall's opening)",
@@ -83,7 +87,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Command-line flags as a configuration mapping that wins over the file."""
-    out: dict[str, dict[str, Any]] = {"server": {}, "dhcp": {}, "tftp": {}}
+    out: dict[str, dict[str, Any]] = {"server": {}, "dhcp": {}, "tftp": {}, "http": {}}
     if args.iface:
         out["server"]["interfaces"] = list(args.iface)
     if args.range:
@@ -102,6 +106,8 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         out["server"]["dhcp_port"] = args.dhcp_port
     if args.tftp_port is not None:
         out["tftp"]["port"] = args.tftp_port
+    if args.http_port is not None:
+        out["http"]["listen"] = f"0.0.0.0:{args.http_port}"
     if args.tftp_port_range is not None:
         out["tftp"]["port_range"] = args.tftp_port_range
     if args.log_format:

@@ -261,8 +261,7 @@ class FileStore:
 
     def open(self, name: str, *, netascii: bool = False, under: str | None = None) -> OpenFile:
         if under is not None:
-            if not under or under in (".", "..") or "/" in under or "\0" in under:
-                raise ValueError(f"not a directory name: {under!r}")
+            _check_under(under)
             try:
                 return self._open(name, netascii, under)
             except FileRefused as exc:
@@ -271,6 +270,55 @@ class FileStore:
         return self._open(name, netascii, None)
 
     def _open(self, name: str, netascii: bool, under: str | None) -> OpenFile:
+        fd, st, real = self._checked(name, under)
+        try:
+            key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            entry = self._entries.get(key)
+            if entry is None:
+                entry = self._map(fd, key, real, st.st_size)
+                self._entries[key] = entry
+            entry.refs += 1
+            try:
+                if netascii and entry.netascii is None:
+                    if entry.size > NETASCII_MAX:
+                        raise FileRefused(
+                            f"netascii of a file over {NETASCII_MAX} octets",
+                            Refusal.FORBIDDEN,
+                        )
+                    entry.netascii = memoryview(to_netascii(_read_all(fd, entry.size)))
+            except BaseException:
+                self._release(entry)
+                raise
+        except OSError as exc:
+            raise FileRefused(f"cannot read: {exc.strerror}", Refusal.FORBIDDEN) from None
+        finally:
+            os.close(fd)
+        data = entry.netascii if netascii and entry.netascii is not None else entry.view
+        return OpenFile(self, entry, self._relative(real), data)
+
+    def open_fd(self, name: str, *, under: str | None = None) -> tuple[int, int, str]:
+        """An open descriptor of what ``name`` designates, found and checked exactly as
+        :meth:`open` does (``under`` first, then the root), with its size and its name
+        under the root: for a transport that streams from the descriptor (HTTP's
+        sendfile) rather than from a mapping. The caller closes it."""
+        if under is not None:
+            _check_under(under)
+            try:
+                fd, st, real = self._checked(name, under)
+                return fd, st.st_size, self._relative(real)
+            except FileRefused as exc:
+                if exc.kind != Refusal.NOT_FOUND:
+                    raise
+        fd, st, real = self._checked(name, None)
+        return fd, st.st_size, self._relative(real)
+
+    def _relative(self, real: str) -> str:
+        return real[len(self._root.rstrip("/")) + 1 :]  # real is inside the root (checked)
+
+    def _checked(self, name: str, under: str | None) -> tuple[int, os.stat_result, str]:
+        """The descriptor, status and real path of ``name``, or FileRefused: resolved (case
+        folded when missing as spelt), opened without following a last symlink, a regular
+        file, world-readable when that rule holds, and still inside the root as opened."""
         real = self.resolve(name, under=under)
         try:
             fd = self._open_fd(real)
@@ -294,30 +342,13 @@ class FileStore:
                 opened = real
             if not self._inside(opened):
                 raise FileRefused("leads out of the root", Refusal.FORBIDDEN)
-            key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-            entry = self._entries.get(key)
-            if entry is None:
-                entry = self._map(fd, key, real, st.st_size)
-                self._entries[key] = entry
-            entry.refs += 1
-            try:
-                if netascii and entry.netascii is None:
-                    if entry.size > NETASCII_MAX:
-                        raise FileRefused(
-                            f"netascii of a file over {NETASCII_MAX} octets",
-                            Refusal.FORBIDDEN,
-                        )
-                    entry.netascii = memoryview(to_netascii(_read_all(fd, entry.size)))
-            except BaseException:
-                self._release(entry)
-                raise
         except OSError as exc:
-            raise FileRefused(f"cannot read: {exc.strerror}", Refusal.FORBIDDEN) from None
-        finally:
             os.close(fd)
-        data = entry.netascii if netascii and entry.netascii is not None else entry.view
-        rel = real[len(self._root.rstrip("/")) + 1 :]  # real is inside the root (checked)
-        return OpenFile(self, entry, rel, data)
+            raise FileRefused(f"cannot read: {exc.strerror}", Refusal.FORBIDDEN) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, st, real
 
     @staticmethod
     def _map(fd: int, key: tuple[int, int, int, int], real: str, size: int) -> _Entry:
@@ -345,6 +376,11 @@ class FileStore:
         for entry in list(self._entries.values()):
             entry.refs = 1
             self._release(entry)
+
+
+def _check_under(under: str) -> None:
+    if not under or under in (".", "..") or "/" in under or "\0" in under:
+        raise ValueError(f"not a directory name: {under!r}")
 
 
 def _read_all(fd: int, size: int) -> bytes:

@@ -42,7 +42,9 @@ _REPLY_KINDS = {
     "proxy.ack": "proxy_ack",
 }
 _TRANSFER_KINDS = {"tftp.done", "tftp.failed", "tftp.declined"}
-_DETAILED = frozenset({*_TRANSFER_KINDS, "tftp.refused", "tftp.malformed", "boots.finished"})
+_HTTP_KINDS = frozenset({"http.done", "http.failed", "http.declined", "http.refused"})
+_DETAILED = frozenset({*_TRANSFER_KINDS, *_HTTP_KINDS, "tftp.refused", "tftp.malformed",
+                       "boots.finished"})  # fmt: skip
 """The kinds whose fields a metric needs (the others are counted by kind alone)."""
 CLIENT_TYPES = ("DISCOVER", "REQUEST", "DECLINE", "RELEASE", "INFORM")
 """Message types ``pxed_dhcp_received`` shows from the start, at 0 (others once seen)."""
@@ -119,6 +121,11 @@ class Metrics:
                                  ["outcome"], registry=r)  # fmt: skip
         self.tftp_bytes = Counter("pxed_tftp_bytes", "Bytes of TFTP transfers acknowledged",
                                   registry=r)  # fmt: skip
+        self.http = Counter("pxed_http_requests", "HTTP boot requests ended, by outcome (ok, "
+                            "head, aborted, and the refusal's cause)", ["outcome"],
+                            registry=r)  # fmt: skip
+        self.http_bytes = Counter("pxed_http_bytes", "Bytes of HTTP boot files sent",
+                                  registry=r)  # fmt: skip
         self.refusals = Counter("pxed_tftp_refusals", "TFTP requests not served (and datagrams "
                                 "from peers without a transfer), by reason", ["reason"],
                                 registry=r)  # fmt: skip
@@ -158,6 +165,12 @@ class Metrics:
             sent = fields.get("bytes")
             if isinstance(sent, int) and sent > 0:
                 self.tftp_bytes.inc(sent)
+        elif kind in _HTTP_KINDS:
+            outcome = fields.get("outcome") if kind != "http.refused" else fields.get("cause")
+            self.http.labels(str(outcome)).inc()
+            sent = fields.get("bytes")
+            if isinstance(sent, int) and sent > 0:
+                self.http_bytes.inc(sent)
         elif kind == "boots.finished":
             self.boots.labels(str(fields.get("outcome"))).inc()
         else:  # tftp.refused, tftp.malformed

@@ -18,6 +18,7 @@ NEEDS_RESTART: dict[str, str] = {
     "log_format": "[server] log_format",
     "log_level": "[server] log_level",
     "metrics": "[metrics] listen",
+    "http": "[http] listen",
     "boots": "[boots]",
 }
 """Settings a running pxed cannot take over: the lease store and its lock, which cores

@@ -209,11 +209,17 @@ def _after_dhcp(step: Step, quiet: bool, last: str) -> tuple[str, str | None, st
         "for this client's architecture)", last  # fmt: skip
 
 
+def not_found(detail: dict[str, Any]) -> bool:
+    """A refusal because nothing has that name (TFTP error 1, HTTP 404; ``code`` in stories
+    kept before refusals had a cause)."""
+    return detail.get("cause") == "not_found" or detail.get("code") == 1
+
+
 def _why_file_failed(step: Step) -> str:
     d = step.detail
     name = d.get("file", "?")
     if d.get("refused"):
-        if d.get("code") == 1:
+        if not_found(d):
             return f"{name} was not found under the TFTP root"
         return f"{name} was refused: {d.get('reason', 'no reason given')}"
     outcome = d.get("outcome")

@@ -26,7 +26,7 @@ from typing import Any
 
 import structlog
 
-from pxed.boots.story import Boot, Step, diagnose, human_size, is_chainload_loop
+from pxed.boots.story import Boot, Step, diagnose, human_size, is_chainload_loop, not_found
 from pxed.dhcp.events import DhcpDecision
 from pxed.events import Event, Notice
 
@@ -40,8 +40,11 @@ MAX_RUNNING_SCAN = 20
 QUIET = 60.0
 """Seconds without a word from a machine after which its story is finished."""
 _DHCP_KINDS = frozenset({"dhcp.offer", "dhcp.ack", "dhcp.inform", "proxy.offer", "proxy.ack"})
-_TFTP_END = frozenset({"tftp.done", "tftp.failed", "tftp.declined"})
-_OTHER_KINDS = _TFTP_END | {"tftp.start", "tftp.refused", "dhcp.nak", "dhcp.release"}
+_TRANSFER_KINDS = frozenset(f"{proto}.{what}" for proto in ("tftp", "http")
+                            for what in ("start", "done", "failed", "declined", "refused"))
+"""A file's transfer, over TFTP or HTTP: the same fields (client, file, bytes, size, seconds,
+outcome; a refusal's reason and cause), the same step."""
+_OTHER_KINDS = _TRANSFER_KINDS | {"dhcp.nak", "dhcp.release"}
 """What a story is made of besides the DHCP decisions."""
 _PENDING_MAX = 100_000
 """Events waiting for fold(): beyond this (a flood between two folds) they are dropped."""
@@ -144,8 +147,8 @@ class Timeline:
             if boot is not None:
                 self._dhcp_notice(boot, kind, data, now)
             return
-        if kind == "tftp.start" or kind in _TFTP_END or kind == "tftp.refused":
-            self._tftp(kind, data, now)
+        if kind in _TRANSFER_KINDS:
+            self._transfer(kind, data, now)
 
     def _dhcp(self, event: DhcpDecision, now: float) -> None:
         p = event.packet
@@ -215,12 +218,13 @@ class Timeline:
         boot.add(step)
         self._touch(boot, now)
 
-    def _tftp(self, kind: str, data: Any, now: float) -> None:
+    def _transfer(self, kind: str, data: Any, now: float) -> None:
+        proto, _, what = kind.partition(".")
         client = str(data.get("client", ""))
         ip = client.rpartition(":")[0]
         mac = data.get("mac") or self.by_ip.get(ip)
         if not mac:
-            mac = f"ip:{ip}"  # TFTP-only and no neighbour entry: the address stands in
+            mac = f"ip:{ip}"  # no DHCP seen and no neighbour entry: the address stands in
         mac = str(mac)
         boot = self.open.get(mac)
         if boot is None:
@@ -228,23 +232,24 @@ class Timeline:
         if boot.ip is None and ip:  # ProxyDHCP: the router gave the address, TFTP shows it
             boot.ip = ip
         name = str(data.get("file", "?"))
-        if kind == "tftp.start":
-            boot.add(Step("tftp", now, None, None, f"{name} ...",
+        if what == "start":
+            boot.add(Step(proto, now, None, None, f"{name} ...",
                           {"file": name, "client": client}))  # fmt: skip
             self._touch(boot, now)
             return
         step = _running(boot, client, name)
         seconds = float(data.get("seconds") or 0.0)
         if step is None:
-            step = Step("tftp", now - seconds, now, None, "", {"file": name, "client": client})
+            step = Step(proto, now - seconds, now, None, "", {"file": name, "client": client})
             boot.add(step)
         step.end = now
         d = step.detail
         for key in ("bytes", "size", "seconds", "retransmissions", "outcome", "options",
-                    "blksize", "windowsize", "error", "reason", "code"):  # fmt: skip
+                    "blksize", "windowsize", "error", "reason", "code", "cause", "status",
+                    "range"):  # fmt: skip
             if data.get(key) is not None:
                 d[key] = data[key]
-        if kind == "tftp.done":
+        if what == "done":
             step.ok = True
             sent = int(data.get("bytes") or 0)
             speed = sent / seconds if seconds > 0 else 0.0
@@ -256,18 +261,17 @@ class Timeline:
                 step.label += f", {retrans} retransmission(s)"
             boot.fetched[name] = boot.fetched.get(name, 0) + 1
             for earlier in boot.steps:  # names a loader probed for before it found this one
-                if earlier.detail.get("refused") and earlier.detail.get("code") == 1:
+                if earlier.detail.get("refused") and not_found(earlier.detail):
                     earlier.ok = True
                     earlier.detail["probe"] = True
-        elif kind == "tftp.declined":
+        elif what == "declined":
             step.ok = True
             d["probe"] = True
             step.label = f"{name}: size asked ({human_size(int(data.get('size') or 0))})"
-        elif kind == "tftp.refused":
+        elif what == "refused":
             step.ok = False
             d["refused"] = True
-            code = data.get("code")
-            why = "not found" if code == 1 else f"refused: {data.get('reason')}"
+            why = "not found" if not_found(d) else f"refused: {data.get('reason')}"
             step.label = f"{name} {why}"
         else:
             step.ok = False

@@ -64,6 +64,14 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpConfig:
+    """The HTTP boot server (``[http]``): the boot root over HTTP, beside TFTP."""
+
+    listen: tuple[str, int] | None = None
+    """Host and port files are served on; None: no HTTP server."""
+
+
+@dataclass(frozen=True, slots=True)
 class HooksConfig:
     """Programs run on events (``[hooks]``)."""
 
@@ -149,6 +157,7 @@ class Config:
     tftp: TftpConfig = field(default_factory=TftpConfig)
     hooks: HooksConfig = field(default_factory=HooksConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
     boots: BootsConfig = field(default_factory=BootsConfig)
     log_format: LogFormat = "console"
     log_level: str = "info"

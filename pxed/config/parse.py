@@ -26,6 +26,7 @@ from pxed.config.model import (
     Config,
     HooksConfig,
     HostConfig,
+    HttpConfig,
     MetricsConfig,
     SubnetConfig,
     TftpConfig,
@@ -88,8 +89,9 @@ TFTP_KEYS = {
 }
 HOOKS_KEYS = {"lease", "boot", "timeout"}
 METRICS_KEYS = {"listen"}
+HTTP_KEYS = {"listen"}
 BOOTS_KEYS = {"keep", "quiet"}
-TOP_KEYS = {"server", "dhcp", "boot", "tftp", "hooks", "metrics", "boots"}
+TOP_KEYS = {"server", "dhcp", "boot", "tftp", "http", "hooks", "metrics", "boots"}
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -224,6 +226,8 @@ def parse(data: Mapping[str, Any], problems: Problems | None = None) -> Parsed:
     tftp_t = _table(problems, data, "tftp")
     hooks_t = _table(problems, data, "hooks")
     metrics_t = _table(problems, data, "metrics")
+    http_t = _table(problems, data, "http")
+    _unknown(problems, "[http]", http_t, HTTP_KEYS)
     boots_t = _table(problems, data, "boots")
     _unknown(problems, "[metrics]", metrics_t, METRICS_KEYS)
     _unknown(problems, "[boots]", boots_t, BOOTS_KEYS)
@@ -266,7 +270,8 @@ def parse(data: Mapping[str, Any], problems: Problems | None = None) -> Parsed:
     subnets = _subnets(problems, dhcp) if dhcp_enabled else []
     boot = _boot(problems, boot_t)
     hooks = _hooks(problems, hooks_t)
-    metrics = _metrics(problems, metrics_t)
+    metrics = MetricsConfig(listen=_listen(problems, "[metrics]", metrics_t, "127.0.0.1:9167"))
+    http = HttpConfig(listen=_listen(problems, "[http]", http_t, "0.0.0.0:8080"))
     boots = _boots(problems, boots_t)
 
     offer_hold = problems.check(
@@ -304,6 +309,7 @@ def parse(data: Mapping[str, Any], problems: Problems | None = None) -> Parsed:
         tftp=tftp,
         hooks=hooks,
         metrics=metrics,
+        http=http,
         boots=boots,
         log_format=log_format,
         log_level=log_level,
@@ -316,20 +322,23 @@ def parse(data: Mapping[str, Any], problems: Problems | None = None) -> Parsed:
     return Parsed(config=config, subnets=tuple(subnets), template=template)
 
 
-def _metrics(problems: Problems, t: Mapping[str, Any]) -> MetricsConfig:
+def _listen(
+    problems: Problems, table: str, t: Mapping[str, Any], example: str
+) -> tuple[str, int] | None:
+    """A table's ``listen = "HOST:PORT"`` (an IP address; ``[::1]:PORT`` for IPv6)."""
     listen = t.get("listen")
     if listen is None:
-        return MetricsConfig()
+        return None
     host, sep, port = str(listen).rpartition(":")
     if not isinstance(listen, str) or not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        problems.add(f"[metrics] listen: {listen!r} is not HOST:PORT (like '127.0.0.1:9167')")
-        return MetricsConfig()
+        problems.add(f"{table} listen: {listen!r} is not HOST:PORT (like '{example}')")
+        return None
     try:
         ipaddress.ip_address(host.strip("[]"))
     except ValueError:
-        problems.add(f"[metrics] listen: {host!r} is not an IP address")
-        return MetricsConfig()
-    return MetricsConfig(listen=(host.strip("[]"), int(port)))
+        problems.add(f"{table} listen: {host!r} is not an IP address")
+        return None
+    return host.strip("[]"), int(port)
 
 
 def _hooks(problems: Problems, t: Mapping[str, Any]) -> HooksConfig:

@@ -233,7 +233,7 @@ class ProxyServer:
             OptionCode.MESSAGE_TYPE: bytes([mtype]),
             OptionCode.SERVER_ID: server_ip.packed,
         }
-        file_field = add_boot_options(opts, p, boot, next_server)
+        file_field = add_boot_options(opts, p, boot, next_server, self.config.http.listen)
         if p.client_id is not None:
             opts[OptionCode.CLIENT_ID] = p.client_id
         reply = DhcpPacket(

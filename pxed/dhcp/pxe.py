@@ -76,10 +76,28 @@ def choose_boot(
     return choice
 
 
+def boot_url(file: str, server: IPv4Address, http: tuple[str, int] | None) -> str | None:
+    """The URL UEFI HTTP boot firmware is given for ``file``: the file itself when it is a
+    URL already, else pxed's HTTP server (``[http] listen``; its own address when it
+    listens on one, else the server's); None when pxed serves no HTTP."""
+    if "://" in file:
+        return file
+    if http is None:
+        return None
+    host = http[0] if http[0] not in ("0.0.0.0", "::", "") else str(server)
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{http[1]}/{file.lstrip('/')}"
+
+
 def add_boot_options(
-    opts: dict[int, bytes], p: DhcpPacket, boot: BootChoice, next_server: IPv4Address
+    opts: dict[int, bytes],
+    p: DhcpPacket,
+    boot: BootChoice,
+    next_server: IPv4Address,
+    http: tuple[str, int] | None = None,
 ) -> bytes:
-    """Put the boot answer into ``opts``; returns the value for the BOOTP file field."""
+    """Put the boot answer into ``opts``; returns the value for the BOOTP file field.
+    ``http``: pxed's HTTP listener, whose URL a UEFI HTTP boot client gets as its file."""
     vendor = p.vendor_class or b""
     if vendor.startswith(b"PXEClient"):
         # PXE ROMs only accept an offer that says PXEClient back (PXE 2.1 §2.2), and one
@@ -91,7 +109,13 @@ def add_boot_options(
         opts[OptionCode.VENDOR_CLASS_ID] = b"PXEClient"
         opts.setdefault(OptionCode.VENDOR_SPECIFIC, PXE_USE_OFFERED_FILE)
     elif vendor.startswith(b"HTTPClient"):
+        # UEFI HTTP boot (arch 15/16/18/19): option 60 said back, and a URL as the file,
+        # since the firmware speaks no TFTP (UEFI 2.x 24.7; EDK2 HttpBootDxe). Without
+        # [http] listen the name goes as it is, which such firmware cannot use.
         opts[OptionCode.VENDOR_CLASS_ID] = b"HTTPClient"
+        url = boot_url(boot.file, next_server, http)
+        if url is not None:
+            boot = BootChoice(url, boot.reason, boot.warning)
     name = boot.file.encode()
     if vendor.startswith(b"PXE") or OptionCode.TFTP_SERVER_NAME in p.parameter_request_list:
         opts[OptionCode.TFTP_SERVER_NAME] = str(next_server).encode()

@@ -636,7 +636,7 @@ class DhcpServer:
         self._add_requested(opts, subnet, p.parameter_request_list)
         file_field = b""
         if boot is not None:
-            file_field = add_boot_options(opts, p, boot, next_server)
+            file_field = add_boot_options(opts, p, boot, next_server, self.config.http.listen)
         if p.client_id is not None:
             opts[OptionCode.CLIENT_ID] = p.client_id  # RFC 6842
         relay = p.relay_agent_info

@@ -230,3 +230,24 @@ def test_a_long_transfer_keeps_its_story_open_past_quiet() -> None:
     timeline.fold(boot.updated + 1)
     timeline.fold(boot.updated + 31)
     assert boot.finished and boot.outcome == "loaded"
+
+
+def http_event(kind: str, file: str, port: int = 40000, **fields: Any) -> Notice:
+    return Notice(kind, logging.INFO, {"client": f"{IP}:{port}", "file": file, "mac": MAC,
+                                       **fields})  # fmt: skip
+
+
+def test_http_files_are_steps_of_the_same_story() -> None:
+    timeline = Timeline(None, keep=10, quiet=30)
+    dora(timeline, file="ipxe.efi", rule="uefi_x64")
+    timeline(http_event("http.declined", "ipxe.efi", bytes=0, size=10**6, seconds=0.01,
+                        outcome="head"))  # fmt: skip
+    timeline(http_event("http.done", "ipxe.efi", bytes=10**6, size=10**6, seconds=0.5,
+                        outcome="ok", status=200))  # fmt: skip
+    timeline(http_event("http.refused", "boot.ipxe", 40001, status=404, cause="not_found",
+                        reason="file not found"))  # fmt: skip
+    timeline.fold(T0)
+    boot = timeline.boots[MAC]
+    assert [s.kind for s in boot.steps] == ["dhcp", "http", "http", "http"]
+    assert boot.steps[1].detail.get("probe") and boot.steps[2].ok
+    assert boot.outcome == "failed" and boot.reason == "boot.ipxe was not found under the TFTP root"
