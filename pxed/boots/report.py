@@ -18,7 +18,6 @@ from typing import Any
 from pxed.boots.story import Boot, arch_name
 from pxed.boots.timeline import BOOTS_FILE, read_boots
 from pxed.control import SOCKET_NAME, NotRunning, request, stream
-from pxed.errors import ConfigError
 
 PROG = "pxed boots"
 
@@ -63,13 +62,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str]) -> int:
     args = _parser().parse_args(list(argv))
-    from pxed.leases.report import state_dir
+    from pxed.leases.report import state_dir_or_say
 
-    try:
-        directory = state_dir(args.config, args.state_dir)
-    except ConfigError as exc:
-        for line in exc.problems:
-            print(f"{PROG}: {line}", file=sys.stderr)
+    directory = state_dir_or_say(PROG, args.config, args.state_dir)
+    if directory is None:
         return 1
     mac = args.mac.lower().replace("-", ":") if args.mac else None
     sock = directory / SOCKET_NAME

@@ -171,6 +171,16 @@ def state_dir(config: Path | None, given: Path | None) -> Path:
     return parse(data, Problems()).config.state_dir
 
 
+def state_dir_or_say(prog: str, config: Path | None, given: Path | None) -> Path | None:
+    """state_dir() for a command: None after printing the file's problems, one a line."""
+    try:
+        return state_dir(config, given)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(f"{prog}: {line}", file=sys.stderr)
+        return None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -188,11 +198,8 @@ def main(argv: Sequence[str], now: float | None = None) -> int:
     args = _parser().parse_args(list(argv))
     from pxed.app import LEASE_DB  # the daemon's file name, from where the daemon has it
 
-    try:
-        directory = state_dir(args.config, args.state_dir)
-    except ConfigError as exc:
-        for line in exc.problems:
-            print(f"{PROG}: {line}", file=sys.stderr)
+    directory = state_dir_or_say(PROG, args.config, args.state_dir)
+    if directory is None:
         return 1
     try:
         is_dir = directory.is_dir()
