@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from aiohttp import web
 
@@ -77,7 +77,10 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
 def request_name(raw_path: str) -> str:
     """The file name a request-target asks for: the path without its query, percent-escapes
     decoded (so ``%2e%2e`` is ``..`` and ``%00`` a NUL, both refused by the store as they
-    are over TFTP). An absolute URI has been reduced to its path by the parser already."""
+    are over TFTP). An absolute-form target (``GET http://host/path``, RFC 9112 3.2.2)
+    names its path."""
+    if not raw_path.startswith("/") and "://" in raw_path:
+        raw_path = urlsplit(raw_path).path or "/"
     path = raw_path.split("?", 1)[0].split("#", 1)[0]
     return unquote(path, errors="surrogateescape")
 
