@@ -77,7 +77,9 @@ KINDS: dict[Firmware, FirmwareKind] = {
     # PXE off, so that OVMF's HTTP boot client runs (it asks with "HTTPClient", arch 16).
     Firmware.UEFI_HTTP: FirmwareKind(
         "OVMF (EDK2 HTTP boot)", "qemu-system-x86_64", _OWN_CLIENT, "ovmf", pflash=_OVMF,
-        extra=("-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=no"), client_arch=16,
+        extra=("-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=no",
+               "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=no"),
+        client_arch=16,
     ),
     # Secure Boot with Microsoft's keys enrolled: q35 with SMM, the secure flash.
     Firmware.UEFI_SECURE: FirmwareKind(

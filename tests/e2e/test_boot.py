@@ -33,6 +33,7 @@ RESERVED_BIOS_MAC = "52:54:00:e2:e0:01"
 RESERVED_IP = "198.19.0.50"
 PLAIN_BIOS_MAC = "52:54:00:e2:e0:02"
 UEFI_MAC = "52:54:00:e2:e0:03"
+UEFI_HTTP_MAC = "52:54:00:e2:e0:04"
 
 HOSTS = f"""
 [[dhcp.host]]
@@ -151,6 +152,28 @@ def test_uefi_edk2_pxe_chains_ipxe_efi(bootlab: BootLab) -> None:
     assert ipxe_acks[-1]["ip"] == firmware_acks[0]["ip"], f"iPXE got another address{why}"
     assert_files(boot.files(), bootlab.root, ("ipxe.efi", "boot.ipxe", "vmlinuz"),
                  "UEFI path" + why)
+
+
+def test_uefi_http_boot_loads_ipxe_efi_over_http(bootlab: BootLab) -> None:
+    """OVMF with PXE off asks as "HTTPClient" (arch 16): pxed's own DHCP gives it a URL on
+    pxed's HTTP server, the firmware loads ipxe.efi from there, and iPXE goes on to the
+    kernel (its script and kernel over TFTP: iPXE asks as a PXE client)."""
+    bootlab.start_pxed(args=("--http-port", "8080"))
+    boot = bootlab.boot(Machine("uefi-http", UEFI_HTTP_MAC, Firmware.UEFI_HTTP))
+    why = boot.explain()
+    assert boot.ok, f"no 'Linux version' on the serial console{why}"
+    serial = boot.serial.text()
+    assert f"http://{SERVER_IP}:8080/ipxe.efi" in serial, f"the firmware shows no URL{why}"
+    http = [e for e in bootlab.events("http.done") if e.get("file") == "ipxe.efi"]
+    assert http and http[0]["bytes"] == staged_size(bootlab.root, "ipxe.efi"), why
+    assert http[0]["mac"] == UEFI_HTTP_MAC, f"the HTTP event names its machine{why}"
+    firmware = [a for a in boot.acks() if not a.get("ipxe")]
+    assert firmware and firmware[0]["arch"] == 16, why
+    # The story shows the HTTP file between the firmware's DHCP and iPXE's.
+    (story,) = bootlab.boots(UEFI_HTTP_MAC)
+    kinds = [s["kind"] for s in story["steps"]]
+    assert kinds[0] == "dhcp" and "http" in kinds, kinds
+    assert kinds.index("http") < max(i for i, k in enumerate(kinds) if k == "dhcp"), kinds
 
 
 UDHCPC_SCRIPT = """#!/bin/sh
