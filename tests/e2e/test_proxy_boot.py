@@ -16,7 +16,14 @@ import ipaddress
 from pxed.lab.boot import BootLab
 from pxed.lab.dhcp import DnsmasqDhcp, router_setup
 from pxed.lab.machines import Firmware, Machine
-from tests.e2e.test_boot import HOSTS, PXELINUX_FILES, RESERVED_BIOS_MAC, UEFI_MAC, assert_files
+from tests.e2e.test_boot import (
+    HOSTS,
+    PXELINUX_FILES,
+    RESERVED_BIOS_MAC,
+    UEFI_HTTP_MAC,
+    UEFI_MAC,
+    assert_files,
+)
 
 ROUTER_IP = "198.19.0.254"
 ROUTER_POOL = ("198.19.3.10", "198.19.3.200")
@@ -75,3 +82,18 @@ def test_uefi_boots_through_the_proxy(bootlab: BootLab) -> None:
               if s["kind"] == "tftp" and s["ok"] and not s["detail"].get("probe")]  # fmt: skip
     assert served[:3] == ["ipxe.efi", "boot.ipxe", "vmlinuz"], served
     assert from_router(story["ip"]), story
+
+
+def test_uefi_http_boot_through_the_proxy(bootlab: BootLab) -> None:
+    """UEFI HTTP boot beside a router: the router gives the address, pxed's ProxyDHCP on
+    port 67 (HTTP boot has no port 4011 step) the URL on pxed's HTTP server."""
+    start_router(bootlab)
+    bootlab.start_pxed(args=("--mode", "proxy", "--http-port", "8080"))
+    boot = bootlab.boot(Machine("uefi-http-proxy", UEFI_HTTP_MAC, Firmware.UEFI_HTTP))
+    why = boot.explain()
+    assert boot.ok, f"no 'Linux version' on the serial console{why}"
+    offers = bootlab.events("proxy.offer", mac=UEFI_HTTP_MAC)
+    assert offers and offers[0]["arch"] == 16 and offers[0]["boot_file"] == "ipxe.efi", why
+    assert not bootlab.events("dhcp.ack"), f"pxed handed out an address{why}"
+    http = [e for e in bootlab.events("http.done") if e.get("file") == "ipxe.efi"]
+    assert http and from_router(http[0]["client"].rsplit(":", 1)[0]), f"{http}{why}"

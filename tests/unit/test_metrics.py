@@ -204,3 +204,15 @@ def test_metrics_listen_is_checked() -> None:
         with pytest.raises(ConfigError) as err:
             build_config({**base, "metrics": {"listen": bad}})
         assert err.value.problems == [line]
+
+
+def test_http_requests_by_outcome_and_bytes() -> None:
+    m = Metrics()
+    base = {"client": "198.19.0.9:40000", "file": "ipxe.efi", "mac": None}
+    m(Notice("http.declined", logging.INFO, {**base, "bytes": 0, "outcome": "head"}))
+    m(Notice("http.done", logging.INFO, {**base, "bytes": 1_000_000, "outcome": "ok"}))
+    m(Notice("http.failed", logging.WARNING, {**base, "bytes": 0, "outcome": "aborted"}))
+    m(Notice("http.refused", logging.INFO, {**base, "status": 404, "cause": "not_found"}))
+    for outcome in ("head", "ok", "aborted", "not_found"):
+        assert value(m, "pxed_http_requests_total", outcome=outcome) == 1, outcome
+    assert value(m, "pxed_http_bytes_total") == 1_000_000
