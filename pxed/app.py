@@ -200,13 +200,13 @@ class Server:
             except OSError as exc:
                 raise PxedError(f"[metrics] listen {cfg.metrics.listen[0]}:"
                                 f"{cfg.metrics.listen[1]}: {exc.strerror}") from exc  # fmt: skip
+            self._tasks.append(asyncio.create_task(self._refresh_metrics()))
         if self.http is not None and cfg.http.listen is not None:
             try:
                 await self.http.start(*cfg.http.listen)
             except OSError as exc:
                 raise PxedError(f"[http] listen {cfg.http.listen[0]}:{cfg.http.listen[1]}: "
                                 f"{exc.strerror}") from exc  # fmt: skip
-            self._tasks.append(asyncio.create_task(self._refresh_metrics()))
         self._take_links(read_links(cfg.interfaces, self._lookup))
         check_addresses(cfg.subnets, self.interfaces)
         for note in self.notes:

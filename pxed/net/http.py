@@ -28,6 +28,7 @@ from aiohttp import web
 
 from pxed.events import Event, Notice
 from pxed.files import FileRefused, FileStore, Refusal
+from pxed.net.site import bound_port, open_site
 
 CONTENT_TYPE = "application/octet-stream"
 """Every file is bytes to a firmware: no type guessing, nothing for a client to render."""
@@ -112,24 +113,13 @@ class HttpBootServer:
     async def start(self, host: str, port: int) -> None:
         app = web.Application()
         app.router.add_route("*", "/{name:.*}", self._serve)
-        # No access log: each request is an event of its own (http.done ...).
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                                     shutdown_timeout=self.grace)  # fmt: skip
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, reuse_address=True, backlog=1024)
-        try:
-            await site.start()
-        except OSError:
-            await self._runner.cleanup()
-            self._runner = None
-            raise
+        # Each request is an event of its own (http.done ...): no access log besides.
+        self._runner = await open_site(app, host, port, shutdown_timeout=self.grace,
+                                       backlog=1024)  # fmt: skip
 
     @property
     def port(self) -> int:
-        assert self._runner is not None
-        for address in self._runner.addresses:
-            return int(address[1])
-        raise RuntimeError("not listening")
+        return bound_port(self._runner)
 
     async def close(self) -> None:
         if self._runner is not None:

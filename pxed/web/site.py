@@ -15,6 +15,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from pxed.net.site import bound_port, open_site
 from pxed.web.status import StatusFeed
 
 log = structlog.get_logger("pxed")
@@ -45,7 +46,6 @@ class WebSite:
         self.registry = registry
         self.feed = feed
         self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
         self._files = {
             path: (resources.files("pxed.web").joinpath(name).read_bytes(), ctype)
             for path, (name, ctype) in _STATIC.items()
@@ -61,24 +61,13 @@ class WebSite:
                 app.router.add_get(path, self._static)
             app.router.add_get("/api/status", self._status)
             app.router.add_get("/api/stream", self._stream)
-        # access_log=None: a scrape every 15 s is not news; the page's requests neither.
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        self._site = web.TCPSite(self._runner, host, port, reuse_address=True)
-        try:
-            await self._site.start()
-        except OSError:
-            await self._runner.cleanup()
-            self._runner = None
-            raise
+        # No access log: a scrape every 15 s is not news; the page's requests neither.
+        self._runner = await open_site(app, host, port)
 
     @property
     def port(self) -> int:
         """The port bound (``listen`` may have asked for 0)."""
-        assert self._runner is not None
-        for address in self._runner.addresses:
-            return int(address[1])
-        raise RuntimeError("not listening")
+        return bound_port(self._runner)
 
     async def close(self) -> None:
         if self.feed is not None:
