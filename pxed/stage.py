@@ -278,7 +278,8 @@ def render_pxelinux_menu(menu: BootMenu) -> str:
 
 
 def render_boot_ipxe(menu: BootMenu) -> str:
-    """boot.ipxe: what iPXE clients (user class "iPXE") run; relative names load over TFTP."""
+    """boot.ipxe: what iPXE clients (user class "iPXE") run. Relative names load from where
+    the script came from: over HTTP when pxed serves it there ([http] listen), else TFTP."""
     lines = ["#!ipxe", f"# {HEADER}", "echo pxed: iPXE on ${platform}, ${netX/mac} is ${netX/ip}"]
     if menu.kernel:
         args = menu.append

@@ -97,7 +97,8 @@ def add_boot_options(
     http: tuple[str, int] | None = None,
 ) -> bytes:
     """Put the boot answer into ``opts``; returns the value for the BOOTP file field.
-    ``http``: pxed's HTTP listener, whose URL a UEFI HTTP boot client gets as its file."""
+    ``http``: pxed's HTTP listener, whose URL a UEFI HTTP boot client, and iPXE, get as
+    their file."""
     vendor = p.vendor_class or b""
     if vendor.startswith(b"PXEClient"):
         # PXE ROMs only accept an offer that says PXEClient back (PXE 2.1 §2.2), and one
@@ -113,6 +114,13 @@ def add_boot_options(
         # since the firmware speaks no TFTP (UEFI 2.x 24.7; EDK2 HttpBootDxe). Without
         # [http] listen the name goes as it is, which such firmware cannot use.
         opts[OptionCode.VENDOR_CLASS_ID] = b"HTTPClient"
+        url = boot_url(boot.file, next_server, http)
+        if url is not None:
+            boot = BootChoice(url, boot.reason, boot.warning)
+    if p.is_ipxe and http is not None:
+        # iPXE speaks HTTP: its script comes from pxed's HTTP server, and the names the
+        # script gives relative (kernel, initrd) resolve against that URL, so they come
+        # over HTTP too, many times faster than over TFTP.
         url = boot_url(boot.file, next_server, http)
         if url is not None:
             boot = BootChoice(url, boot.reason, boot.warning)

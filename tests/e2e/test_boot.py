@@ -132,6 +132,24 @@ def test_bios_without_host_entry_runs_boot_ipxe(bootlab: BootLab) -> None:
     assert "pxelinux.0" not in files, why
 
 
+def test_bios_ipxe_loads_its_script_and_kernel_over_http(bootlab: BootLab) -> None:
+    """With [http] listen, QEMU's iPXE ROM gets boot.ipxe as a URL on pxed's HTTP server,
+    and the kernel the script names (relative) follows over HTTP: nothing but DHCP before."""
+    bootlab.start_pxed(args=("--http-port", "8080"))
+    boot = bootlab.boot(Machine("bios-ipxe-http", PLAIN_BIOS_MAC, Firmware.BIOS))
+    why = boot.explain()
+    assert boot.ok, f"no 'Linux version' on the serial console{why}"
+    assert "pxed_e2e=1" in boot.serial.text(), f"kernel line not from boot.ipxe{why}"
+    got = {e["file"]: e["bytes"] for e in bootlab.events("http.done")
+           if e.get("mac") == PLAIN_BIOS_MAC}  # fmt: skip
+    for name in ("boot.ipxe", "vmlinuz"):
+        assert got.get(name) == staged_size(bootlab.root, name), f"{name}: {got}{why}"
+    assert not boot.files(), f"TFTP was not needed: {boot.files()}{why}"
+    (story,) = bootlab.boots(PLAIN_BIOS_MAC)
+    assert [s["detail"]["file"] for s in story["steps"] if s["kind"] == "http" and s["ok"]
+            and not s["detail"].get("probe")] == ["boot.ipxe", "vmlinuz"], story  # fmt: skip
+
+
 def test_uefi_edk2_pxe_chains_ipxe_efi(bootlab: BootLab) -> None:
     bootlab.start_pxed(HOSTS)
     boot = bootlab.boot(Machine("uefi", UEFI_MAC, Firmware.UEFI))

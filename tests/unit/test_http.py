@@ -86,3 +86,26 @@ def test_a_uefi_http_client_gets_a_url_on_pxeds_http_server() -> None:
         "http://198.19.0.5:80/efi/grubx64.efi")
     assert boot_url("http://mirror/x.efi", server, None) == "http://mirror/x.efi"
     assert boot_url("ipxe.efi", server, None) is None
+
+
+def test_ipxe_gets_its_script_as_a_url_when_http_is_on() -> None:
+    from ipaddress import IPv4Address
+
+    from pxed.boot import BootChoice
+    from pxed.dhcp.options import MessageType, OptionCode
+    from pxed.dhcp.packet import DhcpPacket
+    from pxed.dhcp.pxe import add_boot_options
+
+    ipxe = DhcpPacket(op=1, xid=8, chaddr=bytes(6), options={
+        OptionCode.MESSAGE_TYPE: bytes([MessageType.REQUEST]),
+        OptionCode.VENDOR_CLASS_ID: b"PXEClient:Arch:00000:UNDI:002001",
+        OptionCode.USER_CLASS: b"iPXE", OptionCode.CLIENT_ARCH: b"\x00\x00"})  # fmt: skip
+    assert ipxe.is_ipxe
+    server = IPv4Address("198.19.0.1")
+    opts: dict[int, bytes] = {}
+    add_boot_options(opts, ipxe, BootChoice("boot.ipxe", "ipxe"), server, ("0.0.0.0", 8080))
+    assert opts[OptionCode.BOOTFILE_NAME] == b"http://198.19.0.1:8080/boot.ipxe"
+    assert opts[OptionCode.VENDOR_CLASS_ID] == b"PXEClient"  # still PXE to the ROM
+    plain: dict[int, bytes] = {}
+    add_boot_options(plain, ipxe, BootChoice("boot.ipxe", "ipxe"), server, None)
+    assert plain[OptionCode.BOOTFILE_NAME] == b"boot.ipxe"
