@@ -72,6 +72,16 @@ def _tftp_type() -> type[Any]:
     return TftpEndpoint
 
 
+async def _listen(
+    table: str, start: Callable[[str, int], Awaitable[None]], listen: tuple[str, int]
+) -> None:
+    """Start an HTTP listener of ``table``; one that cannot bind stops pxed in one line."""
+    try:
+        await start(*listen)
+    except OSError as exc:
+        raise PxedError(f"{table} listen {listen[0]}:{listen[1]}: {exc.strerror}") from exc
+
+
 def neighbour_mac(ip: str, table: Path = ARP_TABLE) -> str | None:
     """The MAC the kernel's ARP table has for ip, if any."""
     try:
@@ -195,18 +205,10 @@ class Server:
             self.boot_hook.start()
         await self._start_state()
         if self.web is not None and cfg.metrics.listen is not None:
-            try:
-                await self.web.start(*cfg.metrics.listen)
-            except OSError as exc:
-                raise PxedError(f"[metrics] listen {cfg.metrics.listen[0]}:"
-                                f"{cfg.metrics.listen[1]}: {exc.strerror}") from exc  # fmt: skip
+            await _listen("[metrics]", self.web.start, cfg.metrics.listen)
             self._tasks.append(asyncio.create_task(self._refresh_metrics()))
         if self.http is not None and cfg.http.listen is not None:
-            try:
-                await self.http.start(*cfg.http.listen)
-            except OSError as exc:
-                raise PxedError(f"[http] listen {cfg.http.listen[0]}:{cfg.http.listen[1]}: "
-                                f"{exc.strerror}") from exc  # fmt: skip
+            await _listen("[http]", self.http.start, cfg.http.listen)
         self._take_links(read_links(cfg.interfaces, self._lookup))
         check_addresses(cfg.subnets, self.interfaces)
         for note in self.notes:

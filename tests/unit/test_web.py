@@ -89,3 +89,17 @@ def test_without_a_feed_only_metrics_are_served() -> None:
             await site.close()
 
     asyncio.run(main())
+
+
+def test_a_listener_that_cannot_bind_is_one_line_naming_its_table() -> None:
+    import pytest
+
+    from pxed.app import _listen
+    from pxed.errors import PxedError
+
+    async def taken(host: str, port: int) -> None:
+        raise OSError(98, "Address already in use")
+
+    with pytest.raises(PxedError) as info:
+        asyncio.run(_listen("[http]", taken, ("0.0.0.0", 8080)))
+    assert str(info.value) == "[http] listen 0.0.0.0:8080: Address already in use"
