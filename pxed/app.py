@@ -37,6 +37,7 @@ from pxed.events import Event, EventBus, Notice, log_event
 from pxed.files import FileStore
 from pxed.hooks import Hook, LeaseHook, boot_job
 from pxed.leases import Lease, LeaseStore, LeaseTable
+from pxed.leases.next_boot import LOCAL, NextBoots
 from pxed.metrics import REFRESH, Metrics
 from pxed.net.commit import GroupCommitter
 from pxed.net.dhcp import DatagramCore, DhcpEndpoint
@@ -44,6 +45,8 @@ from pxed.net.http import HttpBootServer
 from pxed.net.links import Change, ChangeKind, LinkState, LinkWatcher, read_links
 from pxed.net.probe import ForeignServerWatcher, ProbeOffer, probe
 from pxed.netinfo import InterfaceInfo, interface_info
+from pxed.profiles.select import by_name
+from pxed.profiles.serve import ProfileFiles
 from pxed.reload import ReloadPlan
 from pxed.reload import plan as plan_reload
 from pxed.tftp.server import client_dir
@@ -116,7 +119,14 @@ class Server:
         """What the check left out (default boot files missing under the root); logged at
         start."""
         self.config = check(config, notes=self.notes)
-        self.policy = policy or ConfigBootPolicy(self.config.boot)
+        self.next_boots: dict[str, str] = {}
+        """Boot-once state by MAC (``pxed host MAC --next PROFILE``), kept in the lease
+        database; read by DHCP's policy and the rendered files."""
+        self._next_store: NextBoots | None = None
+        self.profile_files = ProfileFiles(lambda: self.config, self._lease_facts,
+                                          self.next_boots.get)  # fmt: skip
+        """Each machine's files rendered from its profile, for TFTP and HTTP."""
+        self.policy = policy or self._default_policy(self.config)
         self._policy_given = policy is not None
         """An embedder's own policy is kept across reloads; the default one follows [boot]."""
         self.bus = EventBus([log_event])
@@ -134,6 +144,7 @@ class Server:
             )
             self.bus.subscribe(self.timeline)
         self._set_boot_hook(self.config, start=False)
+        self.bus.subscribe(self._watch_installs)
         self.control: ControlServer | None = None
         self.reloader: Callable[[], Awaitable[tuple[bool, list[str]]]] | None = None
         """What the control socket's ``reload`` runs (pxed.service sets it: it has the
@@ -151,6 +162,7 @@ class Server:
                 lambda ip: client_dir(self.config.tftp.per_client, ip, self.mac_for(ip)),
                 self.mac_for,
                 self.config.stop_grace,
+                self.profile_files.render,
             )
         if self.config.metrics.listen is not None:
             self.metrics = Metrics()
@@ -270,6 +282,12 @@ class Server:
             log.warning("pxed.state_dir", path=str(self.config.state_dir), error=str(exc),
                         serving="without boot history and control socket")  # fmt: skip
             return
+        try:
+            store = NextBoots(self.config.state_dir / LEASE_DB)
+            self.next_boots.update(store.open())
+            self._next_store = store
+        except PxedError as exc:
+            log.warning("pxed.state_dir", error=str(exc), serving="without boot-once state")
         if self.timeline is not None:
             self.timeline.path = self.config.state_dir / BOOTS_FILE
             try:
@@ -302,6 +320,55 @@ class Server:
         })])  # fmt: skip
         if self.boot_hook is not None:
             self.boot_hook.submit(boot_job(boot.to_json()))
+
+    def _default_policy(self, config: Config) -> ConfigBootPolicy:
+        return ConfigBootPolicy(config.boot, config.profiles, self.next_boots.get,
+                                self.profile_files.seen)  # fmt: skip
+
+    def _lease_facts(self, mac: str) -> tuple[str | None, str | None]:
+        """A MAC's bound address and host name, for its rendered files."""
+        now = time.time()
+        for table in self.tables.values():
+            for lease in table.records():
+                if lease.mac == mac and lease.is_bound(now):
+                    return str(lease.ip), lease.hostname
+        return None, None
+
+    def set_next_boot(self, mac: str, profile: str | None) -> None:
+        """What ``mac`` boots next: a profile once (then the local disk), ``local``, or
+        None for the configuration's choice. Durable before it returns (PxedError if the
+        state cannot be written)."""
+        if self._next_store is None:
+            raise PxedError("no boot-once state: the state directory is not usable")
+        self._next_store.set(mac, profile)
+        if profile is None:
+            self.next_boots.pop(mac, None)
+        else:
+            self.next_boots[mac] = profile
+
+    def _watch_installs(self, event: Event) -> None:
+        """A boot-once machine was sent its profile's final file: from now on it boots the
+        local disk (counted from the transfer, not from DHCP: firmware asks DHCP several
+        times in one boot, and an install that never got its initrd has not begun)."""
+        if event.kind not in ("tftp.done", "http.done"):
+            return
+        fields = event.fields()
+        mac = fields.get("mac")
+        state = self.next_boots.get(mac) if isinstance(mac, str) else None
+        if state is None or state == LOCAL or not isinstance(mac, str):
+            return
+        profile = by_name(self.config.profiles, state)
+        final = profile.final_file if profile is not None else None
+        sent = str(fields.get("file", "")).replace("\\", "/").lstrip("/")
+        if final is None or sent != final.lstrip("/"):
+            return
+        try:
+            self.set_next_boot(mac, LOCAL)
+        except PxedError as exc:
+            log.error("profile.once_failed", mac=mac, profile=state, error=str(exc))
+            return
+        done = {"mac": mac, "profile": state, "file": sent, "next": LOCAL}
+        self.bus.publish([Notice("profile.once_done", logging.INFO, done)])
 
     def leases(self) -> list[Lease]:
         """Every lease on record in the running tables (bound, offered-and-bound before,
@@ -562,6 +629,7 @@ class Server:
             "0.0.0.0",
             interface=name,
             mac_lookup=self.mac_for,
+            rendered=self.profile_files.render,
             publish=self.bus.publish,
         )
         await endpoint.start()
@@ -723,7 +791,7 @@ class Server:
                 fresh = await self.committer.run(self.store.load)
         self.config = new
         if not self._policy_given:
-            self.policy = ConfigBootPolicy(new.boot)
+            self.policy = self._default_policy(new)
         if new.hooks != old.hooks:
             self._set_lease_hook(new)
             self._set_boot_hook(new)
@@ -1007,6 +1075,9 @@ class Server:
         if self.store is not None:
             self.store.close()
             self.store = None
+        if self._next_store is not None:
+            self._next_store.close()
+            self._next_store = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None

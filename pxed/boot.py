@@ -1,18 +1,22 @@
 """Boot policy: which boot file a PXE client gets.
 
 The policy is an object handed to the DHCP core (not a subclass of it), so that embedding
-programs can decide per client. The default follows `[boot]` and `[[dhcp.host]]`:
-a host's own file, else the iPXE script for iPXE, else the file for the client architecture.
+programs can decide per client. The default follows `[boot]`, `[[dhcp.host]]` and
+`[[profile]]`: a host's own file; for iPXE, the machine's rendered script when it has a
+profile (pxed.profiles.select), else `[boot] ipxe`; else the file for the client
+architecture (PXELINUX and GRUB loaded that way then ask for their own rendered config).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Protocol
 
-from pxed.config import BootConfig, HostConfig
+from pxed.config import BootConfig, HostConfig, ProfileConfig
+from pxed.profiles.paths import machine_file
+from pxed.profiles.select import Machine, select
 
 
 class ClientArch(IntEnum):
@@ -47,14 +51,26 @@ class BootRequest:
     is_pxe: bool
     """Option 60 starts with "PXEClient" (or "HTTPClient")."""
     host: HostConfig | None
+    uuid: str | None = None
+    """Option 97's machine UUID, as dmidecode prints it."""
+    hostname: str | None = None
+    """Option 12, as the client sent it."""
+
+    @property
+    def machine(self) -> Machine:
+        arch = firmware_key(self.arch) if self.arch else None
+        return Machine(self.mac, arch, self.uuid, self.hostname)
 
 
 @dataclass(frozen=True, slots=True)
 class BootChoice:
     file: str
     reason: str
-    """Why this file: "host", "ipxe", "bios", "uefi_x64", ... (logged with the decision)."""
+    """Why this file: "host", "profile", "ipxe", "bios", "uefi_x64", ... (logged with the
+    decision)."""
     warning: str | None = None
+    profile: str | None = None
+    """The machine's profile, when it has one."""
 
 
 class BootPolicy(Protocol):
@@ -89,10 +105,31 @@ def firmware_key(arch: Iterable[int]) -> str:
 
 
 class ConfigBootPolicy:
-    """The default policy: `[[dhcp.host]] boot` > `[boot] ipxe` for iPXE > `[boot]` by arch."""
+    """The default policy: `[[dhcp.host]] boot` > for iPXE, the profile's script, else
+    `[boot] ipxe` > `[boot]` by arch.
 
-    def __init__(self, boot: BootConfig) -> None:
+    ``next_boot``: a MAC's boot-once state (the profile it boots next, or None);
+    ``seen``: told every machine asked about, so that its rendered files, fetched later,
+    are selected and filled in from the same facts (arch, UUID, name)."""
+
+    def __init__(
+        self,
+        boot: BootConfig,
+        profiles: Sequence[ProfileConfig] = (),
+        next_boot: Callable[[str], str | None] | None = None,
+        seen: Callable[[Machine], None] | None = None,
+    ) -> None:
         self.boot = boot
+        self.profiles = tuple(profiles)
+        self._next_boot = next_boot
+        self._seen = seen
+
+    def profile(self, request: BootRequest) -> ProfileConfig | None:
+        machine = request.machine
+        if self._seen is not None:
+            self._seen(machine)
+        next_boot = None if self._next_boot is None else self._next_boot(request.mac)
+        return select(self.profiles, request.host, machine, next_boot)
 
     def choose(self, request: BootRequest) -> BootChoice | None:
         host = request.host
@@ -104,18 +141,20 @@ class ConfigBootPolicy:
                     "client already runs iPXE: it may chainload itself in a loop"
                 )
             return BootChoice(host.boot, "host", warning)
+        profile = self.profile(request)
+        if profile is not None and request.is_ipxe:
+            return BootChoice(machine_file(request.mac, "ipxe"), "profile", None, profile.name)
+        name = profile.name if profile is not None else None
         if request.is_ipxe and self.boot.ipxe:
             return BootChoice(self.boot.ipxe, "ipxe")
         key = firmware_key(request.arch)
-        name: str | None = getattr(self.boot, key)
-        if name is None and key != "bios":
-            return None
-        if name is None:
+        file: str | None = getattr(self.boot, key)
+        if file is None:
             return None
         warning = None
-        if request.is_ipxe and looks_like_ipxe_binary(name):
+        if request.is_ipxe and looks_like_ipxe_binary(file):
             warning = (
-                f"iPXE client {request.mac} would get iPXE binary {name} again "
+                f"iPXE client {request.mac} would get iPXE binary {file} again "
                 "(set [boot] ipxe to a script to break the chainload loop)"
             )
-        return BootChoice(name, key, warning)
+        return BootChoice(file, key, warning, name)

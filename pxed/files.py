@@ -27,6 +27,7 @@ import errno
 import mmap
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -91,6 +92,35 @@ class FileSource(Protocol):
     def open(self, name: str, *, netascii: bool = False, under: str | None = None) -> ServedFile:
         """``under``: a directory below the root to look in first (a client's own files)."""
         ...
+
+
+Rendered = Callable[[str, str, "str | None"], "bytes | None"]
+"""Files made for the machine asking (pxed.profiles.serve): ``(name, client IP, the address
+of pxed it asked) -> bytes``, or None for a name that is none of them (the root answers it).
+Raises FileRefused for one that cannot be made."""
+
+
+class MemoryFile:
+    """A ServedFile over bytes in memory (a rendered file)."""
+
+    def __init__(self, name: str, data: bytes) -> None:
+        self._name = name
+        self._data = memoryview(data)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def size(self) -> int:
+        return len(self._data)
+
+    @property
+    def data(self) -> memoryview:
+        return self._data
+
+    def close(self) -> None:
+        pass
 
 
 def to_netascii(raw: bytes) -> bytes:

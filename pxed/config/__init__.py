@@ -13,6 +13,7 @@ loads no TOML parser and no interface code.
 from __future__ import annotations
 
 from pxed.config.model import (
+    TEMPLATE_KINDS,
     BootConfig,
     BootsConfig,
     Config,
@@ -22,11 +23,14 @@ from pxed.config.model import (
     LogFormat,
     MetricsConfig,
     Mode,
+    ProfileConfig,
+    ProfileMatch,
     SubnetConfig,
     TftpConfig,
 )
 
 __all__ = [
+    "TEMPLATE_KINDS",
     "BootConfig",
     "BootsConfig",
     "Config",
@@ -36,6 +40,8 @@ __all__ = [
     "LogFormat",
     "MetricsConfig",
     "Mode",
+    "ProfileConfig",
+    "ProfileMatch",
     "SubnetConfig",
     "TftpConfig",
 ]

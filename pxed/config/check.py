@@ -48,9 +48,11 @@ def check(
     if config.known_only and not config.hosts:
         problems.add("[dhcp] known_only: no [[dhcp.host]] entries, so nobody would be answered")
     _check_hosts(problems, config.hosts, config.subnets)
+    _check_profiles(problems, config)
     boot = config.boot
     if files:
         boot = _check_boot_files(problems, boot, config.hosts, config.tftp, notes)
+        _check_profile_files(problems, config)
         _check_hook(problems, "[hooks] lease", config.hooks.lease)
         _check_hook(problems, "[hooks] boot", config.hooks.boot)
 
@@ -139,6 +141,56 @@ def _check_hosts(
                     f"[[dhcp.host]] {host.mac}: address {host.ip} is not a host address "
                     f"of {s.network}"
                 )
+
+
+def _check_profiles(problems: Problems, config: Config) -> None:
+    from pxed.profiles.select import LOCAL_DISK
+
+    names: set[str] = set()
+    defaults: list[str] = []
+    for profile in config.profiles:
+        if profile.name in names:
+            problems.add(f"[[profile]] {profile.name}: the name is used by another profile")
+        names.add(profile.name)
+        if profile.default:
+            defaults.append(profile.name)
+    if len(defaults) > 1:
+        problems.add(f"[[profile]]: default = true on more than one ({', '.join(defaults)})")
+    known = names | {LOCAL_DISK.name}
+    for host in config.hosts:
+        if host.profile is None:
+            continue
+        if host.profile not in known:
+            listed = ", ".join(sorted(known))
+            problems.add(
+                f"[[dhcp.host]] {host.mac} profile: no [[profile]] named {host.profile!r} "
+                f"(there are: {listed})"
+            )
+        if host.boot:
+            problems.add(
+                f"[[dhcp.host]] {host.mac}: boot and profile both say what it boots; keep one"
+            )
+
+
+def _check_profile_files(problems: Problems, config: Config) -> None:
+    """Each profile's kernel and initrds are served from the root, and every template
+    renders for a sample machine (an undefined variable is refused here, not found in a
+    boot file)."""
+    from pxed.profiles.render import check_profile
+
+    tftp = config.tftp
+    store = FileStore.for_config(tftp) if tftp.root.is_dir() else None
+    http_port = config.http.listen[1] if config.http.listen else None
+    for profile in config.profiles:
+        for key, names in (("kernel", [profile.kernel]), ("initrd", profile.initrd)):
+            for name in names:
+                if name is None or _is_url(name) or store is None:
+                    continue
+                why = _not_served(store, name, tftp.root)
+                if why is not None:
+                    problems.add(f"[[profile]] {profile.name} {key}: {why}")
+        for line in check_profile(profile, http_port):
+            problems.add(line)
 
 
 def _check_hook(problems: Problems, key: str, path: Path | None) -> None:

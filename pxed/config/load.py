@@ -31,17 +31,19 @@ def build_config(
     check_files: bool = True,
     notes: list[str] | None = None,
     warnings: list[str] | None = None,
+    base: Path | None = None,
 ) -> Config:
     """Validate a configuration mapping (the TOML's shape) into a Config.
 
     Raises ConfigError with every problem. ``notes`` collects what was derived or defaulted
     (the daemon logs them), such as a pool chosen from the interface's subnet; ``warnings``
-    what may need attention but is no refusal (an interface that is not there yet).
+    what may need attention but is no refusal (an interface that is not there yet);
+    ``base`` the directory relative template paths are under.
     """
     problems = Problems()
     notes = notes if notes is not None else []
     where: list[str] = []
-    parsed = parse(data, problems)
+    parsed = parse(data, problems, base=base)
     config = derive(parsed, lookup, problems=problems, notes=notes, warnings=warnings, where=where)
     config = check(config, problems=problems, notes=notes, where=where, files=check_files)
     problems.raise_any()
@@ -60,4 +62,5 @@ def load_config(
     data: dict[str, Any] = load_file(Path(path)) if path is not None else {}
     if overrides:
         data = merge(data, overrides)
-    return build_config(data, lookup=lookup, notes=notes, warnings=warnings)
+    base = Path(path).resolve().parent if path is not None else None
+    return build_config(data, lookup=lookup, notes=notes, warnings=warnings, base=base)

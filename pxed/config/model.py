@@ -25,6 +25,8 @@ class HostConfig:
     hostname: str | None = None
     boot: str | None = None
     """Boot file this host always gets, whatever its firmware."""
+    profile: str | None = None
+    """The ``[[profile]]`` this host boots (its files rendered for it), by name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +111,63 @@ class BootConfig:
     """Which of the file keys the user set (those must exist; missing defaults are dropped)."""
 
 
+TEMPLATE_KINDS = (
+    "ipxe",
+    "pxelinux",
+    "grub",
+    "preseed",
+    "meta_data",
+    "user_data",
+    "vendor_data",
+    "network_config",
+)
+"""The files rendered for each machine with a profile (``[[profile]] templates`` keys)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileMatch:
+    """Which machines a profile is for (``[[profile]] match``): a machine matches when it
+    matches every criterion given, and a criterion when it matches any of its values."""
+
+    mac: tuple[str, ...] = ()
+    """Whole MACs, lower-case, colon separated."""
+    mac_prefix: tuple[str, ...] = ()
+    """Leading octets (``52:54:00``), lower-case, colon separated."""
+    arch: tuple[str, ...] = ()
+    """Firmware kinds as ``[boot]`` names them: bios, uefi_x64, uefi_ia32, uefi_arm64."""
+    uuid: tuple[str, ...] = ()
+    """SMBIOS system UUIDs (DHCP option 97), lower-case with dashes."""
+    hostname: tuple[str, ...] = ()
+    """Shell patterns (``node-*``) over the host name."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileConfig:
+    """What a machine boots, and the files rendered for it (``[[profile]]``)."""
+
+    name: str
+    kernel: str | None = None
+    """Under the boot root, or a URL; None: the profile boots the local disk."""
+    initrd: tuple[str, ...] = ()
+    cmdline: str = ""
+    """Kernel arguments: a template, rendered with the machine's variables."""
+    variables: tuple[tuple[str, object], ...] = ()
+    """The profile's own template variables (``vars``), in the order given."""
+    templates: tuple[tuple[str, Path], ...] = ()
+    """Template files by kind (TEMPLATE_KINDS) in place of the built-in ones."""
+    match: ProfileMatch | None = None
+    default: bool = False
+    """The profile of every machine no host entry and no match gives one."""
+
+    @property
+    def final_file(self) -> str | None:
+        """The last file the profile's boot fetches (its last initrd, else its kernel):
+        once it is sent, a boot-once machine has been handed its installer."""
+        if self.initrd:
+            return self.initrd[-1]
+        return self.kernel
+
+
 @dataclass(frozen=True, slots=True)
 class TftpConfig:
     """The integrated TFTP server (``[tftp]``)."""
@@ -159,6 +218,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     boots: BootsConfig = field(default_factory=BootsConfig)
+    profiles: tuple[ProfileConfig, ...] = ()
     log_format: LogFormat = "console"
     log_level: str = "info"
     dhcp_port: int = 67

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pxed.config.model import (
+    TEMPLATE_KINDS,
     BootConfig,
     BootsConfig,
     Config,
@@ -28,6 +29,8 @@ from pxed.config.model import (
     HostConfig,
     HttpConfig,
     MetricsConfig,
+    ProfileConfig,
+    ProfileMatch,
     SubnetConfig,
     TftpConfig,
 )
@@ -69,7 +72,10 @@ DHCP_KEYS = SUBNET_KEYS | {
     "known_only",
     "new_clients_per_second",
 }
-HOST_KEYS = {"mac", "ip", "hostname", "boot"}
+HOST_KEYS = {"mac", "ip", "hostname", "boot", "profile"}
+PROFILE_KEYS = {"name", "kernel", "initrd", "cmdline", "vars", "templates", "match", "default"}
+MATCH_KEYS = {"mac", "mac_prefix", "arch", "uuid", "hostname"}
+ARCH_NAMES = ("bios", "uefi_x64", "uefi_ia32", "uefi_arm64")
 BOOT_KEYS = {"bios", "uefi_x64", "uefi_ia32", "uefi_arm64", "ipxe", "next_server"}
 TFTP_KEYS = {
     "root",
@@ -91,7 +97,7 @@ HOOKS_KEYS = {"lease", "boot", "timeout"}
 METRICS_KEYS = {"listen"}
 HTTP_KEYS = {"listen"}
 BOOTS_KEYS = {"keep", "quiet"}
-TOP_KEYS = {"server", "dhcp", "boot", "tftp", "http", "hooks", "metrics", "boots"}
+TOP_KEYS = {"server", "dhcp", "boot", "tftp", "http", "hooks", "metrics", "boots", "profile"}
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -211,8 +217,13 @@ def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, An
     return out
 
 
-def parse(data: Mapping[str, Any], problems: Problems | None = None) -> Parsed:
+def parse(
+    data: Mapping[str, Any], problems: Problems | None = None, *, base: Path | None = None
+) -> Parsed:
     """What a configuration mapping (the TOML's shape) states, every value checked.
+
+    ``base``: the directory relative template paths are under (the configuration file's;
+    the working directory when None).
 
     Raises ConfigError with every problem; given ``problems``, adds to it instead and
     returns what could be parsed (load_config runs the next stages on it, to tell all).
@@ -273,6 +284,7 @@ def parse(data: Mapping[str, Any], problems: Problems | None = None) -> Parsed:
     metrics = MetricsConfig(listen=_listen(problems, "[metrics]", metrics_t, "127.0.0.1:9167"))
     http = HttpConfig(listen=_listen(problems, "[http]", http_t, "0.0.0.0:8080"))
     boots = _boots(problems, boots_t)
+    profiles = _profiles(problems, data.get("profile", []), base or Path.cwd())
 
     offer_hold = problems.check(
         "[dhcp] offer_hold", lambda: parse_duration(dhcp.get("offer_hold", 60))
@@ -311,6 +323,7 @@ def parse(data: Mapping[str, Any], problems: Problems | None = None) -> Parsed:
         metrics=metrics,
         http=http,
         boots=boots,
+        profiles=tuple(profiles),
         log_format=log_format,
         log_level=log_level,
         dhcp_port=dhcp_port,
@@ -479,8 +492,121 @@ def _hosts(problems: Problems, dhcp: Mapping[str, Any]) -> list[HostConfig]:
         ):
             problems.add(f"{where} hostname: {hostname!r} is not a valid host name")
         if mac is not None:
-            hosts.append(HostConfig(mac=mac, ip=ip, hostname=hostname, boot=h.get("boot")))
+            profile = h.get("profile")
+            if profile is not None and not isinstance(profile, str):
+                problems.add(f"{where} profile: {profile!r} is not a profile name")
+                profile = None
+            hosts.append(HostConfig(mac=mac, ip=ip, hostname=hostname, boot=h.get("boot"),
+                                    profile=profile))  # fmt: skip
     return hosts
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_MAC_PREFIX = re.compile(r"^[0-9a-f]{2}([:-][0-9a-f]{2}){0,5}$")
+_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _strings(problems: Problems, where: str, value: Any) -> tuple[str, ...]:
+    """A string or an array of strings."""
+    items = _as_list(value)
+    if not all(isinstance(i, str) for i in items):
+        problems.add(f"{where}: {value!r} is not a string or an array of strings")
+        return ()
+    return tuple(items)
+
+
+def _profiles(problems: Problems, raw: Any, base: Path) -> list[ProfileConfig]:
+    profiles: list[ProfileConfig] = []
+    if not isinstance(raw, list):
+        problems.add("[[profile]]: must be an array of tables")
+        return profiles
+    for n, t in enumerate(raw, 1):
+        where = f"[[profile]] #{n}"
+        if not isinstance(t, Mapping):
+            problems.add(f"{where}: must be a table")
+            continue
+        _unknown(problems, where, t, PROFILE_KEYS)
+        name = t.get("name")
+        if not isinstance(name, str) or not _NAME.match(name):
+            problems.add(f"{where} name: {name!r} is not a name (letters, digits, . _ -)")
+            continue
+        where = f"[[profile]] {name}"
+        kernel = t.get("kernel")
+        if kernel is not None and (not isinstance(kernel, str) or not kernel):
+            problems.add(f"{where} kernel: {kernel!r} is not a file name or URL")
+            kernel = None
+        initrd = _strings(problems, f"{where} initrd", t.get("initrd", []))
+        if initrd and kernel is None:
+            problems.add(f"{where} initrd: an initrd needs a kernel")
+        cmdline = t.get("cmdline", "")
+        if not isinstance(cmdline, str):
+            problems.add(f"{where} cmdline: {cmdline!r} is not a string")
+            cmdline = ""
+        variables = t.get("vars", {})
+        if not isinstance(variables, Mapping):
+            problems.add(f"{where} vars: must be a table")
+            variables = {}
+        for key in variables:
+            if not _VAR.match(key):
+                problems.add(f"{where} vars: {key!r} is not a template variable name")
+        templates = t.get("templates", {})
+        if not isinstance(templates, Mapping):
+            problems.add(f"{where} templates: must be a table")
+            templates = {}
+        files: list[tuple[str, Path]] = []
+        for kind, path in templates.items():
+            if kind not in TEMPLATE_KINDS:
+                known = ", ".join(TEMPLATE_KINDS)
+                problems.add(f"{where} templates: {kind!r} is not one of {known}")
+            elif not isinstance(path, str) or not path:
+                problems.add(f"{where} templates {kind}: {path!r} is not a file name")
+            else:
+                files.append((kind, base / path))
+        default = t.get("default", False)
+        if not isinstance(default, bool):
+            problems.add(f"{where} default: {default!r} is not true or false")
+            default = False
+        match = _match(problems, where, t["match"]) if "match" in t else None
+        profiles.append(ProfileConfig(
+            name=name, kernel=kernel, initrd=initrd, cmdline=cmdline,
+            variables=tuple(variables.items()), templates=tuple(files), match=match,
+            default=default,
+        ))  # fmt: skip
+    return profiles
+
+
+def _match(problems: Problems, where: str, t: Any) -> ProfileMatch | None:
+    where = f"{where} match"
+    if not isinstance(t, Mapping):
+        problems.add(f"{where}: must be a table")
+        return None
+    _unknown(problems, where, t, MATCH_KEYS)
+    macs = [m.lower().replace("-", ":") for m in _strings(problems, f"{where} mac", t.get("mac"))]
+    for mac in macs:
+        if not _MAC.match(mac):
+            problems.add(f"{where} mac: {mac!r} is not a MAC address")
+    prefixes = [
+        m.lower().replace("-", ":")
+        for m in _strings(problems, f"{where} mac_prefix", t.get("mac_prefix"))
+    ]
+    for prefix in prefixes:
+        if not _MAC_PREFIX.match(prefix):
+            problems.add(f"{where} mac_prefix: {prefix!r} is not leading octets (52:54:00)")
+    arch = _strings(problems, f"{where} arch", t.get("arch"))
+    for a in arch:
+        if a not in ARCH_NAMES:
+            problems.add(f"{where} arch: {a!r} is not one of {', '.join(ARCH_NAMES)}")
+    uuids = [u.lower() for u in _strings(problems, f"{where} uuid", t.get("uuid"))]
+    for u in uuids:
+        if not _UUID.match(u):
+            problems.add(f"{where} uuid: {u!r} is not a UUID")
+    hostnames = _strings(problems, f"{where} hostname", t.get("hostname"))
+    match = ProfileMatch(tuple(macs), tuple(prefixes), arch, tuple(uuids), hostnames)
+    if match == ProfileMatch():
+        problems.add(f"{where}: names no criterion (mac, mac_prefix, arch, uuid, hostname)")
+        return None
+    return match
 
 
 def _subnets(problems: Problems, dhcp: Mapping[str, Any]) -> list[SubnetSpec]:

@@ -8,6 +8,7 @@ siaddr, the file field, options 60/66/67, and for PXE ROMs the client UUID (97) 
 from __future__ import annotations
 
 import logging
+import uuid
 from ipaddress import IPv4Address
 
 from pxed.boot import BootChoice, BootPolicy, BootRequest
@@ -49,7 +50,18 @@ def boot_request(
         )
     if not wanted:
         return None
-    return BootRequest(mac=p.mac, arch=p.client_arch, is_ipxe=p.is_ipxe, is_pxe=is_pxe, host=host)
+    return BootRequest(mac=p.mac, arch=p.client_arch, is_ipxe=p.is_ipxe, is_pxe=is_pxe,
+                       host=host, uuid=client_uuid(p), hostname=p.hostname)  # fmt: skip
+
+
+def client_uuid(p: DhcpPacket) -> str | None:
+    """Option 97 (RFC 4578 §2.3: type 0, then the 16-byte machine UUID) as dmidecode and
+    QEMU's ``-uuid`` write it: the first three fields are little-endian on the wire, as
+    SMBIOS 2.6 stores them and as EDK2 and iPXE send them. None when absent or malformed."""
+    raw = p.options.get(OptionCode.CLIENT_UUID)
+    if raw is None or len(raw) != 17 or raw[0] != 0:
+        return None
+    return str(uuid.UUID(bytes_le=bytes(raw[1:])))
 
 
 def choose_boot(

@@ -22,7 +22,7 @@ from types import TracebackType
 from pxed.errors import PxedError
 from pxed.leases.model import Lease, LeaseState
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """``PRAGMA user_version`` of the schema this code writes; bump it with a migration."""
 
 APPLICATION_ID = 0x70786564
@@ -45,6 +45,16 @@ SELECT subnet,
 FROM leases;
 """
 
+# Boot-once state (version 3): the profile a machine boots next, by MAC; 'local' once its
+# install was handed out (pxed.leases.next_boot).
+_NEXT_BOOT = """
+CREATE TABLE next_boot (
+    mac     TEXT PRIMARY KEY,
+    profile TEXT NOT NULL,
+    updated REAL NOT NULL          -- epoch seconds
+) WITHOUT ROWID;
+"""
+
 # The schema of SCHEMA_VERSION, as a new database gets it (an older one is migrated to it).
 _SCHEMA = f"""
 CREATE TABLE leases (
@@ -65,7 +75,7 @@ CREATE TABLE leases (
 -- Finds a client's other ACTIVE row when it is bound to a new address (see _RELEASE_OTHERS).
 -- Partial: only ACTIVE rows, the ones the lookup wants, cost index space and writes.
 CREATE INDEX leases_active_by_client ON leases (subnet, client_key) WHERE state = 'active';
-"""
+{_NEXT_BOOT}"""
 # No index on expires: prune() runs rarely and scans 100000 rows in milliseconds, while an
 # index would cost another B-tree write for every lease of every commit.
 
@@ -79,7 +89,15 @@ def _add_boot_columns(conn: sqlite3.Connection) -> None:
     conn.execute(_VIEW.strip().rstrip(";"))
 
 
-_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _add_boot_columns}
+def _add_next_boot(conn: sqlite3.Connection) -> None:
+    """Version 2 -> 3: boot-once state."""
+    conn.execute(_NEXT_BOOT.strip().rstrip(";"))
+
+
+_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    1: _add_boot_columns,
+    2: _add_next_boot,
+}
 """``from_version -> step`` that upgrades a database to ``from_version + 1``."""
 
 # A commit writes its whole batch in two statements, whatever its size: the rows travel as

@@ -27,7 +27,7 @@ from urllib.parse import unquote, urlsplit
 from aiohttp import web
 
 from pxed.events import Event, Notice
-from pxed.files import FileRefused, FileStore, Refusal
+from pxed.files import FileRefused, FileStore, Refusal, Rendered
 from pxed.net.site import bound_port, open_site
 
 CONTENT_TYPE = "application/octet-stream"
@@ -96,11 +96,14 @@ class HttpBootServer:
         client_dir: Callable[[str], str | None],
         mac_for: Callable[[str], str | None],
         grace: float = 5.0,
+        rendered: Rendered | None = None,
     ) -> None:
         """``files``: the store now (a reload may bring a new root); ``publish``: where the
         per-file events go; ``client_dir``: the per-client directory for an address;
         ``mac_for``: the MAC behind an address (leases, ARP), for the events; ``grace``:
-        seconds running responses get at close (``[server] stop_grace``)."""
+        seconds running responses get at close (``[server] stop_grace``); ``rendered``:
+        the files made per machine (profiles), asked before the root."""
+        self._rendered = rendered
         self.grace = grace
         self._files = files
         self._publish = publish
@@ -137,9 +140,14 @@ class HttpBootServer:
         if request.method not in ("GET", "HEAD"):
             self._refused(base, 405, "bad_request", f"method {request.method} not served")
             return web.Response(status=405, headers={"Allow": "GET, HEAD"})
-        store = self._files()
         try:
-            fd, size, served = store.open_fd(name, under=self._client_dir(ip))
+            data = None
+            if self._rendered is not None:
+                sock = request.transport.get_extra_info("sockname") if request.transport else None
+                data = self._rendered(name, ip, str(sock[0]) if sock else None)
+            if data is not None:
+                return await self._send(request, data, len(data), base)
+            fd, size, served = self._files().open_fd(name, under=self._client_dir(ip))
         except FileRefused as exc:
             status = 404 if exc.kind == Refusal.NOT_FOUND else 403
             self._refused(base, status, str(exc.kind), exc.reason)
@@ -152,8 +160,9 @@ class HttpBootServer:
             return await self._send(request, fobj, size, base)
 
     async def _send(
-        self, request: web.Request, fobj: Any, size: int, base: dict[str, Any]
+        self, request: web.Request, body: Any, size: int, base: dict[str, Any]
     ) -> web.StreamResponse:
+        """``body``: an open file (sent with sendfile) or the bytes of a rendered one."""
         try:
             wanted = parse_range(request.headers.get("Range"), size)
         except Unsatisfiable:
@@ -174,10 +183,13 @@ class HttpBootServer:
         try:
             await response.prepare(request)
             if request.method == "GET" and count:
-                transport = request.transport
-                if transport is None:
-                    raise ConnectionResetError("connection lost")
-                await asyncio.get_running_loop().sendfile(transport, fobj, offset, count)
+                if isinstance(body, bytes):
+                    await response.write(body[offset : offset + count])
+                else:
+                    transport = request.transport
+                    if transport is None:
+                        raise ConnectionResetError("connection lost")
+                    await asyncio.get_running_loop().sendfile(transport, body, offset, count)
             await response.write_eof()
         except (ConnectionError, asyncio.CancelledError) as exc:  # the client went away
             self._end("http.failed", logging.WARNING, fields, started,

@@ -67,7 +67,7 @@ import structlog
 
 from pxed.config import TftpConfig
 from pxed.events import Event, Notice
-from pxed.files import FileStore
+from pxed.files import FileStore, Rendered
 from pxed.net.udp import PKTINFO_SPACE, Ancillary, local_address, open_udp_socket, send_from
 from pxed.tftp.server import Accepted, Duplicate, Refused, TftpServer, TftpStats
 from pxed.tftp.transfer import Address, Buffer, Burst, Datagram, Outcome, Transfer
@@ -308,7 +308,7 @@ class _Pump:
             self._request(data, addr, local_ip, now)
 
     def _request(self, data: bytes, addr: Address, local_ip: str, now: float) -> None:
-        decision = self.core.request(data, addr, now)
+        decision = self.core.request(data, addr, now, local_ip if local_ip != "0.0.0.0" else None)
         if isinstance(decision, Refused):
             self._refused(decision, addr, local_ip)
             return
@@ -711,6 +711,7 @@ class TftpEndpoint:
         *,
         interface: str | None = None,
         mac_lookup: Callable[[str], str | None] | None = None,
+        rendered: Rendered | None = None,
         threaded: bool = True,
         lane: bool = True,
         gso: bool = True,
@@ -727,7 +728,7 @@ class TftpEndpoint:
         self._lane = lane and threaded
         self._gso = gso
         self.files = FileStore.for_config(config)
-        self.core = TftpServer(config, self.files, mac_lookup=mac_lookup)
+        self.core = TftpServer(config, self.files, mac_lookup=mac_lookup, rendered=rendered)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sock: socket.socket | None = None
         self._pump: _Pump | None = None

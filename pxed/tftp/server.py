@@ -25,7 +25,15 @@ from enum import StrEnum
 
 from pxed.config import TftpConfig
 from pxed.errors import MalformedPacket
-from pxed.files import FileRefused, FileSource, Refusal
+from pxed.files import (
+    FileRefused,
+    FileSource,
+    MemoryFile,
+    Refusal,
+    Rendered,
+    ServedFile,
+    to_netascii,
+)
 from pxed.tftp import packet as tp
 from pxed.tftp.packet import ErrorCode, Opcode
 from pxed.tftp.transfer import Address, Burst, Outcome, Settings, Transfer, negotiate
@@ -153,9 +161,12 @@ class TftpServer:
         *,
         settings: Settings | None = None,
         mac_lookup: Callable[[str], str | None] | None = None,
+        rendered: Rendered | None = None,
     ) -> None:
         self.config = config
         self.files = files
+        self.rendered = rendered
+        """Files made per machine (profiles), asked before the root."""
         self.mac_lookup = mac_lookup
         """The MAC behind a client address (DHCP's lease, the ARP table): ``per_client``."""
         self.settings = settings or settings_from(config)
@@ -198,10 +209,13 @@ class TftpServer:
 
     # -- requests -------------------------------------------------------------------------
 
-    def request(self, datagram: bytes, client: Address, now: float) -> Decision:
-        """A datagram from a peer that has no transfer here (or a new RRQ). Never raises."""
+    def request(
+        self, datagram: bytes, client: Address, now: float, local: str | None = None
+    ) -> Decision:
+        """A datagram from a peer that has no transfer here (or a new RRQ). Never raises.
+        ``local``: the address of ours it was sent to (rendered files name it)."""
         try:
-            return self._request(bytes(datagram), client, now)
+            return self._request(bytes(datagram), client, now, local)
         except MalformedPacket as exc:
             self.malformed += 1
             return _refuse("tftp.malformed", RefusalReason.MALFORMED, str(exc), exc.error_code)
@@ -225,7 +239,9 @@ class TftpServer:
             return None
         return UNKNOWN_TID_ERROR
 
-    def _request(self, datagram: bytes, client: Address, now: float) -> Decision:
+    def _request(
+        self, datagram: bytes, client: Address, now: float, local: str | None
+    ) -> Decision:
         if len(datagram) >= 2 and datagram[0] == 0 and datagram[1] == Opcode.WRQ:
             # Refuse before decoding: a broken WRQ gets the same answer.
             self.refused += 1
@@ -279,9 +295,7 @@ class TftpServer:
             return _refuse("tftp.refused", RefusalReason.BAD_REQUEST, str(exc), exc.error_code,
                            pkt.filename)  # fmt: skip
         try:
-            served = self.files.open(
-                pkt.filename, netascii=pkt.mode == "netascii", under=self._client_dir(client[0])
-            )
+            served = self._open(pkt, client[0], local)
         except FileRefused as exc:
             self.refused += 1
             cause, code = _REFUSALS[exc.kind]
@@ -302,6 +316,14 @@ class TftpServer:
         self._per_client[client[0]] = self._per_client.get(client[0], 0) + 1
         self.started += 1
         return Accepted(transfer, replaced)
+
+    def _open(self, pkt: tp.ReadRequest, ip: str, local: str | None) -> ServedFile:
+        netascii = pkt.mode == "netascii"
+        if self.rendered is not None:
+            data = self.rendered(pkt.filename, ip, local)
+            if data is not None:
+                return MemoryFile(pkt.filename, to_netascii(data) if netascii else data)
+        return self.files.open(pkt.filename, netascii=netascii, under=self._client_dir(ip))
 
     def cannot_serve(self, transfer: Transfer, reason: str, now: float) -> Refused:
         """An accepted transfer that the glue could not start (``reason``: no socket, no

@@ -468,7 +468,8 @@ def test_version_1_database_is_migrated_keeping_its_rows(db: Path) -> None:
         store.stage(lease(9, arch=7, boot_file="ipxe.efi"))
     conn = sqlite3.connect(db)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("SELECT count(*) FROM next_boot").fetchone()[0] == 0
         view = conn.execute(
             "SELECT ip, arch, boot_file FROM leases_readable ORDER BY ip"
         ).fetchall()
