@@ -45,6 +45,7 @@ from pxed.net.http import HttpBootServer
 from pxed.net.links import Change, ChangeKind, LinkState, LinkWatcher, read_links
 from pxed.net.probe import ForeignServerWatcher, ProbeOffer, probe
 from pxed.netinfo import InterfaceInfo, interface_info
+from pxed.profiles.paths import canonical
 from pxed.profiles.select import by_name
 from pxed.profiles.serve import ProfileFiles
 from pxed.reload import ReloadPlan
@@ -359,7 +360,7 @@ class Server:
             return
         profile = by_name(self.config.profiles, state)
         final = profile.final_file if profile is not None else None
-        sent = str(fields.get("file", "")).replace("\\", "/").lstrip("/")
+        sent = canonical(str(fields.get("file", "")))
         if final is None or sent != final.lstrip("/"):
             return
         try:

@@ -29,6 +29,9 @@ pxed: a PXE boot server (DHCP + TFTP) in one process.
                                             directory's)
   pxed boots [MAC] [--follow] [--json]      each machine's boot as one story: DHCP, files,
                                             where it stopped and why
+  pxed host MAC [--next PROFILE|--local|--clear]
+                                            boot a profile once (an install), then the
+                                            local disk; or the local disk; or forget
   pxed explain MAC [--arch N] [--user-class iPXE]
                                             which boot file and address that client would
                                             get, and by which rule (configuration only)
@@ -137,6 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pxed.boots.report import main as boots_main
 
         return boots_main(argv[1:])
+    if argv and argv[0] == "host":
+        from pxed.profiles.command import main as host_main
+
+        return host_main(argv[1:])
     if argv and argv[0] == "install-unit":
         from pxed.install import main as install_main
 

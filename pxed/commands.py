@@ -13,8 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 from pxed import __version__
 from pxed.boots.story import Boot
+from pxed.config.parse import normalise_mac
 from pxed.control import Answer, Follower, Handler, answer, send_line
+from pxed.errors import PxedError
+from pxed.leases.next_boot import LOCAL
 from pxed.leases.report import as_json, rows
+from pxed.profiles.select import by_name
 
 if TYPE_CHECKING:
     from pxed.app import Server
@@ -72,8 +76,27 @@ def handlers(server: Server) -> dict[str, Handler]:
             return answer(0, "reloaded")
         return answer(1, "refused: the running configuration keeps serving", problems=problems)
 
+    async def host(args: Mapping[str, Any]) -> Answer:
+        try:
+            mac = normalise_mac(str(args.get("mac", "")))
+        except ValueError as exc:
+            return answer(1, str(exc))
+        if "next" in args:
+            wanted = args["next"]
+            if wanted is not None and by_name(server.config.profiles, str(wanted)) is None:
+                names = ", ".join(sorted({p.name for p in server.config.profiles} | {LOCAL}))
+                return answer(1, f"no profile named {wanted!r} (there are: {names})")
+            try:
+                server.set_next_boot(mac, None if wanted is None else str(wanted))
+            except PxedError as exc:
+                return answer(1, str(exc))
+        profile = server.profile_files.profile(mac)
+        return answer(0, f"host {mac}", mac=mac, next_boot=server.next_boots.get(mac),
+                      profile=profile.name if profile is not None else None)  # fmt: skip
+
     return {
         "status": status,
+        "host": host,
         "stats": stats,
         "leases": leases,
         "lease-delete": lease_delete,

@@ -151,7 +151,8 @@ class PxedProcess(ServerProcess):
     def is_ready(self) -> bool:
         if self.quiet or self.log_direct:
             return self.ns.udp_port_bound(self.ready_port)
-        return bool(self.events("pxed.ready"))
+        # This run's: events() holds every run's, and a restart is not ready by the last one.
+        return self.output is not None and bool(self.output.named("pxed.ready"))
 
     def ready_event(self) -> Event:
         """This run's ``pxed.ready`` (addresses, mode, subnets); {} when quiet."""

@@ -29,6 +29,7 @@ from aiohttp import web
 from pxed.events import Event, Notice
 from pxed.files import FileRefused, FileStore, Refusal, Rendered
 from pxed.net.site import bound_port, open_site
+from pxed.profiles.paths import canonical
 
 CONTENT_TYPE = "application/octet-stream"
 """Every file is bytes to a firmware: no type guessing, nothing for a client to render."""
@@ -146,6 +147,7 @@ class HttpBootServer:
                 sock = request.transport.get_extra_info("sockname") if request.transport else None
                 data = self._rendered(name, ip, str(sock[0]) if sock else None)
             if data is not None:
+                base["file"] = canonical(name)
                 return await self._send(request, data, len(data), base)
             fd, size, served = self._files().open_fd(name, under=self._client_dir(ip))
         except FileRefused as exc:

@@ -44,9 +44,14 @@ def machine_file(mac: str, kind: str) -> str:
     raise ValueError(f"no file of kind {kind!r}")
 
 
+def canonical(name: str) -> str:
+    """A name as a client sent it, as rendered files are logged: relative, ``/`` separated."""
+    return name.replace("\\", "/").lstrip("/")
+
+
 def rendered(name: str) -> tuple[str, str] | None:
     """``(mac, kind)`` when ``name`` (as a client sent it) is a rendered file's name."""
-    clean = name.replace("\\", "/").lstrip("/").lower()
+    clean = canonical(name).lower()
     m = _MACHINE.match(clean)
     if m is not None:
         kind = MACHINE_FILES.get(m.group(2))

@@ -322,7 +322,8 @@ class TftpServer:
         if self.rendered is not None:
             data = self.rendered(pkt.filename, ip, local)
             if data is not None:
-                return MemoryFile(pkt.filename, to_netascii(data) if netascii else data)
+                name = pkt.filename.replace("\\", "/").lstrip("/")  # as the root's are logged
+                return MemoryFile(name, to_netascii(data) if netascii else data)
         return self.files.open(pkt.filename, netascii=netascii, under=self._client_dir(ip))
 
     def cannot_serve(self, transfer: Transfer, reason: str, now: float) -> Refused:
