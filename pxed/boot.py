@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from ipaddress import IPv4Address
 from typing import Protocol
 
 from pxed.config import BootConfig, HostConfig, ProfileConfig
@@ -51,6 +52,10 @@ class BootRequest:
     is_pxe: bool
     """Option 60 starts with "PXEClient" (or "HTTPClient")."""
     host: HostConfig | None
+    is_http: bool = False
+    """Option 60 starts with "HTTPClient": UEFI HTTP boot, which loads URLs only."""
+    asks_file: bool = False
+    """Option 67 (the boot file name) is in its parameter request list."""
     uuid: str | None = None
     """Option 97's machine UUID, as dmidecode prints it."""
     hostname: str | None = None
@@ -71,6 +76,70 @@ class BootChoice:
     warning: str | None = None
     profile: str | None = None
     """The machine's profile, when it has one."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """How the chosen file reaches the client: what the reply names, and over what."""
+
+    file: str
+    """The name under the root (TFTP), or a URL."""
+    transport: str
+    """"tftp" or "http"."""
+
+
+def boot_url(file: str, server: IPv4Address, http: tuple[str, int] | None) -> str | None:
+    """The URL of ``file``: the file itself when it is a URL already, else pxed's HTTP
+    server (``[http] listen``; its own address when it listens on one, else ``server``);
+    None when pxed serves no HTTP."""
+    if "://" in file:
+        return file
+    if http is None:
+        return None
+    host = http[0] if http[0] not in ("0.0.0.0", "::", "") else str(server)
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{http[1]}/{file.lstrip('/')}"
+
+
+def wants_boot(request: BootRequest, *, pxe_only: bool = False) -> bool:
+    """Whether the client gets a boot file at all (RFC 4578: PXE firmware says PXEClient).
+
+    ``pxe_only`` (ProxyDHCP): only PXE firmware counts (iPXE says PXEClient too); the full
+    server also gives a file to iPXE, to a host with its own ``boot`` and to a client that
+    asks for option 67 (a Linux installer's DHCP, say)."""
+    if pxe_only:
+        return request.is_pxe
+    host = request.host
+    return (request.is_pxe or request.is_ipxe or request.asks_file
+            or (host is not None and bool(host.boot)))  # fmt: skip
+
+
+def undeliverable(
+    choice: BootChoice, request: BootRequest, http: tuple[str, int] | None
+) -> str | None:
+    """Why ``request``'s client could not load ``choice`` at all, or None."""
+    if request.is_http and http is None and "://" not in choice.file:
+        return (
+            f"UEFI HTTP boot client {request.mac} loads URLs only and pxed serves no HTTP "
+            f"([http] listen): {choice.file} not offered"
+        )
+    return None
+
+
+def delivery(file: str, *, is_http: bool, is_ipxe: bool, server: IPv4Address,
+             http: tuple[str, int] | None) -> Delivery:  # fmt: skip
+    """The name or URL the reply gives for ``file`` to a UEFI HTTP boot client (``is_http``)
+    or iPXE (``is_ipxe``) or another; ``server``: the next-server.
+
+    UEFI HTTP boot firmware speaks no TFTP (UEFI 2.x 24.7; EDK2 HttpBootDxe): it gets a
+    URL. iPXE speaks HTTP: with [http] on it gets a URL too, and the names its script gives
+    relative (kernel, initrd) resolve against it, so they come over HTTP, many times faster
+    than over lock-step TFTP. Everything else gets the name, for TFTP."""
+    if is_http or (is_ipxe and http is not None) or "://" in file:
+        url = boot_url(file, server, http)
+        if url is not None:
+            return Delivery(url, url.split("://", 1)[0].lower())
+    return Delivery(file, "tftp")
 
 
 class BootPolicy(Protocol):

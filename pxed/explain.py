@@ -2,7 +2,7 @@
 
 No daemon and no packet on the network: the client's DHCPDISCOVER is built as firmware
 builds it, encoded and decoded by pxed's own codec, and handed to the same functions the
-DHCP cores call (pxed.dhcp.pxe.boot_request, then the BootPolicy), so the answer cannot
+DHCP cores call (pxed.dhcp.pxe.boot_request, then pxed.boot), so the answer cannot
 drift from the daemon's. The boot file is then looked up under the TFTP root by the TFTP
 server's own lookup (pxed.files.FileStore), with its root checks and mode rule.
 """
@@ -18,7 +18,15 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-from pxed.boot import BootChoice, ClientArch, ConfigBootPolicy, firmware_key
+from pxed.boot import (
+    BootChoice,
+    ClientArch,
+    ConfigBootPolicy,
+    delivery,
+    firmware_key,
+    undeliverable,
+    wants_boot,
+)
 from pxed.config import Config, HostConfig, SubnetConfig
 from pxed.config.derive import InterfaceLookup
 from pxed.config.load import build_config, load_config
@@ -29,6 +37,7 @@ from pxed.dhcp.pxe import boot_request
 from pxed.errors import ConfigError
 from pxed.files import FileRefused, FileStore
 from pxed.netinfo import interface_info
+from pxed.profiles.paths import rendered
 from pxed.tftp.server import client_dir
 
 PROG = "pxed explain"
@@ -54,6 +63,7 @@ _PLAIN_PRL = bytes(
 
 _RULES = {
     "ipxe": "[boot] ipxe: the client is iPXE (user class 77 'iPXE')",
+    "profile": "its profile's iPXE script, rendered for it: the client is iPXE",
     "bios": "[boot] bios",
     "uefi_x64": "[boot] uefi_x64",
     "uefi_ia32": "[boot] uefi_ia32",
@@ -112,6 +122,11 @@ class Explanation:
     answered: bool
     """False: pxed would not answer this client at all (see ``why``)."""
     boot_file: str | None = None
+    """As the reply names it: a name under the root, or a URL."""
+    transport: str | None = None
+    """How the client loads it: "tftp", "http"."""
+    profile: str | None = None
+    """The client's [[profile]] (from the configuration; `pxed host` state aside)."""
     rule: str | None = None
     """Which rule chose the file (or why there is none), in the configuration's words."""
     reason: str | None = None
@@ -252,10 +267,11 @@ def explain(
         out.answered = False
         out.why = "[dhcp] known_only = true and no [[dhcp.host]] has this MAC: no answer"
         return out
-    request = boot_request(packet, host, pxe_only=proxy)
+    request = boot_request(packet, host)
+    wanted = wants_boot(request, pxe_only=proxy)
     if proxy:
         out.address = "none from pxed: the other DHCP server gives it (pxed is a ProxyDHCP)"
-        if request is None:
+        if not wanted:
             out.answered = False
             out.why = "ProxyDHCP answers PXE firmware only (option 60 PXEClient)"
             return out
@@ -267,25 +283,40 @@ def explain(
             "mode auto: explained as the full DHCP server; if another DHCP server answers "
             "the start-up probe, pxed is a ProxyDHCP and answers PXE firmware only"
         )
-    if request is None:
+    if not wanted:
         out.rule = (
             "none: not a PXE or iPXE client and asks for no boot file (option 67), "
             "so it gets an address only"
         )
         return out
-    choice = ConfigBootPolicy(config.boot).choose(request)
+    policy = ConfigBootPolicy(config.boot, config.profiles)
+    profile = policy.profile(request)
+    out.profile = profile.name if profile is not None else None
+    choice = policy.choose(request)
     if choice is None:
         key = firmware_key(request.arch)
         out.rule = f"none: [boot] {key} is not set for client arch {arch_name(client.arch)}"
         out.notes.extend(n for n in notes if f"({key})" in n)
         return out
+    why = undeliverable(choice, request, config.http.listen)
+    if why is not None:
+        out.rule = f"none: {why}"
+        return out
     out.boot_file = choice.file
+    out.transport = "tftp"
     out.reason = choice.reason
     out.rule = _rule(choice, request.arch, host)
     if choice.warning:
         out.warnings.append(choice.warning)
     out.next_server, out.next_server_from = _next_server(config, host, lookup)
-    if config.tftp.enabled:
+    if out.next_server is not None:
+        sent = delivery(choice.file, is_http=request.is_http, is_ipxe=request.is_ipxe,
+                        server=IPv4Address(out.next_server), http=config.http.listen)  # fmt: skip
+        out.boot_file, out.transport = sent.file, sent.transport
+    if rendered(choice.file) is not None:
+        out.tftp_path = f"{choice.file} (rendered for it from profile {out.profile})"
+        out.served = True
+    elif config.tftp.enabled:
         ip = host.ip if host is not None else None
         out.tftp_path, out.served = _tftp(config, choice.file, mac, ip)
         if config.tftp.per_client == "ip" and ip is None:
@@ -310,7 +341,10 @@ def as_text(e: Explanation) -> str:
     if not e.answered:
         rows.append(("answer", f"none: {e.why}"))
     else:
-        rows.append(("boot file", e.boot_file or "none"))
+        over = f" (over {e.transport.upper()})" if e.boot_file and e.transport else ""
+        rows.append(("boot file", (e.boot_file or "none") + over))
+        if e.profile:
+            rows.append(("profile", e.profile))
         rows.append(("rule", e.rule or "-"))
         where = e.address or "-"
         rows.append(("address", f"{e.ip} ({where})" if e.ip else where))
@@ -320,8 +354,8 @@ def as_text(e: Explanation) -> str:
             ns = e.next_server_from
             rows.append(("next-server", f"{e.next_server} ({ns})" if e.next_server else ns))
         if e.tftp_path is not None:
-            state = {True: "exists, served", False: "NOT served", None: "not a TFTP file"}
-            rows.append(("tftp", f"{e.tftp_path} [{state[e.served]}]"))
+            state = {True: "served", False: "NOT served", None: "not under the root"}
+            rows.append(("root", f"{e.tftp_path} [{state[e.served]}]"))
     rows += [("warning", w) for w in e.warnings]
     rows += [("note", n) for n in e.notes]
     width = max(len(label) for label, _ in rows)

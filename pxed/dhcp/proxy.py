@@ -222,7 +222,8 @@ class ProxyServer:
         out: Outcome,
     ) -> None:
         host = self.hosts.get(p.mac)
-        boot = choose_boot(self.policy, p, host, out.events, self.min_level, pxe_only=True)
+        boot = choose_boot(self.policy, p, host, out.events, self.min_level, pxe_only=True,
+                           http=self.config.http.listen)
         if boot is None:
             self._dropped(DropReason.NO_BOOT_FILE)
             self._note(out, logging.INFO, "proxy.no_boot_file", mac=p.mac, xid=f"0x{p.xid:08x}",

@@ -11,7 +11,7 @@ import logging
 import uuid
 from ipaddress import IPv4Address
 
-from pxed.boot import BootChoice, BootPolicy, BootRequest
+from pxed.boot import BootChoice, BootPolicy, BootRequest, delivery, undeliverable, wants_boot
 from pxed.config import HostConfig
 from pxed.dhcp.options import OptionCode, encode_pxe_vendor_options
 from pxed.dhcp.packet import DhcpPacket
@@ -28,30 +28,21 @@ def is_pxe_client(p: DhcpPacket) -> bool:
     return (p.vendor_class or b"").startswith(PXE_VENDOR_PREFIXES)
 
 
-def boot_request(
-    p: DhcpPacket, host: HostConfig | None, *, pxe_only: bool = False
-) -> BootRequest | None:
-    """What the policy is asked about this client, or None when it is not a boot client.
-
-    ``pxe_only`` (ProxyDHCP): only PXE firmware and iPXE count; the full server also gives a
-    file to a host with its own ``boot`` and to clients that ask for option 67.
-    A function of its own so that `pxed explain` asks the policy exactly what the DHCP
-    cores ask it.
-    """
-    is_pxe = is_pxe_client(p)
-    if pxe_only:
-        wanted = is_pxe
-    else:
-        wanted = (
-            is_pxe
-            or p.is_ipxe
-            or (host is not None and bool(host.boot))
-            or OptionCode.BOOTFILE_NAME in p.parameter_request_list
-        )
-    if not wanted:
-        return None
-    return BootRequest(mac=p.mac, arch=p.client_arch, is_ipxe=p.is_ipxe, is_pxe=is_pxe,
-                       host=host, uuid=client_uuid(p), hostname=p.hostname)  # fmt: skip
+def boot_request(p: DhcpPacket, host: HostConfig | None) -> BootRequest:
+    """What pxed.boot is asked about this client. A function of its own so that
+    `pxed explain` asks exactly what the DHCP cores ask."""
+    vendor = p.vendor_class or b""
+    return BootRequest(
+        mac=p.mac,
+        arch=p.client_arch,
+        is_ipxe=p.is_ipxe,
+        is_pxe=vendor.startswith(PXE_VENDOR_PREFIXES),
+        host=host,
+        uuid=client_uuid(p),
+        hostname=p.hostname,
+        is_http=vendor.startswith(b"HTTPClient"),
+        asks_file=OptionCode.BOOTFILE_NAME in p.parameter_request_list,
+    )
 
 
 def client_uuid(p: DhcpPacket) -> str | None:
@@ -72,33 +63,27 @@ def choose_boot(
     min_level: int,
     *,
     pxe_only: bool = False,
+    http: tuple[str, int] | None = None,
 ) -> BootChoice | None:
-    """The boot file for this client, or None when it is not a boot client (boot_request).
+    """The boot file for this client, or None when it gets none (pxed.boot.wants_boot, the
+    policy, pxed.boot.undeliverable); ``http``: pxed's HTTP listener.
 
-    A choice that came with a warning (a chainload loop, ...) adds a ``dhcp.boot_warning``
-    event to ``events``, unless WARNING is below ``min_level``.
+    A choice that came with a warning (a chainload loop, ...), or one this client could not
+    load (refused), adds a ``dhcp.boot_warning`` event to ``events``, unless WARNING is
+    below ``min_level``.
     """
-    request = boot_request(p, host, pxe_only=pxe_only)
-    if request is None:
+    request = boot_request(p, host)
+    if not wants_boot(request, pxe_only=pxe_only):
         return None
     choice = policy.choose(request)
-    if choice is not None and choice.warning and min_level <= logging.WARNING:
-        fields = {"mac": p.mac, "xid": f"0x{p.xid:08x}", "detail": choice.warning}
-        events.append(Notice("dhcp.boot_warning", logging.WARNING, fields))
-    return choice
-
-
-def boot_url(file: str, server: IPv4Address, http: tuple[str, int] | None) -> str | None:
-    """The URL UEFI HTTP boot firmware is given for ``file``: the file itself when it is a
-    URL already, else pxed's HTTP server (``[http] listen``; its own address when it
-    listens on one, else the server's); None when pxed serves no HTTP."""
-    if "://" in file:
-        return file
-    if http is None:
+    if choice is None:
         return None
-    host = http[0] if http[0] not in ("0.0.0.0", "::", "") else str(server)
-    host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{http[1]}/{file.lstrip('/')}"
+    why = undeliverable(choice, request, http)
+    warning = why or choice.warning
+    if warning and min_level <= logging.WARNING:
+        fields = {"mac": p.mac, "xid": f"0x{p.xid:08x}", "detail": warning}
+        events.append(Notice("dhcp.boot_warning", logging.WARNING, fields))
+    return None if why else choice
 
 
 def add_boot_options(
@@ -109,9 +94,11 @@ def add_boot_options(
     http: tuple[str, int] | None = None,
 ) -> bytes:
     """Put the boot answer into ``opts``; returns the value for the BOOTP file field.
-    ``http``: pxed's HTTP listener, whose URL a UEFI HTTP boot client, and iPXE, get as
-    their file."""
+    ``http``: pxed's HTTP listener; whether the file goes as a name or a URL is
+    pxed.boot.delivery's decision."""
     vendor = p.vendor_class or b""
+    file = delivery(boot.file, is_http=vendor.startswith(b"HTTPClient"), is_ipxe=p.is_ipxe,
+                    server=next_server, http=http).file  # fmt: skip
     if vendor.startswith(b"PXEClient"):
         # PXE ROMs only accept an offer that says PXEClient back (PXE 2.1 §2.2), and one
         # that says PXEClient without option 43 is a "BINL" offer to EDK2 (UEFI): it then
@@ -122,21 +109,9 @@ def add_boot_options(
         opts[OptionCode.VENDOR_CLASS_ID] = b"PXEClient"
         opts.setdefault(OptionCode.VENDOR_SPECIFIC, PXE_USE_OFFERED_FILE)
     elif vendor.startswith(b"HTTPClient"):
-        # UEFI HTTP boot (arch 15/16/18/19): option 60 said back, and a URL as the file,
-        # since the firmware speaks no TFTP (UEFI 2.x 24.7; EDK2 HttpBootDxe). Without
-        # [http] listen the name goes as it is, which such firmware cannot use.
+        # UEFI HTTP boot (arch 15/16/18/19) takes an offer that says HTTPClient back.
         opts[OptionCode.VENDOR_CLASS_ID] = b"HTTPClient"
-        url = boot_url(boot.file, next_server, http)
-        if url is not None:
-            boot = BootChoice(url, boot.reason, boot.warning)
-    if p.is_ipxe and http is not None:
-        # iPXE speaks HTTP: its script comes from pxed's HTTP server, and the names the
-        # script gives relative (kernel, initrd) resolve against that URL, so they come
-        # over HTTP too, many times faster than over TFTP.
-        url = boot_url(boot.file, next_server, http)
-        if url is not None:
-            boot = BootChoice(url, boot.reason, boot.warning)
-    name = boot.file.encode()
+    name = file.encode()
     if vendor.startswith(b"PXE") or OptionCode.TFTP_SERVER_NAME in p.parameter_request_list:
         opts[OptionCode.TFTP_SERVER_NAME] = str(next_server).encode()
     opts[OptionCode.BOOTFILE_NAME] = name

@@ -322,7 +322,8 @@ class DhcpServer:
             return
         subnet.exhausted_warned = False
         lease_time = self._lease_time(p, subnet.config)
-        boot = choose_boot(self.policy, p, host, self._pending, self.min_level)
+        boot = choose_boot(self.policy, p, host, self._pending, self.min_level,
+                           http=self.config.http.listen)
         reply = self._reply(p, src, subnet, MessageType.OFFER, ip, lease_time, host, boot)
         out.replies.append(reply)
         self._event("dhcp.offer", p, ip, boot)
@@ -377,7 +378,8 @@ class DhcpServer:
         lease_time = self._lease_time(p, subnet.config)
         hostname = host.hostname if host is not None and host.hostname else p.hostname
         # Chosen before the binding so that the lease records the file this ACK names.
-        boot = choose_boot(self.policy, p, host, self._pending, self.min_level)
+        boot = choose_boot(self.policy, p, host, self._pending, self.min_level,
+                           http=self.config.http.listen)
         boot_file = boot.file if boot is not None else None
         lease, released = subnet.table.bind(
             key, p.mac, ip, hostname, now, lease_time, arch=_arch(p), boot_file=boot_file
@@ -456,7 +458,8 @@ class DhcpServer:
             self._drop(p, DropReason.NO_SUBNET, "INFORM from an address not in our subnets")
             return
         host = self.hosts.get(p.mac)
-        boot = choose_boot(self.policy, p, host, self._pending, self.min_level)
+        boot = choose_boot(self.policy, p, host, self._pending, self.min_level,
+                           http=self.config.http.listen)
         reply = self._reply(p, src, subnet, MessageType.ACK, ZERO, None, host, boot)
         out.replies.append(reply)
         self._event("dhcp.inform", p, p.ciaddr, boot)

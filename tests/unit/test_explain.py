@@ -173,10 +173,36 @@ def test_per_client_directory_wins(root: Path) -> None:
 def test_text_lines(config: Config) -> None:
     text = as_text(explain(config, Client(HOST_MAC, arch=7, user_class="iPXE"), lookup=lookup))
     lines = dict(line.split(None, 1) if " " in line else (line, "") for line in text.splitlines())
-    assert lines["boot"].strip() == "file    menu.0"
+    assert lines["boot"].strip() == "file    menu.0 (over TFTP)"
     assert "198.19.0.50" in lines["address"]
     # menu.0 is not an iPXE binary: no chainload warning
     assert "warning" not in lines
+
+
+def test_a_machine_with_a_profile_is_shown_its_script_and_url(root: Path) -> None:
+    (root / "linux").write_bytes(b"k")
+    (root / "linux").chmod(0o644)
+    data = config_data(root, http={"listen": "0.0.0.0:8080"})
+    data["profile"] = [{"name": "inst", "kernel": "linux", "default": True}]
+    config = build_config(data, lookup=lookup)
+    got = explain(config, Client(OTHER_MAC, user_class="iPXE"), lookup=lookup)
+    d = OTHER_MAC.replace(":", "-")
+    assert (got.profile, got.reason, got.transport) == ("inst", "profile", "http")
+    assert got.boot_file == f"http://198.19.0.1:8080/pxed/{d}/boot.ipxe", got
+    assert got.served and "rendered for it from profile inst" in (got.tftp_path or "")
+    firmware = explain(config, Client(OTHER_MAC, arch=0), lookup=lookup)
+    assert (firmware.boot_file, firmware.transport, firmware.profile) == (
+        "pxelinux.0", "tftp", "inst"
+    )
+
+
+def test_uefi_http_boot_gets_a_url_or_nothing(root: Path) -> None:
+    client = Client(OTHER_MAC, arch=16, vendor_class="HTTPClient:Arch:00016:UNDI:003001")
+    without = explain(build_config(config_data(root), lookup=lookup), client, lookup=lookup)
+    assert without.boot_file is None and "pxed serves no HTTP" in (without.rule or ""), without
+    data = config_data(root, http={"listen": "0.0.0.0:8080"})
+    got = explain(build_config(data, lookup=lookup), client, lookup=lookup)
+    assert (got.boot_file, got.transport) == ("http://198.19.0.1:8080/ipxe.efi", "http"), got
 
 
 def test_chainload_loop_warning(root: Path) -> None:

@@ -67,10 +67,10 @@ def test_http_listen_is_checked() -> None:
 def test_a_uefi_http_client_gets_a_url_on_pxeds_http_server() -> None:
     from ipaddress import IPv4Address
 
-    from pxed.boot import BootChoice
+    from pxed.boot import BootChoice, boot_url
     from pxed.dhcp.options import MessageType, OptionCode
     from pxed.dhcp.packet import DhcpPacket
-    from pxed.dhcp.pxe import add_boot_options, boot_url
+    from pxed.dhcp.pxe import add_boot_options
 
     server = IPv4Address("198.19.0.1")
     http_client = DhcpPacket(op=1, xid=7, chaddr=bytes(6), options={
@@ -109,3 +109,27 @@ def test_ipxe_gets_its_script_as_a_url_when_http_is_on() -> None:
     plain: dict[int, bytes] = {}
     add_boot_options(plain, ipxe, BootChoice("boot.ipxe", "ipxe"), server, None)
     assert plain[OptionCode.BOOTFILE_NAME] == b"boot.ipxe"
+
+
+def test_a_uefi_http_client_without_http_gets_no_file_and_a_warning() -> None:
+    import logging
+
+    from pxed.boot import BootConfig, ConfigBootPolicy
+    from pxed.dhcp.options import MessageType, OptionCode
+    from pxed.dhcp.packet import DhcpPacket
+    from pxed.dhcp.pxe import choose_boot
+    from pxed.events import Event
+
+    http_client = DhcpPacket(op=1, xid=7, chaddr=bytes.fromhex("525400000001"), options={
+        OptionCode.MESSAGE_TYPE: bytes([MessageType.DISCOVER]),
+        OptionCode.VENDOR_CLASS_ID: b"HTTPClient:Arch:00016:UNDI:003001",
+        OptionCode.CLIENT_ARCH: b"\x00\x10"})  # fmt: skip
+    policy = ConfigBootPolicy(BootConfig())
+    events: list[Event] = []
+    assert choose_boot(policy, http_client, None, events, logging.INFO) is None
+    (warning,) = events
+    assert warning.kind == "dhcp.boot_warning"
+    assert "pxed serves no HTTP ([http] listen): ipxe.efi not offered" in warning.fields()["detail"]
+    events.clear()
+    choice = choose_boot(policy, http_client, None, events, logging.INFO, http=("0.0.0.0", 80))
+    assert choice is not None and choice.file == "ipxe.efi" and not events
