@@ -197,6 +197,8 @@ class Timeline:
         if event.boot is not None:
             d["boot_file"] = event.boot.file
             d["rule"] = event.boot.reason
+            if event.boot.profile is not None:
+                d["profile"] = event.boot.profile
         if event.kind.startswith("proxy."):
             d["proxy"] = True
         if not pxe:

@@ -82,6 +82,8 @@ def decision_fields(p: DhcpPacket, ip: IPv4Address, boot: BootChoice | None) -> 
     # Only what applies: fewer keys keep the per-decision log line cheap and readable.
     if boot is not None:
         fields["boot_reason"] = boot.reason
+        if boot.profile is not None:
+            fields["profile"] = boot.profile
     if p.is_ipxe:
         fields["ipxe"] = True
     if p.giaddr != ZERO:
