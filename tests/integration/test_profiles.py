@@ -91,7 +91,7 @@ def test_each_file_is_rendered_for_the_machine(served: tuple[TftpLab, PxedTftp, 
     assert code == 200, (code, script, server.tail())
     assert script.startswith("#!ipxe\n"), script
     preseed_url = f"{BASE}/pxed/{d}/preseed.cfg"
-    assert (f"kernel {BASE}/inst/linux auto=true url={preseed_url} ip={CLIENT_IP} "
+    assert (f"kernel {BASE}/inst/linux initrd=initrd.gz auto=true url={preseed_url} ip={CLIENT_IP} "
             "suite=bookworm\n") in script, script  # fmt: skip
     assert f"initrd {BASE}/inst/initrd.gz\n" in script, script
     code, preseed = curl(tl, preseed_url)

@@ -144,14 +144,14 @@ def test_ipxe_script_uses_http_when_on_and_tftp_otherwise() -> None:
     assert over_http.decode().splitlines() == [
         "#!ipxe",
         f"# host-52-54-00-12-34-56 ({MAC}): profile install, rendered by pxed",
-        "kernel http://198.18.0.1:8080/d-i/linux auto=true "
+        "kernel http://198.18.0.1:8080/d-i/linux initrd=initrd.gz auto=true "
         "url=http://198.18.0.1:8080/pxed/52-54-00-12-34-56/preseed.cfg",
         "initrd http://198.18.0.1:8080/d-i/initrd.gz",
         "boot",
     ]
     over_tftp = render(INSTALL, "ipxe", variables(INSTALL, machine, Place("198.18.0.1", None),
                                                   hostname="node1")).decode()  # fmt: skip
-    assert "kernel tftp://198.18.0.1/d-i/linux auto=true url=tftp://" in over_tftp
+    assert "kernel tftp://198.18.0.1/d-i/linux initrd=initrd.gz auto=true url=tftp://" in over_tftp
     assert "# node1 (" in over_tftp
     local = render(LOCAL_DISK, "pxelinux", variables(LOCAL_DISK, machine, Place("a", None)))
     assert b"LOCALBOOT 0" in local and b"KERNEL" not in local
