@@ -58,6 +58,12 @@ SYSLINUX_BIOS_DIRS = (
     "/usr/lib/syslinux/bios",  # Arch
     "/usr/lib/syslinux",
 )
+DEBIAN_INSTALLER_DIRS = (
+    # Debian's debian-installer-12-netboot-amd64 (the netboot images, also in netboot.tar.gz)
+    "/usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64",
+)
+DI_KERNEL = "debian-installer/amd64/linux"
+DI_INITRD = "debian-installer/amd64/initrd.gz"
 IPXE_DIRS = (
     "/usr/lib/ipxe",  # Debian, Ubuntu (package ipxe)
     "/usr/share/ipxe",  # Fedora (ipxe-bootimgs-x86), Arch
@@ -93,6 +99,11 @@ SOURCES: tuple[SourceSpec, ...] = (
                "iPXE for BIOS machines (set [boot] bios to it to chainload iPXE)"),
     SourceSpec("ipxe.efi", ("ipxe.efi", "ipxe-x86_64.efi", "ipxe-x64.efi"), IPXE_DIRS, "ipxe",
                False, "iPXE for UEFI x86-64 machines, the [boot] uefi_x64 default"),
+    SourceSpec(DI_KERNEL, ("linux",), DEBIAN_INSTALLER_DIRS, "debian-installer-12-netboot-amd64",
+               False, "Debian 12 installer kernel (profile debian-install)"),
+    SourceSpec(DI_INITRD, ("initrd.gz",), DEBIAN_INSTALLER_DIRS,
+               "debian-installer-12-netboot-amd64", False,
+               "Debian 12 installer initrd (profile debian-install)"),
 )
 
 
@@ -140,6 +151,8 @@ class StageOptions:
     """Searched before the distributions' directories."""
     force: bool = False
     dry_run: bool = False
+    profiles: Path | None = None
+    """Also write the starting ``[[profile]]`` set here (for pxed.toml; not in the root)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +181,8 @@ class Report:
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     done: list[str] = field(default_factory=list)
+    profiles: Path | None = None
+    """Where the starting profile set was written."""
 
     @property
     def ok(self) -> bool:
@@ -296,6 +311,38 @@ def render_boot_ipxe(menu: BootMenu) -> str:
     if menu.netboot_bios:
         lines.append(f"iseq ${{platform}} pcbios && chain --autofree {NETBOOT_BIOS} ||")
     lines += ["echo pxed: nothing staged for ${platform} (see pxed stage --help)", "exit 1", ""]
+    return "\n".join(lines)
+
+
+def render_profiles(netboot_bios: bool, debian_installer: bool) -> str:
+    """A starting set of ``[[profile]]`` tables for what the root holds, for pxed.toml."""
+    lines = [
+        f"# {HEADER}",
+        "# Profiles for what pxed stage put in the root; add them to pxed.toml and give a",
+        "# machine one with [[dhcp.host]] profile = NAME, a match, or",
+        "# pxed host MAC --next NAME (once, then the local disk). Built in: profile local.",
+        "",
+    ]
+    if debian_installer:
+        lines += [
+            "[[profile]]",
+            'name = "debian-install"',
+            f'kernel = "{DI_KERNEL}"',
+            f'initrd = ["{DI_INITRD}"]',
+            "# The installer fetches its preseed (pxed/<mac>/preseed.cfg, rendered for the",
+            "# machine) and asks nothing it answers; templates = { preseed = FILE } for yours.",
+            'cmdline = "auto=true priority=critical url={{ preseed_url }} '
+            'hostname={{ hostname }} domain={{ domain }} ---"',
+            'vars = { domain = "lan", mirror = "deb.debian.org" }',
+            "",
+        ]
+    if netboot_bios:
+        lines += [
+            "[[profile]]",
+            'name = "netboot-xyz"',
+            f'kernel = "{NETBOOT_BIOS}"   # BIOS machines: an iPXE image booted as a kernel',
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -466,7 +513,29 @@ def plan(
             )
     if root.exists() and not root.is_dir():
         problems.append(f"{root}: exists and is not a directory")
+    if opts.profiles is not None:
+        where = opts.profiles.resolve()
+        if where.is_relative_to(root.resolve()):
+            # Everything under the root is served to anyone who asks; profiles' vars may
+            # hold what an install needs (a password hash).
+            problems.append(f"--profiles {opts.profiles}: under the root, which is served; "
+                            "put it beside pxed.toml")  # fmt: skip
+        elif where.exists() and not opts.force:
+            problems.append(f"--profiles {opts.profiles}: exists; not overwritten "
+                            "(pass --force to replace it)")  # fmt: skip
     return steps, problems
+
+
+def profiles_text(steps: Sequence[Step], root: Path) -> str:
+    """The starting profile set for what the root holds after ``steps``."""
+
+    def present(dest: str) -> bool:
+        for s in steps:
+            if s.dest == dest:
+                return s.action is not Action.MISSING
+        return (root / dest).is_file()
+
+    return render_profiles(present(NETBOOT_BIOS), present(DI_KERNEL) and present(DI_INITRD))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -679,6 +748,10 @@ def run(
             }
         report.done.append(describe(s, root, sizes.get(s.dest)))
     _save_manifest(root, entries)
+    if opts.profiles is not None:
+        _write_atomic(opts.profiles, profiles_text(steps, root).encode(), None)
+        report.profiles = opts.profiles
+        report.done.append(f"  {'written':<12} {opts.profiles}  (profiles for pxed.toml)")
 
     missing = [s for s in steps if s.action is Action.MISSING]
     for s in missing:
@@ -695,6 +768,8 @@ def summary_lines(report: Report) -> list[str]:
     if "ipxe.efi" not in staged:
         lines.append("UEFI machines get no boot file until ipxe.efi is staged (package ipxe)")
     lines.append(f"serve it:  pxed --iface IFACE{flag}")
+    if report.profiles is not None:
+        lines.append(f"profiles:  {report.profiles} (add them to your pxed.toml)")
     return lines
 
 
@@ -729,6 +804,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="show the pxelinux menu on the serial console (SERIAL 0 115200) too")
     p.add_argument("--search-dir", action="append", type=Path, default=[], metavar="DIR",
                    help="look for pxelinux.0, *.c32 and iPXE here first (repeatable)")
+    p.add_argument("--profiles", metavar="FILE", type=Path,
+                   help="also write a starting [[profile]] set for pxed.toml to FILE "
+                        "(netboot.xyz; the Debian installer when its netboot package, "
+                        "debian-installer-12-netboot-amd64, is installed), outside the root")
     p.add_argument("--force", action="store_true",
                    help="overwrite files edited since (or not written by) pxed stage")
     p.add_argument("--dry-run", "-n", action="store_true", help="say what would be done")
@@ -748,6 +827,7 @@ def options_from_args(args: argparse.Namespace) -> StageOptions:
         search_dirs=tuple(args.search_dir),
         force=args.force,
         dry_run=args.dry_run,
+        profiles=args.profiles,
     )
 
 

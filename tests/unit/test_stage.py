@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import tomllib
 from dataclasses import replace
 from pathlib import Path
 
@@ -42,6 +43,9 @@ def distro(tmp_path: Path) -> Path:
         (d / "syslinux" / name).write_bytes(f"fake {name}".encode())
     for name in IPXE_FILES:
         (d / "ipxe" / name).write_bytes(f"fake {name}".encode())
+    (d / "debian-installer").mkdir()
+    for name in ("linux", "initrd.gz"):
+        (d / "debian-installer" / name).write_bytes(f"fake d-i {name}".encode())
     return d
 
 
@@ -49,7 +53,8 @@ def sources_in(distro: Path) -> list[SourceSpec]:
     """The real source table, pointed at the fake distribution only."""
     out = []
     for spec in stage.SOURCES:
-        sub = "ipxe" if spec.package == "ipxe" else "syslinux"
+        sub = {"ipxe": "ipxe", "debian-installer-12-netboot-amd64": "debian-installer"}.get(
+            spec.package, "syslinux")
         out.append(replace(spec, dirs=(str(distro / sub),)))
     return out
 
@@ -206,6 +211,31 @@ def test_stage_from_local_files(tmp_path: Path, distro: Path, netboot: Path) -> 
 
     again = run(distro, root=root, netboot_xyz=(netboot,))
     assert all("unchanged" in line for line in again.done), again.done
+
+
+def test_stage_writes_profiles_pxed_accepts(tmp_path: Path, distro: Path, netboot: Path) -> None:
+    from pxed.config.load import build_config
+    from pxed.config.parse import merge
+
+    root = tmp_path / "srv" / "tftp"
+    profiles = tmp_path / "etc" / "profiles.toml"
+    report = run(distro, root=root, netboot_xyz=(netboot,), profiles=profiles)
+    assert report.profiles == profiles
+    assert (root / "debian-installer/amd64/initrd.gz").read_bytes() == b"fake d-i initrd.gz"
+    text = profiles.read_text()
+    assert 'name = "debian-install"' in text and 'name = "netboot-xyz"' in text
+    data = merge(tomllib.loads(text), {"tftp": {"root": str(root)}, "dhcp": {"enabled": False}})
+    config = build_config(data, lookup=lambda name: None, base=profiles.parent)
+    assert [p.name for p in config.profiles] == ["debian-install", "netboot-xyz"]
+    with pytest.raises(stage.StageError, match="exists; not overwritten"):
+        run(distro, root=root, netboot_xyz=(netboot,), profiles=profiles)
+    with pytest.raises(stage.StageError, match="under the root, which is served"):
+        run(distro, root=root, netboot_xyz=(netboot,), profiles=root / "p.toml")
+
+
+def test_profiles_name_only_what_the_root_holds() -> None:
+    text = stage.render_profiles(netboot_bios=False, debian_installer=False)
+    assert "[[profile]]" not in text
 
 
 def test_edited_files_are_refused_without_force(
