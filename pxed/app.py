@@ -34,7 +34,7 @@ from pxed.dhcp.proxy import PROXY_PORT, ProxyServer
 from pxed.dhcp.server import DhcpServer, reservation_key
 from pxed.errors import ConfigError, PxedError
 from pxed.events import Event, EventBus, Notice, log_event
-from pxed.files import FileStore
+from pxed.files import FileStore, canonical
 from pxed.hooks import Hook, LeaseHook, boot_job
 from pxed.leases import Lease, LeaseStore, LeaseTable
 from pxed.leases.next_boot import LOCAL, NextBoots
@@ -45,7 +45,6 @@ from pxed.net.http import HttpBootServer
 from pxed.net.links import Change, ChangeKind, LinkState, LinkWatcher, read_links
 from pxed.net.probe import ForeignServerWatcher, ProbeOffer, probe
 from pxed.netinfo import InterfaceInfo, interface_info
-from pxed.profiles.paths import canonical
 from pxed.profiles.select import by_name
 from pxed.profiles.serve import ProfileFiles
 from pxed.reload import ReloadPlan
@@ -355,8 +354,10 @@ class Server:
             return
         fields = event.fields()
         mac = fields.get("mac")
-        state = self.next_boots.get(mac) if isinstance(mac, str) else None
-        if state is None or state == LOCAL or not isinstance(mac, str):
+        if not isinstance(mac, str):
+            return
+        state = self.next_boots.get(mac)
+        if state is None or state == LOCAL:
             return
         profile = by_name(self.config.profiles, state)
         final = profile.final_file if profile is not None else None

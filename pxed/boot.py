@@ -88,17 +88,24 @@ class Delivery:
     """"tftp" or "http"."""
 
 
-def boot_url(file: str, server: IPv4Address, http: tuple[str, int] | None) -> str | None:
-    """The URL of ``file``: the file itself when it is a URL already, else pxed's HTTP
-    server (``[http] listen``; its own address when it listens on one, else ``server``);
-    None when pxed serves no HTTP."""
-    if "://" in file:
-        return file
+def http_base(http: tuple[str, int] | None, server: str) -> str | None:
+    """``http://HOST:PORT`` of pxed's HTTP server (``[http] listen``): its own address when
+    it listens on one, else ``server``, the address the client reaches pxed at; None when
+    pxed serves no HTTP."""
     if http is None:
         return None
-    host = http[0] if http[0] not in ("0.0.0.0", "::", "") else str(server)
+    host = http[0] if http[0] not in ("0.0.0.0", "::", "") else server
     host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{http[1]}/{file.lstrip('/')}"
+    return f"http://{host}:{http[1]}"
+
+
+def boot_url(file: str, server: IPv4Address, http: tuple[str, int] | None) -> str | None:
+    """The URL of ``file``: the file itself when it is a URL already, else on pxed's HTTP
+    server (http_base); None when pxed serves no HTTP."""
+    if "://" in file:
+        return file
+    base = http_base(http, str(server))
+    return None if base is None else f"{base}/{file.lstrip('/')}"
 
 
 def wants_boot(request: BootRequest, *, pxe_only: bool = False) -> bool:

@@ -94,6 +94,11 @@ class FileSource(Protocol):
         ...
 
 
+def canonical(name: str) -> str:
+    """A name as a client sent it, as served files are logged: relative, ``/`` separated."""
+    return name.replace("\\", "/").lstrip("/")
+
+
 Rendered = Callable[[str, str, "str | None"], "bytes | None"]
 """Files made for the machine asking (pxed.profiles.serve): ``(name, client IP, the address
 of pxed it asked) -> bytes``, or None for a name that is none of them (the root answers it).

@@ -180,7 +180,6 @@ def _check_profile_files(problems: Problems, config: Config) -> None:
 
     tftp = config.tftp
     store = FileStore.for_config(tftp) if tftp.root.is_dir() else None
-    http_port = config.http.listen[1] if config.http.listen else None
     for profile in config.profiles:
         for key, names in (("kernel", [profile.kernel]), ("initrd", profile.initrd)):
             for name in names:
@@ -189,7 +188,7 @@ def _check_profile_files(problems: Problems, config: Config) -> None:
                 why = _not_served(store, name, tftp.root)
                 if why is not None:
                     problems.add(f"[[profile]] {profile.name} {key}: {why}")
-        for line in check_profile(profile, http_port):
+        for line in check_profile(profile, config.http.listen):
             problems.add(line)
 
 

@@ -27,9 +27,8 @@ from urllib.parse import unquote, urlsplit
 from aiohttp import web
 
 from pxed.events import Event, Notice
-from pxed.files import FileRefused, FileStore, Refusal, Rendered
+from pxed.files import FileRefused, FileStore, Refusal, Rendered, canonical
 from pxed.net.site import bound_port, open_site
-from pxed.profiles.paths import canonical
 
 CONTENT_TYPE = "application/octet-stream"
 """Every file is bytes to a firmware: no type guessing, nothing for a client to render."""

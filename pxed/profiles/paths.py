@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 
+from pxed.files import canonical
+
 MACHINE_FILES = {
     "boot.ipxe": "ipxe",
     "grub.cfg": "grub",
@@ -42,11 +44,6 @@ def machine_file(mac: str, kind: str) -> str:
     if kind == "pxelinux":
         return "pxelinux.cfg/01-" + mac.lower().replace(":", "-")
     raise ValueError(f"no file of kind {kind!r}")
-
-
-def canonical(name: str) -> str:
-    """A name as a client sent it, as rendered files are logged: relative, ``/`` separated."""
-    return name.replace("\\", "/").lstrip("/")
 
 
 def rendered(name: str) -> tuple[str, str] | None:

@@ -34,6 +34,7 @@ from types import TracebackType
 
 import jinja2
 
+from pxed.boot import http_base
 from pxed.config import TEMPLATE_KINDS, ProfileConfig
 from pxed.errors import PxedError
 from pxed.profiles.paths import machine_dir
@@ -57,12 +58,10 @@ class RenderError(PxedError):
 
 @dataclass(frozen=True, slots=True)
 class Place:
-    """Where the machine reaches pxed: its address and the HTTP port (None: no HTTP)."""
+    """Where the machine reaches pxed: its address, and ``[http] listen`` (None: no HTTP)."""
 
     server: str
-    http_port: int | None
-    http_host: str | None = None
-    """The address HTTP listens on when it is one address (``[http] listen``)."""
+    http: tuple[str, int] | None
 
 
 def _environment() -> jinja2.Environment:
@@ -117,9 +116,7 @@ def variables(profile: ProfileConfig, machine: Machine, place: Place,
     """What every template of ``profile`` gets for ``machine``; ``hostname``: the host
     entry's name, which wins over what the machine said."""
     server = place.server
-    http_host = place.http_host or server
-    http_host = f"[{http_host}]" if ":" in http_host else http_host
-    http = f"http://{http_host}:{place.http_port}" if place.http_port is not None else None
+    http = http_base(place.http, server)
     tftp = f"tftp://{server}"
     base = http or tftp
 
@@ -200,13 +197,13 @@ def _line(tb: TracebackType | None) -> int | None:
     return line
 
 
-def check_profile(profile: ProfileConfig, http_port: int | None) -> list[str]:
+def check_profile(profile: ProfileConfig, http: tuple[str, int] | None) -> list[str]:
     """Every problem rendering ``profile``'s files for the sample machine, one line each."""
     problems: list[str] = []
     for name in dict(profile.variables):
         if name in BUILTIN_NAMES:
             problems.append(f"[[profile]] {profile.name} vars: {name!r} is a name pxed sets")
-    place = Place("198.18.0.1", http_port)
+    place = Place("198.18.0.1", http)
     try:
         context = variables(profile, SAMPLE, place)
     except RenderError as exc:  # said; the templates are checked without the cmdline

@@ -73,12 +73,10 @@ class ProfileFiles:
         profile = select(config.profiles, host, machine, self._next_boot(mac))
         if profile is None:
             return None
-        listen = config.http.listen
-        http_host = listen[0] if listen and listen[0] not in ("0.0.0.0", "::", "") else None
         server = local_ip or (str(config.boot.next_server) if config.boot.next_server else None)
         if server is None:
             raise FileRefused(f"no address of pxed known to put in {name}", Refusal.FORBIDDEN)
-        place = Place(server, listen[1] if listen else None, http_host)
+        place = Place(server, config.http.listen)
         try:
             context = variables(profile, machine, place, host.hostname if host else None)
             return render(profile, kind, context)

@@ -32,6 +32,7 @@ from pxed.files import (
     Refusal,
     Rendered,
     ServedFile,
+    canonical,
     to_netascii,
 )
 from pxed.tftp import packet as tp
@@ -322,8 +323,8 @@ class TftpServer:
         if self.rendered is not None:
             data = self.rendered(pkt.filename, ip, local)
             if data is not None:
-                name = pkt.filename.replace("\\", "/").lstrip("/")  # as the root's are logged
-                return MemoryFile(name, to_netascii(data) if netascii else data)
+                served = to_netascii(data) if netascii else data
+                return MemoryFile(canonical(pkt.filename), served)
         return self.files.open(pkt.filename, netascii=netascii, under=self._client_dir(ip))
 
     def cannot_serve(self, transfer: Transfer, reason: str, now: float) -> Refused:

@@ -140,7 +140,8 @@ def test_rendered_names() -> None:
 
 def test_ipxe_script_uses_http_when_on_and_tftp_otherwise() -> None:
     machine = Machine(MAC, "bios", ip="198.18.0.7")
-    over_http = render(INSTALL, "ipxe", variables(INSTALL, machine, Place("198.18.0.1", 8080)))
+    place = Place("198.18.0.1", ("0.0.0.0", 8080))
+    over_http = render(INSTALL, "ipxe", variables(INSTALL, machine, place))
     assert over_http.decode().splitlines() == [
         "#!ipxe",
         f"# host-52-54-00-12-34-56 ({MAC}): profile install, rendered by pxed",
