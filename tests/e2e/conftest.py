@@ -7,7 +7,9 @@
 (downloaded once with `apt-get download`, only boot/vmlinuz-* unpacked into
 tests/.cache/kernel/, never installed). The TFTP root is made by `pxed stage` (the library)
 with that kernel as the default entry, the menu on the serial console and `console=ttyS0` on
-the kernel line. A failing boot fails with the serial console and pxed's log in the message;
+the kernel line. The installer test boots Debian's network installer instead
+(debian-installer-12-netboot-amd64, fetched the same way into tests/.cache/: installer.py).
+A failing boot fails with the serial console and pxed's log in the message;
 both are also kept under tests/.cache/e2e-logs/<test>/ (gitignored).
 """
 
@@ -28,6 +30,7 @@ from pxed.lab import Lab, have
 from pxed.lab.boot import POOL, Boot, BootLab
 from pxed.lab.kernel import fetch_debian_kernel
 from pxed.lab.machines import Machine, missing_requirements
+from tests.e2e.installer import DebianInstaller, fetch_debian_installer
 from tests.lab import CACHE, keep_dir
 
 KERNEL_APPEND = "console=ttyS0,115200 panic=-1 pxed_e2e=1"
@@ -53,6 +56,19 @@ def kernel() -> Path:
         return fetch_debian_kernel(CACHE / "kernel")
     except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
         pytest.skip(f"no kernel to boot: {exc}")
+
+
+@pytest.fixture(scope="session")
+def debian_installer() -> DebianInstaller:
+    """Debian's netboot installer (text build): ``.kernel`` is .../debian-installer/amd64/linux,
+    ``.initrd`` .../debian-installer/amd64/initrd.gz, under tests/.cache/ (downloaded and
+    unpacked once, never installed)."""
+    if os.geteuid() != 0:
+        pytest.skip("QEMU machines on tap devices need root (run the suite as root: make test)")
+    try:
+        return fetch_debian_installer(CACHE)
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        pytest.skip(f"no Debian installer to boot: {exc}")
 
 
 @pytest.fixture(scope="session")
