@@ -1,16 +1,18 @@
-"""Debian's installer boots through pxed and reads its preseed file from pxed over HTTP.
+"""Debian's installer boots through a pxed profile and reads its own rendered preseed.
 
-    SeaBIOS -> QEMU's iPXE ROM -> DHCP (pxed: boot.ipxe as an HTTP URL) -> boot.ipxe
-    -> /debian-installer/amd64/linux + initrd.gz over HTTP -> d-i (text frontend on ttyS0)
-    -> its own DHCP from pxed (netcfg) -> GET /preseed.cfg -> preseed/early_command
+    SeaBIOS -> QEMU's iPXE ROM -> DHCP (pxed: the machine's pxed/<mac>/boot.ipxe as an HTTP
+    URL) -> that script, rendered from the host's profile -> /debian-installer/amd64/linux +
+    initrd.gz over HTTP -> d-i (text frontend on ttyS0) -> its own DHCP from pxed (netcfg)
+    -> GET pxed/<mac>/preseed.cfg (rendered from the profile's preseed template) ->
+    preseed/early_command
 
 The installer cannot reach a mirror here, so the machine is powered off once the preseed's
-early_command has printed its marker on the serial console (or the wait runs out).
+early_command has printed its marker (with the machine's rendered hostname) on the serial
+console, or the wait runs out.
 
-What the machine is given (boot.ipxe, preseed.cfg) is static files in the root for now:
-``installer_files`` is the one place that says what they are, so per-machine files rendered
-by pxed can take its place. The script names the kernel and initrd with absolute paths on the
-same server, so it works wherever in the root it is itself.
+Nothing but the installer's kernel and initrd is in the root: the script and the preseed
+are pxed's, rendered for this machine from one [[profile]] and one template file, as a user
+writes them.
 """
 
 from __future__ import annotations
@@ -30,8 +32,12 @@ from tests.e2e.installer import INITRD, KERNEL, DebianInstaller
 from tests.lab import keep_dir
 
 MAC = "52:54:00:e2:e0:20"
+DASHES = MAC.replace(":", "-")
+HOSTNAME = "node1"
 HTTP_PORT = 8080
-PRESEED = "preseed.cfg"
+SCRIPT = f"pxed/{DASHES}/boot.ipxe"
+PRESEED = f"pxed/{DASHES}/preseed.cfg"
+"""The machine's rendered files, as pxed names them (pxed/profiles/paths.py)."""
 PRESEED_URL = f"http://{SERVER_IP}:{HTTP_PORT}/{PRESEED}"
 MARKER = "PXED-PRESEED-FETCHED"
 INSTALLER_TIMEOUT = 480.0
@@ -44,20 +50,10 @@ PROMPT = "Prompt: '?' for help"
 """The text frontend waiting for an answer: before the preseed is read, a question the
 kernel line or the DHCP lease should have answered (the wait ends there, not at the timeout)."""
 
-DHCP = f"""
-[dhcp]
-router = "{SERVER_IP}"
-dns = "{SERVER_IP}"
-"""
-"""d-i's netcfg stops to ask, even at priority critical and before it reads the preseed, when
-its DHCP lease has no router (go on without a default route?) or no name server (which
-ones?). Nothing answers DNS there: the name is never looked up (the URL is an address), and
-a query would fail at once (port unreachable)."""
-
-KERNEL_ARGS = (
-    f"auto=true priority=critical url={PRESEED_URL} "
-    "DEBIAN_FRONTEND=text locale=en_US.UTF-8 keymap=us hostname=node1 domain=lab "
-    "ipv6.disable=1 console=ttyS0,115200"
+CMDLINE = (
+    "auto=true priority=critical url={{ preseed_url }} "
+    "DEBIAN_FRONTEND=text locale={{ vars.locale }} keymap=us "
+    "hostname={{ hostname }} domain={{ vars.domain }} ipv6.disable=1 console=ttyS0,115200"
 )
 """auto=true defers the locale and keyboard questions until after the preseed is read;
 priority=critical answers the rest with the defaults, hostname= and domain= netcfg's two
@@ -66,32 +62,52 @@ console= is d-i's; d-i runs it inside GNU screen there, whose status line is in 
 ipv6.disable=1 only saves time: netcfg's IPv6 autoconfiguration otherwise sends router
 solicitations for about 8 s before it tries DHCP."""
 
+PRESEED_TEMPLATE = f"""\
+# pxed e2e: {{{{ hostname }}}} ({{{{ mac }}}}), profile {{{{ profile }}}}
+d-i preseed/early_command string echo {MARKER} {{{{ hostname }}}} > /dev/console
+d-i debian-installer/locale string {{{{ vars.locale }}}}
+d-i keyboard-configuration/xkb-keymap select us
+d-i netcfg/choose_interface select auto
+d-i netcfg/get_hostname string {{{{ hostname }}}}
+d-i netcfg/get_domain string {{{{ vars.domain }}}}
+"""
+TEMPLATE = "preseed.cfg.j2"
+"""The profile's preseed template: a file beside pxed.toml, named relative to it, as a user
+keeps one."""
 
-def installer_files() -> dict[str, str]:
-    """What the machine reads besides the installer: root-relative name -> contents."""
-    script = "\n".join([
-        "#!ipxe",
-        "echo pxed e2e: Debian installer for ${netX/mac} at ${netX/ip}",
-        # initrd= names the image for EFI-stub kernels (iPXE registers it by its base name).
-        f"kernel /{KERNEL} initrd={Path(INITRD).name} {KERNEL_ARGS}",
-        f"initrd /{INITRD}",
-        "boot",
-        "",
-    ])  # fmt: skip
-    preseed = "\n".join([
-        "# pxed e2e: a preseed file served from the boot root",
-        f"d-i preseed/early_command string echo {MARKER} > /dev/console",
-        "d-i debian-installer/locale string en_US.UTF-8",
-        "d-i keyboard-configuration/xkb-keymap select us",
-        "d-i netcfg/choose_interface select auto",
-        "",
-    ])  # fmt: skip
-    return {"boot.ipxe": script, PRESEED: preseed}
+
+def config() -> str:
+    """pxed's configuration: HTTP on, the host entry naming the profile, and a router and a
+    name server in the lease. d-i's netcfg stops to ask, even at priority critical and before
+    it reads the preseed, when its DHCP lease has no router (go on without a default route?)
+    or no name server (which ones?). Nothing answers DNS there: the name is never looked up
+    (the URL is an address), and a query would fail at once (port unreachable)."""
+    return f"""
+[dhcp]
+router = "{SERVER_IP}"
+dns = "{SERVER_IP}"
+
+[[dhcp.host]]
+mac = "{MAC}"
+hostname = "{HOSTNAME}"
+profile = "debian"
+
+[http]
+listen = "0.0.0.0:{HTTP_PORT}"
+
+[[profile]]
+name = "debian"
+kernel = "{KERNEL}"
+initrd = ["{INITRD}"]
+cmdline = "{CMDLINE}"
+vars = {{ locale = "en_US.UTF-8", domain = "lab" }}
+templates = {{ preseed = "{TEMPLATE}" }}
+"""
 
 
 def stage_root(root: Path, installer: DebianInstaller) -> Path:
-    """A boot root: the installer's kernel and initrd (hard links into the cache, copies
-    across file systems) and the files of ``installer_files``."""
+    """A boot root with the installer's kernel and initrd only (hard links into the cache,
+    copies across file systems)."""
     for name, source in ((KERNEL, installer.kernel), (INITRD, installer.initrd)):
         dest = root / name
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -99,9 +115,6 @@ def stage_root(root: Path, installer: DebianInstaller) -> Path:
             os.link(source, dest)
         except OSError:
             dest.write_bytes(source.read_bytes())
-    for name, text in installer_files().items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text(text)
     return root
 
 
@@ -113,9 +126,10 @@ def installer_lab(
     yield E2E(lab, stage_root(tmp_path / "root", debian_installer), keep_dir(request))
 
 
-def test_debian_installer_reads_its_preseed_from_pxed(installer_lab: BootLab) -> None:
+def test_debian_installer_boots_its_profile_and_reads_its_rendered_preseed(installer_lab: BootLab) -> None:
     bootlab = installer_lab
-    bootlab.start_pxed(DHCP, args=("--http-port", str(HTTP_PORT)))
+    (bootlab.dir / TEMPLATE).write_text(PRESEED_TEMPLATE)
+    bootlab.start_pxed(config())
     # More than the lab's default 512 MB: d-i runs from its initrd, unpacked into RAM.
     machine = Machine("d-i", MAC, Firmware.BIOS, memory_mb=1024)
     vm = bootlab.power_on(machine)
@@ -129,7 +143,7 @@ def test_debian_installer_reads_its_preseed_from_pxed(installer_lab: BootLab) ->
         steps = {"kernel": "Linux version" in text,
                  "preseed": any(e.get("file") == PRESEED
                                 for e in bootlab.events("http.done", mac=MAC)),
-                 "marker": MARKER in text,
+                 "marker": f"{MARKER} {HOSTNAME}" in text,
                  "question": PROMPT in text}  # fmt: skip
         for step, shown in steps.items():
             if shown and step not in seen:
@@ -152,15 +166,22 @@ def test_debian_installer_reads_its_preseed_from_pxed(installer_lab: BootLab) ->
     assert "preseed" in seen, f"the installer did not fetch {PRESEED}{asked} {seen}{why}"
 
     http = {e["file"]: e for e in bootlab.events("http.done", mac=MAC)}
-    for name in (KERNEL, INITRD, PRESEED):
+    for name in (KERNEL, INITRD):
         size = (bootlab.root / name).stat().st_size
         assert name in http and http[name]["bytes"] == size, f"{name}: {http.get(name)}{why}"
-    assert f"url={PRESEED_URL}" in serial, f"the kernel did not get boot.ipxe's line{why}"
-    assert "marker" in seen, f"no {MARKER} on the console: early_command did not run{why}"
+    assert SCRIPT in http and http[SCRIPT]["bytes"] > 0, f"{SCRIPT}: {http.get(SCRIPT)}{why}"
+    assert http[PRESEED]["bytes"] > 0, f"{PRESEED}: {http[PRESEED]}{why}"
+    assert f"url={PRESEED_URL}" in serial, f"the kernel did not get the rendered line{why}"
+    assert f"hostname={HOSTNAME} domain=lab" in serial, f"not the profile's arguments{why}"
+    assert "marker" in seen, (
+        f"no '{MARKER} {HOSTNAME}' on the console: the rendered early_command did not run{why}")
 
     # Two leases for one address: iPXE's, then the installer's own DHCP client (netcfg).
     acks = bootlab.events("dhcp.ack", mac=MAC)
-    assert any(a.get("ipxe") for a in acks), f"no dhcp.ack to iPXE{why}"
+    ipxe_acks = [a for a in acks if a.get("ipxe")]
+    assert ipxe_acks, f"no dhcp.ack to iPXE{why}"
+    assert ipxe_acks[-1]["profile"] == "debian" and ipxe_acks[-1]["boot_file"] == SCRIPT, (
+        f"iPXE was not given the machine's script: {ipxe_acks[-1]}{why}")
     installer_acks = [a for a in acks if not a.get("ipxe")]
     assert installer_acks, f"the installer did not ask pxed for its address{why}"
     assert {a["ip"] for a in acks} == {acks[0]["ip"]} and in_pool(acks[0]["ip"]), acks
