@@ -191,3 +191,48 @@ def test_sighup_in_auto_mode_keeps_the_proxy_and_takes_the_new_boot_file(
     (proxy,) = [r for r in replies if r["src"] == PXED_IP]
     assert proxy["file"] == "other.0", proxy
     assert len(pxed.events("pxed.mode")) == 1  # probed once, at start-up
+
+
+def test_proxy_gives_ipxe_its_rendered_profile_script_over_http(segment: Segment) -> None:
+    """Beside the router, on an interface whose first address is a management one: iPXE is
+    offered its machine's own script as a URL on pxed's address in the router's subnet, and
+    the script, rendered on request, names that address and the address the router gave the
+    machine (pxed holds no lease for it: it is the one the request came from)."""
+    management_first(segment)
+    start_router(segment)
+    (segment.root / "inst").mkdir()
+    (segment.root / "inst" / "linux").write_bytes(b"kernel")
+    out = segment.client.run("ip", "-j", "link", "show", "eth0").stdout
+    mac = str(json.loads(out)[0]["address"]).lower()
+    dashes = mac.replace(":", "-")
+    cfg = segment.lab.tmp / "profile.toml"
+    cfg.write_text(f"""
+[http]
+listen = "0.0.0.0:8080"
+
+[[profile]]
+name = "inst"
+kernel = "inst/linux"
+cmdline = "ip={{{{ ip }}}} host={{{{ hostname }}}} srv={{{{ server }}}}"
+match = {{ mac = ["{mac}"] }}
+""")
+    pxed = pxed_on(segment, "--mode", "proxy", "--config", str(cfg))
+    assert pxed.start()["mode"] == "proxy"
+    assert wait_for(lambda: [PXED_IP] in proxy_addresses(pxed), timeout=10), pxed.log()
+
+    replies = pxe_client(segment, "--arch", "0", "--ipxe")
+    router = next(r for r in replies if r["src"] == ROUTER_IP)
+    proxy = next(r for r in replies if r["src"] == PXED_IP)
+    url = f"http://{PXED_IP}:8080/pxed/{dashes}/boot.ipxe"
+    assert proxy["file"] == url, (proxy, pxed.log())
+    (offer,) = pxed.events("proxy.offer")
+    assert offer["profile"] == "inst", offer
+
+    ip = router["yiaddr"]
+    segment.client.run("ip", "addr", "add", f"{ip}/16", "dev", "eth0")
+    res = segment.client.run("curl", "-sS", "--max-time", "20", url, timeout=30)
+    script = res.stdout
+    assert f"kernel http://{PXED_IP}:8080/inst/linux" in script, script
+    assert f"ip={ip} host=host-{dashes} srv={PXED_IP}" in script, script
+    (done,) = [e for e in pxed.events("http.done") if e["file"] == f"pxed/{dashes}/boot.ipxe"]
+    assert done["bytes"] == len(script.encode()), done

@@ -159,8 +159,17 @@ ip = "198.19.11.50"
 # ------------------------------------------------------------------ relayed subnet
 
 
-def test_relayed_client_is_told_the_address_the_relay_reached(lab: Lab) -> None:
-    """pxed's primary address is on another network; the relay talks to its secondary."""
+RELAYED_SUBNET = """
+[[dhcp.subnet]]
+network = "198.18.5.0/24"
+range = "198.18.5.100-198.18.5.150"
+router = "198.18.5.1"
+"""
+
+
+def relayed(lab: Lab, root: Path, dhcp: str = RELAYED_SUBNET) -> tuple[PxedProcess, Netns]:
+    """pxed (primary address on another network, 198.18.4.1 the one the relay reaches)
+    serving 198.18.5.0/24 through a dnsmasq relay; returns pxed, started, and the client."""
     require("dnsmasq", "dhclient")
     server, relay, client = lab.ns("srv"), lab.ns("rl"), lab.ns("cl")
     lab.veth(server, "pxs0", relay, "up0")
@@ -171,39 +180,79 @@ def test_relayed_client_is_told_the_address_the_relay_reached(lab: Lab) -> None:
     lab.addr(relay, "down0", "198.18.5.1/24")
     relay.run("sysctl", "-qw", "net.ipv4.ip_forward=1")
     server.run("ip", "route", "add", "198.18.5.0/24", "via", "198.18.4.2")
-    root, payload = make_root(lab)
-    pxed = start_pxed(
-        lab,
-        server,
-        root,
-        """
-[[dhcp.subnet]]
-network = "198.18.5.0/24"
-range = "198.18.5.100-198.18.5.150"
-router = "198.18.5.1"
-""",
-    )
+    pxed = start_pxed(lab, server, root, dhcp)
     pxed.start()
     relay.popen(
         "dnsmasq", "--no-daemon", "--port=0", "--bind-interfaces", "--interface=down0",
         "--dhcp-relay=198.18.5.1,198.18.4.1", "--log-dhcp",
     )  # fmt: skip
+    return pxed, client
+
+
+def relayed_offer(pxed: PxedProcess, client: Netns, *args: str) -> dict[str, Any]:
+    """The first offer to the relayed client's PXE DISCOVER (the relay may start late);
+    the client then takes the address and a default route through the relay."""
     replies: list[dict[str, Any]] = []
-    wait_for(lambda: bool(replies.extend(pxe_discover(client, "eth0", "--arch", "0")) or replies),
+    wait_for(lambda: bool(replies.extend(pxe_discover(client, "eth0", *args)) or replies),
              timeout=30, interval=0.5)  # fmt: skip
     assert replies, pxed.log()
     offer = replies[0]
     assert offer["yiaddr"].startswith("198.18.5."), offer
+    client.run("ip", "addr", "add", f"{offer['yiaddr']}/24", "dev", "eth0")
+    client.run("ip", "route", "add", "default", "via", "198.18.5.1")
+    return offer
+
+
+def test_relayed_client_is_told_the_address_the_relay_reached(lab: Lab) -> None:
+    """pxed's primary address is on another network; the relay talks to its secondary."""
+    root, payload = make_root(lab)
+    pxed, client = relayed(lab, root)
+    offer = relayed_offer(pxed, client, "--arch", "0")
     assert offer["options"]["server_id"] == "198.18.4.1", offer
     assert offer["siaddr"] == "198.18.4.1", offer
     # The relayed client reaches that next-server through the router, and the DATA comes
     # back from it.
-    lab.addr(client, "eth0", f"{offer['yiaddr']}/24")
-    client.run("ip", "route", "add", "default", "via", "198.18.5.1")
     cap = udp_to(lab, client, offer["yiaddr"])
     curl_tftp(client, offer["siaddr"], "pxelinux.0", lab.tmp / "relayed.out")
     assert cap.sources() == {"198.18.4.1"}
     assert (lab.tmp / "relayed.out").read_bytes() == payload
+
+
+def test_relayed_ipxe_gets_its_rendered_profile_script(lab: Lab) -> None:
+    """Through the relay, iPXE is offered its machine's own script as a URL on the address
+    the relay reached; the script, fetched over HTTP and over TFTP across the router (pxed
+    never sees the machine's MAC on its own link: the name carries it), names that address
+    and the address pxed offered the machine."""
+    root, _ = make_root(lab)
+    (root / "inst").mkdir()
+    (root / "inst" / "linux").write_bytes(b"kernel")
+    (root / "inst" / "initrd.gz").write_bytes(b"initrd")
+    profile = """
+[http]
+listen = "0.0.0.0:8080"
+
+[[profile]]
+name = "inst"
+kernel = "inst/linux"
+initrd = ["inst/initrd.gz"]
+cmdline = "ip={{ ip }} srv={{ server }} url={{ preseed_url }}"
+default = true
+"""
+    pxed, client = relayed(lab, root, RELAYED_SUBNET + profile)
+    out = client.run("ip", "-j", "link", "show", "eth0").stdout
+    dashes = str(json.loads(out)[0]["address"]).lower().replace(":", "-")
+    offer = relayed_offer(pxed, client, "--arch", "0", "--ipxe")
+    base = f"http://198.18.4.1:8080/pxed/{dashes}/"
+    assert offer["file"] == base + "boot.ipxe", offer
+    require("curl")
+    script = client.run("curl", "-sS", "--max-time", "20", base + "boot.ipxe", timeout=30).stdout
+    assert "kernel http://198.18.4.1:8080/inst/linux initrd=initrd.gz" in script, script
+    assert "initrd http://198.18.4.1:8080/inst/initrd.gz" in script, script
+    assert f"ip={offer['yiaddr']} srv=198.18.4.1 url={base}preseed.cfg" in script, script
+    # Over TFTP from the same address: the same script (its URLs are HTTP's while [http] is on).
+    curl_tftp(client, "198.18.4.1", f"pxed/{dashes}/boot.ipxe", lab.tmp / "script.tftp")
+    tftp_script = (lab.tmp / "script.tftp").read_text()
+    assert tftp_script == script, tftp_script
 
 
 # ------------------------------------------------------------------ changes while running
