@@ -126,7 +126,9 @@ def installer_lab(
     yield E2E(lab, stage_root(tmp_path / "root", debian_installer), keep_dir(request))
 
 
-def test_debian_installer_boots_its_profile_and_reads_its_rendered_preseed(installer_lab: BootLab) -> None:
+def test_debian_installer_boots_its_profile_and_reads_its_rendered_preseed(
+    installer_lab: BootLab,
+) -> None:
     bootlab = installer_lab
     (bootlab.dir / TEMPLATE).write_text(PRESEED_TEMPLATE)
     bootlab.start_pxed(config())

@@ -80,3 +80,34 @@ def test_a_boot_once_machine_boots_its_profile_then_its_disk(bootlab: BootLab) -
     why = f"\n{again.serial.tail(30)}\n{bootlab.tail(40)}"
     assert http_files(bootlab)[2:] == [f"pxed/{DASHES}/boot.ipxe"], why
     assert again.serial.kernel_banner() is None, f"booted a kernel again{why}"
+
+
+PXELINUX_MAC = "52:54:00:e2:e0:31"
+PXELINUX_CONFIG = f"""
+[[dhcp.host]]
+mac = "{PXELINUX_MAC}"
+hostname = "prof2"
+boot = "pxelinux.0"
+
+[[profile]]
+name = "menu"
+kernel = "vmlinuz"
+cmdline = "console=ttyS0,115200 panic=-1 {ARGS}"
+match = {{ mac = ["{PXELINUX_MAC}"] }}
+"""
+
+
+def test_pxelinux_reads_the_menu_its_profile_renders(bootlab: BootLab) -> None:
+    """A host entry sends the machine to PXELINUX; its profile (chosen by MAC) renders the
+    pxelinux.cfg/01-<mac> PXELINUX asks for first, so the staged default menu is never
+    read, and the kernel gets the profile's arguments. No [http]: all of it over TFTP."""
+    bootlab.start_pxed(PXELINUX_CONFIG)
+    boot = bootlab.boot(Machine("profile-pxelinux", PXELINUX_MAC, Firmware.BIOS))
+    why = boot.explain()
+    assert boot.ok, f"no 'Linux version' on the serial console{why}"
+    line = boot.serial.line_with("Command line:") or ""
+    assert "pxed.profile=menu pxed.host=prof2" in line, f"not the rendered menu{why}"
+    files = boot.files()
+    menu = f"pxelinux.cfg/01-{PXELINUX_MAC.replace(':', '-')}"
+    assert menu in files and "pxelinux.cfg/default" not in files, f"{files}{why}"
+    assert files["vmlinuz"] == staged_size(bootlab.root, "vmlinuz"), why
