@@ -328,6 +328,12 @@ class Server:
     def _lease_facts(self, mac: str) -> tuple[str | None, str | None]:
         """A MAC's bound address and host name, for its rendered files."""
         now = time.time()
+        key = reservation_key(mac)
+        for table in self.tables.values():
+            lease = table.by_client(key)
+            if lease is not None and lease.mac == mac and lease.is_bound(now):
+                return str(lease.ip), lease.hostname
+        # A client that sent its own identifier (option 61) is keyed by it: look by MAC.
         for table in self.tables.values():
             for lease in table.records():
                 if lease.mac == mac and lease.is_bound(now):

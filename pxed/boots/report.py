@@ -18,6 +18,7 @@ from typing import Any
 from pxed.boots.story import Boot, arch_name
 from pxed.boots.timeline import BOOTS_FILE, read_boots
 from pxed.control import SOCKET_NAME, NotRunning, request, stream
+from pxed.leases.report import add_state_arguments, state_dir_or_say
 
 PROG = "pxed boots"
 
@@ -54,16 +55,12 @@ def _parser() -> argparse.ArgumentParser:
                         help="print stories again as they change (needs the daemon)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="JSON (with --follow: a line each)")
     parser.add_argument("--last", "-n", type=int, metavar="N", help="only the N most recent")
-    parser.add_argument("--state-dir", type=Path, metavar="DIR",
-                        help="default: the configuration's state_dir")  # fmt: skip
-    parser.add_argument("--config", "-c", type=Path, help="TOML configuration file")
+    add_state_arguments(parser)
     return parser
 
 
 def main(argv: Sequence[str]) -> int:
     args = _parser().parse_args(list(argv))
-    from pxed.leases.report import state_dir_or_say
-
     directory = state_dir_or_say(PROG, args.config, args.state_dir)
     if directory is None:
         return 1

@@ -171,6 +171,14 @@ def state_dir(config: Path | None, given: Path | None) -> Path:
     return parse(data, Problems()).config.state_dir
 
 
+def add_state_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--state-dir`` and ``--config``, as every command that reads pxed's state takes
+    them (resolved by ``state_dir_or_say``)."""
+    parser.add_argument("--state-dir", type=Path, metavar="DIR",
+                        help="default: the configuration's state_dir")  # fmt: skip
+    parser.add_argument("--config", "-c", type=Path, help="TOML configuration file")
+
+
 def state_dir_or_say(prog: str, config: Path | None, given: Path | None) -> Path | None:
     """state_dir() for a command: None after printing the file's problems, one a line."""
     try:
@@ -187,10 +195,7 @@ def _parser() -> argparse.ArgumentParser:
         description="The leases in pxed's state directory (read-only; the daemon may run).",
     )
     parser.add_argument("--json", action="store_true", help="print a JSON array")
-    parser.add_argument(
-        "--state-dir", type=Path, metavar="DIR", help="default: the configuration's state_dir"
-    )
-    parser.add_argument("--config", "-c", type=Path, help="TOML configuration file")
+    add_state_arguments(parser)
     return parser
 
 

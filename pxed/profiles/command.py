@@ -18,7 +18,7 @@ from pxed.config.parse import normalise_mac
 from pxed.control import SOCKET_NAME, NotRunning, request
 from pxed.errors import PxedError
 from pxed.leases.next_boot import LOCAL, NextBoots
-from pxed.leases.report import state_dir_or_say
+from pxed.leases.report import add_state_arguments, state_dir_or_say
 
 PROG = "pxed host"
 _UNSET = object()
@@ -40,9 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     what.add_argument("--clear", action="store_true",
                       help="forget the state: the configuration's profile again")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the answer as JSON")
-    parser.add_argument("--state-dir", type=Path, metavar="DIR",
-                        help="default: the configuration's state_dir")  # fmt: skip
-    parser.add_argument("--config", "-c", type=Path, help="TOML configuration file")
+    add_state_arguments(parser)
     return parser
 
 
