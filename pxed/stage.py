@@ -29,10 +29,12 @@ import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import IO
+
+from pxed import chain
 
 DEFAULT_ROOT = Path("/srv/tftp")
 NETBOOT_XYZ_URL = "https://boot.netboot.xyz/ipxe/"
@@ -64,6 +66,8 @@ DEBIAN_INSTALLER_DIRS = (
 )
 DI_KERNEL = "debian-installer/amd64/linux"
 DI_INITRD = "debian-installer/amd64/initrd.gz"
+SHIM_DIRS = ("/usr/lib/shim",)  # Debian, Ubuntu (package shim-signed)
+GRUB_SIGNED_DIRS = ("/usr/lib/grub/x86_64-efi-signed",)  # Debian, Ubuntu (grub-efi-amd64-signed)
 IPXE_DIRS = (
     "/usr/lib/ipxe",  # Debian, Ubuntu (package ipxe)
     "/usr/share/ipxe",  # Fedora (ipxe-bootimgs-x86), Arch
@@ -105,6 +109,16 @@ SOURCES: tuple[SourceSpec, ...] = (
                "debian-installer-12-netboot-amd64", False,
                "Debian 12 installer initrd (profile debian-install)"),
 )
+
+
+SECURE_BOOT_SOURCES: tuple[SourceSpec, ...] = (
+    SourceSpec(chain.SHIM, ("shimx64.efi.signed",), SHIM_DIRS, "shim-signed", True,
+               "shim, signed by Microsoft's UEFI CA: the [boot] uefi_x64 default with grub"),
+    SourceSpec(chain.GRUB, ("grubnetx64.efi.signed",), GRUB_SIGNED_DIRS,
+               "grub-efi-amd64-signed", True,
+               "GRUB's signed network image (loaded by shim; reads grub/grub.cfg)"),
+)  # fmt: skip
+"""Staged with --secure-boot: Debian's signed chain (shim -> GRUB -> Debian's signed kernel)."""
 
 
 class Action(Enum):
@@ -153,6 +167,8 @@ class StageOptions:
     dry_run: bool = False
     profiles: Path | None = None
     """Also write the starting ``[[profile]]`` set here (for pxed.toml; not in the root)."""
+    secure_boot: bool = False
+    """Also stage Debian's signed chain (shim, GRUB, grub/grub.cfg) for Secure Boot PCs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,6 +330,38 @@ def render_boot_ipxe(menu: BootMenu) -> str:
     return "\n".join(lines)
 
 
+def render_grub_cfg(menu: BootMenu) -> str:
+    """grub/grub.cfg: what the signed network GRUB shows (Secure Boot PCs, through shim).
+
+    A machine with a profile gets its own menu first: pxed renders
+    grub/grub.cfg-01-<mac> for it (the name GRUB's own network lookup uses); Debian's
+    image only sources grub.cfg, so this file asks for that name itself. Names without a
+    device load from the server GRUB came from."""
+    lines = [
+        f"# {HEADER}",
+        f"set timeout={max(0, menu.timeout // 10)}",
+        "# This machine's own menu when pxed renders one (a [[profile]] for it).",
+        "regexp --set=1:m1 --set=2:m2 --set=3:m3 --set=4:m4 --set=5:m5 --set=6:m6 "
+        "'^(..):(..):(..):(..):(..):(..)$' \"$net_default_mac\"",
+        'set own="$prefix/grub.cfg-01-$m1-$m2-$m3-$m4-$m5-$m6"',
+        'if [ -e "$own" ]; then configfile "$own"; fi',
+        "",
+        f"set default={'linux' if menu.kernel else 'local'}",
+    ]
+    if menu.kernel:
+        lines += [f'menuentry "{menu.kernel_label}" --id linux {{',
+                  f"  linux /{menu.kernel} {menu.append}".rstrip()]  # fmt: skip
+        if menu.initrd:
+            lines.append(f"  initrd /{menu.initrd}")
+        lines.append("}")
+    if menu.netboot_efi:
+        # netboot.xyz's EFI build is not signed: firmware with Secure Boot on refuses it.
+        lines += ['menuentry "Boot netboot.xyz (Secure Boot off)" --id netbootxyz {',
+                  f"  chainloader /{NETBOOT_EFI}", "}"]  # fmt: skip
+    lines += ['menuentry "Boot from local disk" --id local {', "  exit", "}", ""]
+    return "\n".join(lines)
+
+
 def render_profiles(netboot_bios: bool, debian_installer: bool) -> str:
     """A starting set of ``[[profile]]`` tables for what the root holds, for pxed.toml."""
     lines = [
@@ -428,7 +476,8 @@ def plan(
         action = decide(existing, new, recorded.get(dest), opts.force)
         return Step(dest, action, source=source, digest=new, note=note, package=package)
 
-    for spec in sources:
+    wanted = [*sources, *(SECURE_BOOT_SOURCES if opts.secure_boot else ())]
+    for spec in wanted:
         src = find_source(spec, Path.is_file, opts.search_dirs, package_files)
         if src is None:
             hint = f"apt-get install {spec.package}"
@@ -495,10 +544,13 @@ def plan(
         serial=opts.serial,
         timeout=opts.menu_timeout,
     )
-    for dest, text, what in (
+    written = [
         (MENU_PATH, render_pxelinux_menu(menu), "pxelinux menu"),
         (SCRIPT_PATH, render_boot_ipxe(menu), "iPXE script"),
-    ):
+    ]
+    if opts.secure_boot:
+        written.append((chain.GRUB_CFG, render_grub_cfg(menu), "GRUB menu (Secure Boot chain)"))
+    for dest, text, what in written:
         data = text.encode()
         new = sha256_bytes(data)
         action = decide(sha256_file(root / dest), new, recorded.get(dest), opts.force)
@@ -669,6 +721,50 @@ def describe(step: Step, root: Path, size: int | None = None, dry_run: bool = Fa
     return f"  {verb:<12} {step.dest:<22} {size_text:>9}  {origin}".rstrip()
 
 
+def unpack_packages(packages: Sequence[str], dest: Path, stream: IO[str]) -> None:
+    """``apt-get download`` each package into ``dest`` and unpack it there (dpkg-deb -x):
+    its files, never installed (a signed shim or GRUB installed on this host would go into
+    its own boot loader). Raises StageError naming what failed."""
+    for tool in ("apt-get", "dpkg-deb"):
+        if shutil.which(tool) is None:
+            raise StageError([f"{tool} not found: cannot fetch {', '.join(packages)}; put the "
+                              "files in a directory and pass --search-dir DIR"])  # fmt: skip
+    debs = dest / "debs"
+    debs.mkdir(parents=True, exist_ok=True)
+    for package in packages:
+        stream.write(f"  fetching {package} (apt-get download; not installed)\n")
+        stream.flush()
+        try:
+            res = subprocess.run(["apt-get", "download", package], cwd=debs,
+                                 capture_output=True, text=True, timeout=600)  # fmt: skip
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise StageError([f"apt-get download {package}: {exc}"]) from exc
+        found = sorted(debs.glob(f"{package}_*.deb"))
+        if res.returncode != 0 or not found:
+            why = res.stderr.strip().splitlines()[-1:] or ["no .deb written"]
+            raise StageError([f"apt-get download {package} failed: {why[0]}",
+                              "offline? put its files in a directory and pass --search-dir DIR"])
+        unpack = subprocess.run(["dpkg-deb", "-x", str(found[-1]), str(dest)],
+                                capture_output=True, text=True, timeout=600)  # fmt: skip
+        if unpack.returncode != 0:
+            raise StageError([f"dpkg-deb -x {found[-1].name}: {unpack.stderr.strip()}"])
+
+
+def _fetched(opts: StageOptions, package_files: Callable[[str], Sequence[str]] | None,
+             tmp: Path, stream: IO[str]) -> StageOptions:  # fmt: skip
+    """``opts`` with the Secure Boot chain's packages unpacked under ``tmp`` and searched,
+    when --secure-boot asks for files this host does not have."""
+    if not opts.secure_boot:
+        return opts
+    missing = [spec for spec in SECURE_BOOT_SOURCES
+               if find_source(spec, Path.is_file, opts.search_dirs, package_files) is None]
+    if not missing:
+        return opts
+    unpack_packages(sorted({spec.package for spec in missing}), tmp, stream)
+    dirs = tuple(tmp / d.lstrip("/") for spec in missing for d in spec.dirs)
+    return replace(opts, search_dirs=(*opts.search_dirs, *dirs))
+
+
 def run(
     opts: StageOptions,
     out: IO[str] | None = None,
@@ -680,6 +776,17 @@ def run(
     Downloads happen first, so that an offline host fails before anything changes.
     """
     stream = out if out is not None else sys.stdout
+    with tempfile.TemporaryDirectory(prefix="pxed-stage-") as tmp:
+        return _run(_fetched(opts, package_files, Path(tmp), stream), stream, package_files,
+                    sources)  # fmt: skip
+
+
+def _run(
+    opts: StageOptions,
+    stream: IO[str],
+    package_files: Callable[[str], Sequence[str]] | None,
+    sources: Sequence[SourceSpec],
+) -> Report:
     steps, problems = plan(opts, package_files, sources)
     report = Report(opts.root, steps)
     if problems:
@@ -765,7 +872,10 @@ def summary_lines(report: Report) -> list[str]:
     flag = "" if root.resolve() == DEFAULT_ROOT else f" --tftp-root {root}"
     staged = {s.dest for s in report.steps if s.action is not Action.MISSING}
     lines = [f"staged {root}"]
-    if "ipxe.efi" not in staged:
+    if chain.SHIM in staged and chain.GRUB in staged:
+        lines.append(f"UEFI x64 machines get {chain.SHIM} (then {chain.GRUB}, {chain.GRUB_CFG}),"
+                     " with Secure Boot on or off")  # fmt: skip
+    elif "ipxe.efi" not in staged:
         lines.append("UEFI machines get no boot file until ipxe.efi is staged (package ipxe)")
     lines.append(f"serve it:  pxed --iface IFACE{flag}")
     if report.profiles is not None:
@@ -808,6 +918,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write a starting [[profile]] set for pxed.toml to FILE "
                         "(netboot.xyz; the Debian installer when its netboot package, "
                         "debian-installer-12-netboot-amd64, is installed), outside the root")
+    p.add_argument("--secure-boot", action="store_true",
+                   help="also stage Debian's signed chain for Secure Boot PCs: shimx64.efi "
+                        "(shim-signed), grubx64.efi (grub-efi-amd64-signed's network image) "
+                        "and grub/grub.cfg; taken from the installed packages, else fetched "
+                        "with apt-get download and unpacked (never installed)")
     p.add_argument("--force", action="store_true",
                    help="overwrite files edited since (or not written by) pxed stage")
     p.add_argument("--dry-run", "-n", action="store_true", help="say what would be done")
@@ -828,6 +943,7 @@ def options_from_args(args: argparse.Namespace) -> StageOptions:
         force=args.force,
         dry_run=args.dry_run,
         profiles=args.profiles,
+        secure_boot=args.secure_boot,
     )
 
 

@@ -16,6 +16,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
+from pxed import chain
 from pxed.config.model import BootConfig, Config, HostConfig, SubnetConfig, TftpConfig
 from pxed.config.problems import Problems
 from pxed.files import FileRefused, FileStore, Refusal
@@ -237,13 +238,46 @@ def _check_boot_files(
             else:
                 notes.append(f"default boot file ({key}): {why}; not offered")
                 changes[key] = None
+    if "uefi_x64" not in explicit and _not_served(store, chain.SHIM, root) is None:
+        # `pxed stage --secure-boot` staged the signed chain: it boots with Secure Boot on
+        # or off, where iPXE's unsigned build is refused with it on.
+        broken = chain_problems(chain.SHIM, store, root)
+        if broken:
+            notes.append(f"{chain.SHIM} in the root, not offered: " + "; ".join(broken))
+        else:
+            changes["uefi_x64"] = chain.SHIM
+            notes.append(f"UEFI x64 machines get {chain.SHIM} (the signed chain in the root)")
+    for key in _FILE_KEYS:
+        name = changes.get(key, getattr(boot, key))
+        if key in explicit and name and not _is_url(name) and chain.is_shim(name):
+            for line in chain_problems(name, store, root):
+                problems.add(f"[boot] {key}: {line}")
     for host in hosts:
         why = None if not host.boot or _is_url(host.boot) else _not_served(store, host.boot, root)
         if why is not None:
             problems.add(f"[[dhcp.host]] {host.mac} boot: {why}")
+        elif host.boot and not _is_url(host.boot) and chain.is_shim(host.boot):
+            for line in chain_problems(host.boot, store, root):
+                problems.add(f"[[dhcp.host]] {host.mac} boot: {line}")
     if changes:
         return replace(boot, **changes)
     return boot
+
+
+def chain_problems(shim: str, store: FileStore, root: Path) -> list[str]:
+    """pxed.chain.chain_problems against the root, through the same lookup as a request."""
+
+    def read(name: str) -> str | None:
+        try:
+            f = store.open(name)
+        except (FileRefused, OSError):
+            return None
+        try:
+            return bytes(f.data).decode("utf-8", "replace")
+        finally:
+            f.close()
+
+    return chain.chain_problems(shim, lambda name: _not_served(store, name, root), read)
 
 
 def _not_served(store: FileStore, name: str, root: Path) -> str | None:
