@@ -169,6 +169,8 @@ class StageOptions:
     """Also write the starting ``[[profile]]`` set here (for pxed.toml; not in the root)."""
     secure_boot: bool = False
     """Also stage Debian's signed chain (shim, GRUB, grub/grub.cfg) for Secure Boot PCs."""
+    fetched: frozenset[str] = frozenset()
+    """Packages fetched with apt-get download for this run (unpacked in a search dir)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +188,8 @@ class Step:
     """SHA-256 of the new content when known before writing (not for downloads)."""
     note: str = ""
     package: str | None = None
+    origin: str | None = None
+    """Where ``source`` came from, when its path says nothing lasting (a temporary unpack)."""
 
 
 @dataclass
@@ -490,7 +494,10 @@ def plan(
             steps.append(Step(spec.dest, Action.MISSING, note=f"{spec.purpose}; {hint}",
                               package=spec.package))
             continue
-        steps.append(local(spec.dest, src, spec.purpose, spec.package))
+        step = local(spec.dest, src, spec.purpose, spec.package)
+        if spec.package in opts.fetched:
+            step = replace(step, origin=f"package {spec.package} (apt-get download)")
+        steps.append(step)
 
     # netboot.xyz: local files when given (offline hosts), else a download.
     if opts.netboot_xyz:
@@ -706,7 +713,9 @@ def describe(step: Step, root: Path, size: int | None = None, dry_run: bool = Fa
     if step.action in (Action.NEW, Action.UPDATE) and step.url and not dry_run:
         verb = "downloaded"
     size_text = human_size(size) if size is not None else ""
-    if step.source is not None:
+    if step.origin is not None:
+        origin = f"from {step.origin}"
+    elif step.source is not None:
         origin = f"from {step.source}"
     elif step.url is not None:
         origin = f"from {step.url}"
@@ -760,9 +769,11 @@ def _fetched(opts: StageOptions, package_files: Callable[[str], Sequence[str]] |
                if find_source(spec, Path.is_file, opts.search_dirs, package_files) is None]
     if not missing:
         return opts
-    unpack_packages(sorted({spec.package for spec in missing}), tmp, stream)
+    packages = sorted({spec.package for spec in missing})
+    unpack_packages(packages, tmp, stream)
     dirs = tuple(tmp / d.lstrip("/") for spec in missing for d in spec.dirs)
-    return replace(opts, search_dirs=(*opts.search_dirs, *dirs))
+    return replace(opts, search_dirs=(*opts.search_dirs, *dirs),
+                   fetched=opts.fetched | frozenset(packages))  # fmt: skip
 
 
 def run(
@@ -851,7 +862,7 @@ def _run(
         if s.digest is not None and s.action in (Action.NEW, Action.UPDATE, Action.SAME):
             entries[s.dest] = {
                 "sha256": s.digest,
-                "source": str(s.source) if s.source is not None else "generated",
+                "source": s.origin or (str(s.source) if s.source is not None else "generated"),
             }
         report.done.append(describe(s, root, sizes.get(s.dest)))
     _save_manifest(root, entries)
