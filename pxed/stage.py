@@ -347,8 +347,9 @@ def render_grub_cfg(menu: BootMenu) -> str:
         "# This machine's own menu when pxed renders one (a [[profile]] for it).",
         "regexp --set=1:m1 --set=2:m2 --set=3:m3 --set=4:m4 --set=5:m5 --set=6:m6 "
         "'^(..):(..):(..):(..):(..):(..)$' \"$net_default_mac\"",
-        'set own="$prefix/grub.cfg-01-$m1-$m2-$m3-$m4-$m5-$m6"',
-        'if [ -e "$own" ]; then configfile "$own"; fi',
+        # Not `[ -e ... ]`: GRUB answers that from a directory listing, which TFTP has not;
+        # configfile of a name the server does not have fails, and the menu below follows.
+        'configfile "$prefix/grub.cfg-01-$m1-$m2-$m3-$m4-$m5-$m6"',
         "",
         f"set default={'linux' if menu.kernel else 'local'}",
     ]

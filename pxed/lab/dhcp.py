@@ -291,14 +291,15 @@ class DnsmasqDhcp(DhcpServer):
 class DnsmasqPxe(DnsmasqDhcp):
     """dnsmasq as the PXE server pxed replaces: DHCP and TFTP in one process, boot files
     chosen as pxed chooses them (a host entry's file, user class iPXE -> boot.ipxe, client
-    arch 7 -> ipxe.efi, else the setup's BIOS file)."""
+    arch 7 -> ``efi_boot``, ipxe.efi or shim, else the setup's BIOS file)."""
 
     def __init__(
         self, ns: Netns, iface: str, setup: DhcpSetup, workdir: Path, *, root: Path,
-        quiet: bool = False,
+        quiet: bool = False, efi_boot: str = "ipxe.efi",
     ) -> None:  # fmt: skip
         super().__init__(ns, iface, setup, workdir, quiet=quiet)
         self.root = root
+        self.efi_boot = efi_boot
 
     @staticmethod
     def _tag(host: Reservation) -> str:
@@ -318,7 +319,7 @@ class DnsmasqPxe(DnsmasqDhcp):
                 not_hosts += f"tag:!{self._tag(host)},"
         out += [
             f"--dhcp-boot={not_hosts}tag:ipxe,boot.ipxe",
-            f"--dhcp-boot={not_hosts}tag:!ipxe,tag:efi,ipxe.efi",
+            f"--dhcp-boot={not_hosts}tag:!ipxe,tag:efi,{self.efi_boot}",
             f"--dhcp-boot={not_hosts}tag:!ipxe,tag:!efi,{self.setup.boot_file or 'pxelinux.0'}",
             "--enable-tftp", f"--tftp-root={self.root}",
         ]

@@ -69,6 +69,8 @@ def test_secure_boot_pc_boots_shim_grub_and_the_signed_kernel(secure_lab: BootLa
     # certificate files beside itself, GRUB's module lists under its prefix. Another name
     # here is a file a newer shim or GRUB wants: the stage should know of it.
     asked = {str(e["file"]) for e in bootlab.events("tftp.refused", mac=MAC)}
+    # And the staged grub.cfg's own question: a menu rendered for this machine? (None here.)
+    asked.discard(f"/grub/grub.cfg-01-{MAC.replace(':', '-')}")
     assert asked <= OPTIONAL_PROBES, f"asked for more: {sorted(asked - OPTIONAL_PROBES)}{why}"
     # Not asserted on (timing belongs in bench/): kept beside the serial console.
     done = {str(e["file"]): e for e in bootlab.events("tftp.done", mac=MAC)}
@@ -97,3 +99,29 @@ def test_secure_boot_pc_refuses_unsigned_ipxe(secure_lab: BootLab) -> None:
         f"the firmware ran unsigned iPXE: Secure Boot was off{why}")
     serial = vm.serial.text()
     assert "Access Denied" in serial and "iPXE initialising" not in serial, why
+
+
+PROFILE_MAC = "52:54:00:e2:e0:52"
+
+
+def test_secure_boot_pc_boots_the_grub_menu_its_profile_renders(secure_lab: BootLab) -> None:
+    """A machine with a profile, through the same chain: the staged grub/grub.cfg asks for
+    its own grub/grub.cfg-01-<mac>, which pxed renders from the profile's GRUB template, and
+    the kernel gets the profile's arguments."""
+    bootlab = secure_lab
+    bootlab.start_pxed(f"""
+[[profile]]
+name = "signed"
+kernel = "vmlinuz"
+cmdline = "{KERNEL_APPEND} pxed.profile={{{{ profile }}}} pxed.mac={{{{ mac_dashes }}}}"
+match = {{ mac = ["{PROFILE_MAC}"] }}
+""")
+    boot = bootlab.boot(Machine("secure-profile", PROFILE_MAC, Firmware.UEFI_SECURE))
+    why = boot.explain()
+    assert boot.ok, f"no 'Linux version' on the serial console{why}"
+    dashes = PROFILE_MAC.replace(":", "-")
+    line = boot.serial.line_with("Command line:") or ""
+    assert f"pxed.profile=signed pxed.mac={dashes}" in line, f"not the rendered menu{why}"
+    files = boot.files()
+    assert f"grub/grub.cfg-01-{dashes}" in files, f"{files}{why}"
+    assert files.get("vmlinuz") == staged_size(bootlab.root, "vmlinuz"), f"{files}{why}"

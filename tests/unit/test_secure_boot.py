@@ -50,7 +50,7 @@ def test_stage_secure_boot_writes_the_chain(tmp_path: Path, signed: Path) -> Non
     cfg = (root / chain.GRUB_CFG).read_text()
     assert "linux /vmlinuz console=ttyS0" in cfg and "set default=linux" in cfg
     # A machine's rendered menu first: the name pxed serves it under (pxed.profiles.paths).
-    assert 'configfile "$own"' in cfg and "grub.cfg-01-$m1-$m2-$m3-$m4-$m5-$m6" in cfg
+    assert 'configfile "$prefix/grub.cfg-01-$m1-$m2-$m3-$m4-$m5-$m6"' in cfg
 
 
 def test_without_secure_boot_no_chain_is_staged(tmp_path: Path, signed: Path) -> None:
