@@ -14,12 +14,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from pxed.stage import DI_INITRD as INITRD
+from pxed.stage import DI_KERNEL as KERNEL
+
 PACKAGE = "debian-installer-12-netboot-amd64"
 IMAGES = "usr/lib/debian-installer/images/12/amd64/text"
-"""Where the package keeps the text installer's netboot tree."""
-KERNEL = "debian-installer/amd64/linux"
-INITRD = "debian-installer/amd64/initrd.gz"
-"""The two files, relative to the netboot tree (as in Debian's netboot.tar.gz)."""
+"""Where the package keeps the text installer's netboot tree; KERNEL and INITRD are relative
+to it (as in Debian's netboot.tar.gz), under the names pxed stage gives them in a root."""
 
 
 @dataclass(frozen=True, slots=True)
