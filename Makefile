@@ -10,7 +10,7 @@ ARGS   ?=
 # Debian packages of the real clients, peers and firmware the tests drive.
 TEST_DEBS := python3-venv iproute2 tcpdump curl isc-dhcp-client busybox udhcpc kea-admin \
              kea-dhcp4-server dnsmasq-base atftp atftpd tftp-hpa \
-             qemu-system-x86 ipxe-qemu ovmf pxelinux syslinux-common nftables ipxe \
+             qemu-system-x86 ipxe-qemu ovmf qemu-system-arm qemu-efi-aarch64 pxelinux syslinux-common nftables ipxe \
              chromium-headless-shell fonts-dejavu-core strace systemd
 
 .PHONY: run test lint unit deps-debian venv clean
@@ -33,13 +33,21 @@ run: venv
 	$(BIN)/pxed --iface $(IFACE) $(ARGS)
 
 ## Install only the Debian packages that are missing (apt-get update only when needed).
+## arm64 is added as a foreign architecture so that the arm64 boot test (and pxed stage
+## --arch arm64) can apt-get download Debian's arm64 shim, GRUB and kernel; nothing of it is
+## installed.
 deps-debian:
-	@missing=""; for p in $(TEST_DEBS); do \
+	@update=""; if ! dpkg --print-foreign-architectures | grep -qx arm64; then \
+	  echo "dpkg --add-architecture arm64 (for apt-get download of arm64 boot files)"; \
+	  dpkg --add-architecture arm64; update=1; \
+	fi; \
+	missing=""; for p in $(TEST_DEBS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
 	done; \
+	if [ -n "$$missing" ] || [ -n "$$update" ]; then apt-get update -q; fi; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
-	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 
 lint: venv

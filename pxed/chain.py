@@ -22,6 +22,10 @@ from pathlib import PurePosixPath
 SHIM = "shimx64.efi"
 GRUB = "grubx64.efi"
 """shim loads this name, beside itself."""
+SHIM_ARM64 = "shimaa64.efi"
+GRUB_ARM64 = "grubaa64.efi"
+"""The arm64 chain (shim-signed and grub-efi-arm64-signed for arm64): shimaa64 loads
+grubaa64.efi beside itself; its GRUB has the same prefix, so both read one grub/grub.cfg."""
 GRUB_CFG = "grub/grub.cfg"
 """Where Debian's network GRUB reads its menu (its built-in prefix is /grub)."""
 
@@ -36,9 +40,11 @@ def is_shim(name: str) -> bool:
 
 
 def grub_for(shim: str) -> str:
-    """The GRUB image shim loads: ``grubx64.efi`` in shim's own directory."""
-    parent = PurePosixPath(shim).parent
-    return GRUB if str(parent) == "." else f"{parent}/{GRUB}"
+    """The GRUB image shim loads: ``grubx64.efi`` (``grubaa64.efi`` for shimaa64) in shim's
+    own directory."""
+    path = PurePosixPath(shim)
+    grub = GRUB_ARM64 if "aa64" in path.name.lower() else GRUB
+    return grub if str(path.parent) == "." else f"{path.parent}/{grub}"
 
 
 def files_named(grub_cfg: str) -> list[str]:

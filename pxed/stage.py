@@ -68,6 +68,9 @@ DI_KERNEL = "debian-installer/amd64/linux"
 DI_INITRD = "debian-installer/amd64/initrd.gz"
 SHIM_DIRS = ("/usr/lib/shim",)  # Debian, Ubuntu (package shim-signed)
 GRUB_SIGNED_DIRS = ("/usr/lib/grub/x86_64-efi-signed",)  # Debian, Ubuntu (grub-efi-amd64-signed)
+GRUB_ARM64_SIGNED_DIRS = ("/usr/lib/grub/arm64-efi-signed",)  # grub-efi-arm64-signed (arm64)
+ARCHES = ("x64", "arm64")
+"""What --arch names: x64 (BIOS and UEFI x86-64 PCs, always staged) and arm64."""
 IPXE_DIRS = (
     "/usr/lib/ipxe",  # Debian, Ubuntu (package ipxe)
     "/usr/share/ipxe",  # Fedora (ipxe-bootimgs-x86), Arch
@@ -120,6 +123,16 @@ SECURE_BOOT_SOURCES: tuple[SourceSpec, ...] = (
 )  # fmt: skip
 """Staged with --secure-boot: Debian's signed chain (shim -> GRUB -> Debian's signed kernel)."""
 
+ARM64_SOURCES: tuple[SourceSpec, ...] = (
+    SourceSpec(chain.SHIM_ARM64, ("shimaa64.efi.signed",), SHIM_DIRS, "shim-signed:arm64",
+               True, "arm64 shim: the [boot] uefi_arm64 default with grub"),
+    SourceSpec(chain.GRUB_ARM64, ("grubnetaa64.efi.signed",), GRUB_ARM64_SIGNED_DIRS,
+               "grub-efi-arm64-signed:arm64", True,
+               "GRUB's signed arm64 network image (loaded by shim; reads grub/grub.cfg)"),
+)  # fmt: skip
+"""Staged with --arch arm64: the same chain for arm64 UEFI machines (arch 11 and 19), from
+Debian's arm64 packages (a foreign architecture on a PC: dpkg --add-architecture arm64)."""
+
 
 class Action(Enum):
     """What staging does with one file of the root."""
@@ -169,6 +182,8 @@ class StageOptions:
     """Also write the starting ``[[profile]]`` set here (for pxed.toml; not in the root)."""
     secure_boot: bool = False
     """Also stage Debian's signed chain (shim, GRUB, grub/grub.cfg) for Secure Boot PCs."""
+    arm64: bool = False
+    """Also stage the arm64 chain (shimaa64.efi, grubaa64.efi, grub/grub.cfg)."""
     fetched: frozenset[str] = frozenset()
     """Packages fetched with apt-get download for this run (unpacked in a search dir)."""
 
@@ -282,6 +297,8 @@ class BootMenu:
     """menu.c32 (and libutil.c32) are in the root."""
     serial: bool = False
     timeout: int = 50
+    arm64: bool = False
+    """grub/grub.cfg is read by arm64 GRUB too: x86 entries only where $grub_cpu is x86_64."""
 
 
 HEADER = "Written by pxed stage. Edit freely: pxed stage will not overwrite edits without --force."
@@ -351,8 +368,12 @@ def render_grub_cfg(menu: BootMenu) -> str:
         # configfile of a name the server does not have fails, and the menu below follows.
         'configfile "$prefix/grub.cfg-01-$m1-$m2-$m3-$m4-$m5-$m6"',
         "",
-        f"set default={'linux' if menu.kernel else 'local'}",
+        f"set default={'linux' if menu.kernel and not menu.arm64 else 'local'}",
     ]
+    if menu.arm64:
+        # One file for both GRUBs (the same built-in prefix): x86 kernels are not for arm64.
+        lines += ['if [ "$grub_cpu" = "x86_64" ]; then',
+                  f"  set default={'linux' if menu.kernel else 'local'}"]  # fmt: skip
     if menu.kernel:
         lines += [f'menuentry "{menu.kernel_label}" --id linux {{',
                   f"  linux /{menu.kernel} {menu.append}".rstrip()]  # fmt: skip
@@ -363,6 +384,8 @@ def render_grub_cfg(menu: BootMenu) -> str:
         # netboot.xyz's EFI build is not signed: firmware with Secure Boot on refuses it.
         lines += ['menuentry "Boot netboot.xyz (Secure Boot off)" --id netbootxyz {',
                   f"  chainloader /{NETBOOT_EFI}", "}"]  # fmt: skip
+    if menu.arm64:
+        lines.append("fi")
     lines += ['menuentry "Boot from local disk" --id local {', "  exit", "}", ""]
     return "\n".join(lines)
 
@@ -464,6 +487,22 @@ def dpkg_files(package: str) -> list[str]:
     return res.stdout.splitlines() if res.returncode == 0 else []
 
 
+def is_arm64_kernel(path: Path) -> bool:
+    """An arm64 Linux Image (its header's magic "ARM\\x64" at byte 56)."""
+    try:
+        with path.open("rb") as f:
+            f.seek(56)
+            return f.read(4) == b"ARM\x64"
+    except OSError:
+        return False
+
+
+def extra_sources(opts: StageOptions) -> list[SourceSpec]:
+    """The signed chains these options add to the BIOS and x64 loaders."""
+    return [*(SECURE_BOOT_SOURCES if opts.secure_boot else ()),
+            *(ARM64_SOURCES if opts.arm64 else ())]  # fmt: skip
+
+
 def plan(
     opts: StageOptions,
     package_files: Callable[[str], Sequence[str]] | None = dpkg_files,
@@ -481,7 +520,7 @@ def plan(
         action = decide(existing, new, recorded.get(dest), opts.force)
         return Step(dest, action, source=source, digest=new, note=note, package=package)
 
-    wanted = [*sources, *(SECURE_BOOT_SOURCES if opts.secure_boot else ())]
+    wanted = [*sources, *extra_sources(opts)]
     for spec in wanted:
         src = find_source(spec, Path.is_file, opts.search_dirs, package_files)
         if src is None:
@@ -526,6 +565,10 @@ def plan(
         k = opts.kernel
         if not k.kernel.is_file():
             problems.append(f"--kernel {k.kernel}: no such file")
+        elif is_arm64_kernel(k.kernel):
+            problems.append(f"--kernel {k.kernel}: an arm64 kernel, and the menus' kernel "
+                            "entry is for x86 PCs; copy it into the root (arm64/vmlinuz) and "
+                            "name it in a [[profile]] for the arm64 machines")  # fmt: skip
         else:
             steps.append(local(KERNEL_NAME, k.kernel, "Linux kernel"))
         if k.initrd is not None:
@@ -551,13 +594,14 @@ def plan(
         ui_menu=present("menu.c32") and present("libutil.c32"),
         serial=opts.serial,
         timeout=opts.menu_timeout,
+        arm64=opts.arm64,
     )
     written = [
         (MENU_PATH, render_pxelinux_menu(menu), "pxelinux menu"),
         (SCRIPT_PATH, render_boot_ipxe(menu), "iPXE script"),
     ]
-    if opts.secure_boot:
-        written.append((chain.GRUB_CFG, render_grub_cfg(menu), "GRUB menu (Secure Boot chain)"))
+    if opts.secure_boot or opts.arm64:
+        written.append((chain.GRUB_CFG, render_grub_cfg(menu), "GRUB menu (signed chain)"))
     for dest, text, what in written:
         data = text.encode()
         new = sha256_bytes(data)
@@ -749,10 +793,15 @@ def unpack_packages(packages: Sequence[str], dest: Path, stream: IO[str]) -> Non
                                  capture_output=True, text=True, timeout=600)  # fmt: skip
         except (OSError, subprocess.SubprocessError) as exc:
             raise StageError([f"apt-get download {package}: {exc}"]) from exc
-        found = sorted(debs.glob(f"{package}_*.deb"))
+        name, _, arch = package.partition(":")
+        found = sorted(debs.glob(f"{name}_*.deb"))
         if res.returncode != 0 or not found:
             why = res.stderr.strip().splitlines()[-1:] or ["no .deb written"]
-            raise StageError([f"apt-get download {package} failed: {why[0]}",
+            lines = [f"apt-get download {package} failed: {why[0]}"]
+            if arch:
+                lines.append(f"a foreign architecture: dpkg --add-architecture {arch} && "
+                             "apt-get update, then stage again")  # fmt: skip
+            raise StageError([*lines,
                               "offline? put its files in a directory and pass --search-dir DIR"])
         unpack = subprocess.run(["dpkg-deb", "-x", str(found[-1]), str(dest)],
                                 capture_output=True, text=True, timeout=600)  # fmt: skip
@@ -762,11 +811,9 @@ def unpack_packages(packages: Sequence[str], dest: Path, stream: IO[str]) -> Non
 
 def _fetched(opts: StageOptions, package_files: Callable[[str], Sequence[str]] | None,
              tmp: Path, stream: IO[str]) -> StageOptions:  # fmt: skip
-    """``opts`` with the Secure Boot chain's packages unpacked under ``tmp`` and searched,
-    when --secure-boot asks for files this host does not have."""
-    if not opts.secure_boot:
-        return opts
-    missing = [spec for spec in SECURE_BOOT_SOURCES
+    """``opts`` with the signed chains' packages unpacked under ``tmp`` and searched, when
+    --secure-boot or --arch arm64 asks for files this host does not have."""
+    missing = [spec for spec in extra_sources(opts)
                if find_source(spec, Path.is_file, opts.search_dirs, package_files) is None]
     if not missing:
         return opts
@@ -884,6 +931,9 @@ def summary_lines(report: Report) -> list[str]:
     flag = "" if root.resolve() == DEFAULT_ROOT else f" --tftp-root {root}"
     staged = {s.dest for s in report.steps if s.action is not Action.MISSING}
     lines = [f"staged {root}"]
+    if chain.SHIM_ARM64 in staged and chain.GRUB_ARM64 in staged:
+        lines.append(f"UEFI arm64 machines get {chain.SHIM_ARM64} (then {chain.GRUB_ARM64}, "
+                     f"{chain.GRUB_CFG}; give them a kernel with a [[profile]])")
     if chain.SHIM in staged and chain.GRUB in staged:
         lines.append(f"UEFI x64 machines get {chain.SHIM} (then {chain.GRUB}, {chain.GRUB_CFG}),"
                      " with Secure Boot on or off")  # fmt: skip
@@ -935,6 +985,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "(shim-signed), grubx64.efi (grub-efi-amd64-signed's network image) "
                         "and grub/grub.cfg; taken from the installed packages, else fetched "
                         "with apt-get download and unpacked (never installed)")
+    p.add_argument("--arch", action="append", choices=ARCHES, default=[],
+                   help="also stage for this architecture (repeatable; x64, BIOS and UEFI "
+                        "PCs, always is): arm64 stages Debian's signed arm64 chain, "
+                        "shimaa64.efi and grubaa64.efi (shim-signed and "
+                        "grub-efi-arm64-signed for arm64), beside the x64 files; the same "
+                        "grub/grub.cfg serves both")
     p.add_argument("--force", action="store_true",
                    help="overwrite files edited since (or not written by) pxed stage")
     p.add_argument("--dry-run", "-n", action="store_true", help="say what would be done")
@@ -956,6 +1012,7 @@ def options_from_args(args: argparse.Namespace) -> StageOptions:
         dry_run=args.dry_run,
         profiles=args.profiles,
         secure_boot=args.secure_boot,
+        arm64="arm64" in args.arch,
     )
 
 

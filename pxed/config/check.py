@@ -238,15 +238,18 @@ def _check_boot_files(
             else:
                 notes.append(f"default boot file ({key}): {why}; not offered")
                 changes[key] = None
-    if "uefi_x64" not in explicit and _not_served(store, chain.SHIM, root) is None:
-        # `pxed stage --secure-boot` staged the signed chain: it boots with Secure Boot on
-        # or off, where iPXE's unsigned build is refused with it on.
-        broken = chain_problems(chain.SHIM, store, root)
+    # `pxed stage --secure-boot` (x64) or `--arch arm64` staged a signed chain: it boots
+    # with Secure Boot on or off, where iPXE's unsigned build is refused with it on.
+    for key, shim, what in (("uefi_x64", chain.SHIM, "UEFI x64"),
+                            ("uefi_arm64", chain.SHIM_ARM64, "UEFI arm64")):  # fmt: skip
+        if key in explicit or _not_served(store, shim, root) is not None:
+            continue
+        broken = chain_problems(shim, store, root)
         if broken:
-            notes.append(f"{chain.SHIM} in the root, not offered: " + "; ".join(broken))
+            notes.append(f"{shim} in the root, not offered: " + "; ".join(broken))
         else:
-            changes["uefi_x64"] = chain.SHIM
-            notes.append(f"UEFI x64 machines get {chain.SHIM} (the signed chain in the root)")
+            changes[key] = shim
+            notes.append(f"{what} machines get {shim} (the signed chain in the root)")
     for key in _FILE_KEYS:
         name = changes.get(key, getattr(boot, key))
         if key in explicit and name and not _is_url(name) and chain.is_shim(name):

@@ -32,9 +32,13 @@ def cached_kernel(cache: Path) -> Path | None:
 
 
 def fetch_debian_kernel(
-    cache: Path, log: Callable[[str], None] = lambda _: None, timeout: float = 600
+    cache: Path, log: Callable[[str], None] = lambda _: None, timeout: float = 600,
+    arch: str = "amd64",
 ) -> Path:
-    """Debian's linux-image-amd64 kernel, downloaded with apt-get and unpacked into cache.
+    """Debian's linux-image-ARCH kernel, downloaded with apt-get and unpacked into cache.
+
+    ``arch`` other than amd64 (arm64) is a foreign architecture here: dpkg must know it
+    (``dpkg --add-architecture arm64`` and ``apt-get update``; make deps-debian does that).
 
     Only boot/vmlinuz-* is extracted from the package (it is not installed). A kernel already
     in the cache is used as is. Needs apt-get and dpkg-deb (a Debian-like host); runs
@@ -52,12 +56,12 @@ def fetch_debian_kernel(
     cache.mkdir(parents=True, exist_ok=True)
 
     def package_name() -> str | None:
-        res = subprocess.run(["apt-cache", "depends", "linux-image-amd64"],
+        res = subprocess.run(["apt-cache", "depends", f"linux-image-{arch}:{arch}"],
                              capture_output=True, text=True, timeout=60)
         for line in res.stdout.splitlines():
-            m = re.match(r"\s*Depends:\s*(linux-image-\S+)", line)
+            m = re.match(r"\s*Depends:\s*(linux-image-[^\s:]+)", line)
             if m:
-                return m.group(1)
+                return f"{m.group(1)}:{arch}"
         return None
 
     pkg = package_name()
@@ -66,7 +70,8 @@ def fetch_debian_kernel(
         subprocess.run(["apt-get", "update", "-q"], capture_output=True, timeout=timeout)
         pkg = package_name()
     if pkg is None:
-        raise RuntimeError("apt-cache knows no linux-image-amd64 (is a Debian mirror configured?)")
+        raise RuntimeError(f"apt-cache knows no linux-image-{arch}:{arch} (is a Debian mirror "
+                           "configured, and the architecture added with dpkg?)")
     with tempfile.TemporaryDirectory(prefix="pxed-kernel-", dir=cache) as tmp:
         log(f"apt-get download {pkg}")
         res = subprocess.run(["apt-get", "download", pkg], cwd=tmp, capture_output=True,

@@ -122,3 +122,57 @@ def test_grub_is_beside_shim() -> None:
     assert chain.grub_for("shimx64.efi") == "grubx64.efi"
     assert chain.grub_for("efi/shimx64.efi") == "efi/grubx64.efi"
     assert chain.is_shim("efi/shimx64.efi") and not chain.is_shim("ipxe.efi")
+
+
+def test_arm64_grub_is_beside_arm64_shim() -> None:
+    assert chain.grub_for(chain.SHIM_ARM64) == chain.GRUB_ARM64
+    assert chain.grub_for("arm64/shimaa64.efi") == "arm64/grubaa64.efi"
+
+
+@pytest.fixture
+def signed_arm64(signed: Path) -> Path:
+    (signed / "shimaa64.efi.signed").write_bytes(b"shim-aa64")
+    (signed / "grubnetaa64.efi.signed").write_bytes(b"grub-aa64")
+    return signed
+
+
+def test_stage_arm64_puts_its_chain_beside_x64(tmp_path: Path, signed_arm64: Path) -> None:
+    root = staged(tmp_path, signed_arm64, arm64=True)
+    assert (root / chain.SHIM_ARM64).read_bytes() == b"shim-aa64"
+    assert (root / chain.GRUB_ARM64).read_bytes() == b"grub-aa64"
+    assert (root / chain.SHIM).read_bytes() == b"shim" and (root / "pxelinux.0").is_file()
+    cfg = (root / chain.GRUB_CFG).read_text()
+    # One grub.cfg for both GRUBs: the x86 kernel only where GRUB runs on x86_64; arm64
+    # machines get their rendered menu (a profile) first, else the local disk.
+    head, x86 = cfg.split('if [ "$grub_cpu" = "x86_64" ]; then', 1)
+    assert "set default=local" in head and "linux /vmlinuz" not in head
+    assert "set default=linux" in x86.split("fi\n")[0] and "linux /vmlinuz" in x86
+    assert cfg.index("configfile") < cfg.index("if [")
+
+
+def test_defaults_give_arm64_machines_arm64_shim(tmp_path: Path, signed_arm64: Path) -> None:
+    root = staged(tmp_path, signed_arm64, arm64=True)
+    config = check(config_for(root))  # type: ignore[arg-type]
+    assert config.boot.uefi_arm64 == chain.SHIM_ARM64 and config.boot.uefi_x64 == chain.SHIM
+    (root / chain.GRUB_ARM64).unlink()
+    notes: list[str] = []
+    config = check(config_for(root), notes=notes)  # type: ignore[arg-type]
+    assert config.boot.uefi_arm64 is None
+    assert any("grubaa64.efi" in n and "not offered" in n for n in notes), notes
+
+
+def test_stage_refuses_an_arm64_kernel_for_the_x86_menus(tmp_path: Path, signed: Path) -> None:
+    kernel = tmp_path / "Image"
+    kernel.write_bytes(b"MZ" + bytes(54) + b"ARM\x64" + bytes(64))
+    opts = StageOptions(root=tmp_path / "root", netboot_xyz_url=None, search_dirs=(signed,),
+                        kernel=KernelEntry(kernel))  # fmt: skip
+    with pytest.raises(stage.StageError, match="an arm64 kernel"):
+        stage.run(opts, io.StringIO(), package_files=None)
+
+
+def test_arm64_fetch_failure_says_how_to_add_the_architecture(tmp_path: Path) -> None:
+    if stage.shutil.which("apt-get") is None:
+        pytest.skip("needs apt-get")
+    with pytest.raises(stage.StageError) as err:
+        stage.unpack_packages(["pxed-no-such-package:arm64"], tmp_path, io.StringIO())
+    assert any("dpkg --add-architecture arm64" in p for p in err.value.problems)
