@@ -13,6 +13,7 @@ from ipaddress import IPv4Address
 
 from pxed.boot import BootChoice, BootPolicy, BootRequest, delivery, undeliverable, wants_boot
 from pxed.config import HostConfig
+from pxed.dhcp import rpi
 from pxed.dhcp.options import OptionCode, encode_pxe_vendor_options
 from pxed.dhcp.packet import DhcpPacket
 from pxed.events import Event, Notice
@@ -21,6 +22,8 @@ PXE_VENDOR_PREFIXES = (b"PXEClient", b"HTTPClient")
 # Option 43 for PXE clients: PXE_DISCOVERY_CONTROL (sub-option 6) = 8, "download the boot
 # file named in the offer" (PXE 2.1 §2.4.4.1), then END.
 PXE_USE_OFFERED_FILE = encode_pxe_vendor_options(discovery_control=8)
+RASPBERRY_PI = "raspberry_pi"
+"""BootChoice.reason for a Raspberry Pi's boot loader (pxed.dhcp.rpi answers it)."""
 
 
 def is_pxe_client(p: DhcpPacket) -> bool:
@@ -75,6 +78,9 @@ def choose_boot(
     request = boot_request(p, host)
     if not wants_boot(request, pxe_only=pxe_only):
         return None
+    if rpi.is_raspberry_pi(p):
+        # Its boot loader takes no boot file: it reads the TFTP server as a file system.
+        return BootChoice(rpi.first_file(p), RASPBERRY_PI)
     choice = policy.choose(request)
     if choice is None:
         return None
@@ -96,6 +102,9 @@ def add_boot_options(
     """Put the boot answer into ``opts``; returns the value for the BOOTP file field.
     ``http``: pxed's HTTP listener; whether the file goes as a name or a URL is
     pxed.boot.delivery's decision."""
+    if boot.reason == RASPBERRY_PI:
+        rpi.add_options(opts, p, str(next_server).encode())
+        return b""
     vendor = p.vendor_class or b""
     file = delivery(boot.file, is_http=vendor.startswith(b"HTTPClient"), is_ipxe=p.is_ipxe,
                     server=next_server, http=http).file  # fmt: skip
