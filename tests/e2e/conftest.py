@@ -102,6 +102,24 @@ def bootlab(lab: Lab, tftp_root: Path, request: pytest.FixtureRequest) -> Iterat
     yield E2E(lab, tftp_root, keep_dir(request))
 
 
+def chain_probes(grub_platform: str) -> set[str]:
+    """Names shim (16.1, Debian 12) and GRUB (2.06) ask the server for and boot without:
+    shim's revocation and certificate files beside itself, GRUB's module lists under its
+    prefix. Another name refused is a file a newer shim or GRUB wants."""
+    return {"revocations_sku.efi", "revocations_sbat.efi", "shim_certificate_0.efi",
+            *(f"/grub/{grub_platform}/{name}.lst"
+              for name in ("command", "fs", "crypto", "terminal"))}  # fmt: skip
+
+
+def keep_transfer_times(bootlab: BootLab, boot: Boot, mac: str) -> None:
+    """Each file's TFTP time beside the serial console (timing belongs in bench/, not in an
+    assertion)."""
+    done = {str(e["file"]): e for e in bootlab.events("tftp.done", mac=mac)}
+    (bootlab.dir / "seconds.txt").write_text(f"power-on to kernel {boot.seconds}\n" + "".join(
+        f"{name} {e['seconds']} s blksize {e.get('blksize')} windowsize {e.get('windowsize')}\n"
+        for name, e in done.items()))
+
+
 def in_pool(ip: str) -> bool:
     a = ipaddress.IPv4Address(ip)
     return ipaddress.IPv4Address(POOL[0]) <= a <= ipaddress.IPv4Address(POOL[1])

@@ -25,17 +25,19 @@ from pxed.lab import Lab
 from pxed.lab.boot import BootLab
 from pxed.lab.kernel import fetch_debian_kernel
 from pxed.lab.machines import Firmware, Machine, missing_requirements
-from tests.e2e.conftest import E2E, KERNEL_APPEND, staged_size
+from tests.e2e.conftest import (
+    E2E,
+    KERNEL_APPEND,
+    chain_probes,
+    keep_transfer_times,
+    staged_size,
+)
 from tests.lab import CACHE, keep_dir
 
 MAC = "52:54:00:e2:e0:64"
 ARM64_KERNEL = "arm64/vmlinuz"
 ARM64_APPEND = "console=ttyAMA0 panic=-1 pxed_e2e=1"
-OPTIONAL_PROBES = {
-    "revocations_sku.efi", "revocations_sbat.efi", "shim_certificate_0.efi",
-    *(f"/grub/arm64-efi/{name}.lst" for name in ("command", "fs", "crypto", "terminal")),
-}  # fmt: skip
-"""Names shim (16.1, Debian 12) and GRUB (2.06) for arm64 ask for and boot without."""
+OPTIONAL_PROBES = chain_probes("arm64-efi")
 
 
 @pytest.fixture(scope="session")
@@ -93,7 +95,4 @@ match = {{ arch = ["uefi_arm64"] }}
     assert "pxed.profile=arm64" in line, f"not the profile's kernel line{why}"
     asked = {str(e["file"]) for e in bootlab.events("tftp.refused", mac=MAC)}
     assert asked <= OPTIONAL_PROBES, f"asked for more: {sorted(asked - OPTIONAL_PROBES)}{why}"
-    done = {str(e["file"]): e for e in bootlab.events("tftp.done", mac=MAC)}
-    (bootlab.dir / "seconds.txt").write_text(f"power-on to kernel {boot.seconds}\n" + "".join(
-        f"{name} {e['seconds']} s blksize {e.get('blksize')} windowsize {e.get('windowsize')}\n"
-        for name, e in done.items()))
+    keep_transfer_times(bootlab, boot, MAC)

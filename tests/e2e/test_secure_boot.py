@@ -21,16 +21,19 @@ from pxed import chain, stage
 from pxed.lab import Lab, wait_for
 from pxed.lab.boot import BootLab
 from pxed.lab.machines import Firmware, Machine
-from tests.e2e.conftest import E2E, KERNEL_APPEND, require_packages, staged_size
+from tests.e2e.conftest import (
+    E2E,
+    KERNEL_APPEND,
+    chain_probes,
+    keep_transfer_times,
+    require_packages,
+    staged_size,
+)
 from tests.lab import keep_dir
 
 MAC = "52:54:00:e2:e0:50"
 REFUSED_MAC = "52:54:00:e2:e0:51"
-OPTIONAL_PROBES = {
-    "revocations_sku.efi", "revocations_sbat.efi", "shim_certificate_0.efi",
-    *(f"/grub/x86_64-efi/{name}.lst" for name in ("command", "fs", "crypto", "terminal")),
-}  # fmt: skip
-"""Names shim (16.1, Debian 12) and GRUB (2.06) ask for and boot without."""
+OPTIONAL_PROBES = chain_probes("x86_64-efi")
 
 
 @pytest.fixture(scope="session")
@@ -72,11 +75,7 @@ def test_secure_boot_pc_boots_shim_grub_and_the_signed_kernel(secure_lab: BootLa
     # And the staged grub.cfg's own question: a menu rendered for this machine? (None here.)
     asked.discard(f"/grub/grub.cfg-01-{MAC.replace(':', '-')}")
     assert asked <= OPTIONAL_PROBES, f"asked for more: {sorted(asked - OPTIONAL_PROBES)}{why}"
-    # Not asserted on (timing belongs in bench/): kept beside the serial console.
-    done = {str(e["file"]): e for e in bootlab.events("tftp.done", mac=MAC)}
-    (bootlab.dir / "seconds.txt").write_text(f"power-on to kernel {boot.seconds}\n" + "".join(
-        f"{name} {e['seconds']} s blksize {e.get('blksize')} windowsize {e.get('windowsize')}\n"
-        for name, e in done.items()))
+    keep_transfer_times(bootlab, boot, MAC)
 
 
 def test_secure_boot_pc_refuses_unsigned_ipxe(secure_lab: BootLab) -> None:
