@@ -291,15 +291,17 @@ class DnsmasqDhcp(DhcpServer):
 class DnsmasqPxe(DnsmasqDhcp):
     """dnsmasq as the PXE server pxed replaces: DHCP and TFTP in one process, boot files
     chosen as pxed chooses them (a host entry's file, user class iPXE -> boot.ipxe, client
-    arch 7 -> ``efi_boot``, ipxe.efi or shim, else the setup's BIOS file)."""
+    arch 7 -> ``efi_boot``, ipxe.efi or shim, arch 11 -> ``arm64_boot`` when given, else
+    the setup's BIOS file)."""
 
     def __init__(
         self, ns: Netns, iface: str, setup: DhcpSetup, workdir: Path, *, root: Path,
-        quiet: bool = False, efi_boot: str = "ipxe.efi",
+        quiet: bool = False, efi_boot: str = "ipxe.efi", arm64_boot: str | None = None,
     ) -> None:  # fmt: skip
         super().__init__(ns, iface, setup, workdir, quiet=quiet)
         self.root = root
         self.efi_boot = efi_boot
+        self.arm64_boot = arm64_boot
 
     @staticmethod
     def _tag(host: Reservation) -> str:
@@ -311,7 +313,8 @@ class DnsmasqPxe(DnsmasqDhcp):
 
     def boot_rules(self) -> list[str]:
         out = ["--dhcp-userclass=set:ipxe,iPXE", "--dhcp-match=set:ipxe,175",
-               "--dhcp-match=set:efi,option:client-arch,7"]  # fmt: skip
+               "--dhcp-match=set:efi,option:client-arch,7",
+               "--dhcp-match=set:arm64,option:client-arch,11"]  # fmt: skip
         not_hosts = ""
         for host in self.setup.hosts:
             if host.boot:
@@ -320,7 +323,12 @@ class DnsmasqPxe(DnsmasqDhcp):
         out += [
             f"--dhcp-boot={not_hosts}tag:ipxe,boot.ipxe",
             f"--dhcp-boot={not_hosts}tag:!ipxe,tag:efi,{self.efi_boot}",
-            f"--dhcp-boot={not_hosts}tag:!ipxe,tag:!efi,{self.setup.boot_file or 'pxelinux.0'}",
+            f"--dhcp-boot={not_hosts}tag:!ipxe,tag:!efi,tag:!arm64,"
+            f"{self.setup.boot_file or 'pxelinux.0'}",
+        ]
+        if self.arm64_boot is not None:
+            out.append(f"--dhcp-boot={not_hosts}tag:!ipxe,tag:arm64,{self.arm64_boot}")
+        out += [
             "--enable-tftp", f"--tftp-root={self.root}",
         ]
         return out
