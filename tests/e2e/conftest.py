@@ -83,11 +83,17 @@ def tftp_root(kernel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         serial=True,
         menu_timeout=10,
     )
+    return stage_or_skip(opts, "a root")
+
+
+def stage_or_skip(opts: stage.StageOptions, what: str) -> Path:
+    """``opts.root`` staged by `pxed stage`; the test is skipped, with the stage's own
+    lines, when this host cannot stage ``what``."""
     try:
         stage.run(opts, out=io.StringIO())
     except stage.StageError as exc:
-        pytest.skip("cannot stage a root: " + "; ".join(exc.problems))
-    return root
+        pytest.skip(f"cannot stage {what}: " + "; ".join(exc.problems))
+    return opts.root
 
 
 class E2E(BootLab):

@@ -12,7 +12,6 @@ architecture on this host: make deps-debian adds it (dpkg --add-architecture arm
 
 from __future__ import annotations
 
-import io
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ from tests.e2e.conftest import (
     KERNEL_APPEND,
     chain_probes,
     keep_transfer_times,
+    stage_or_skip,
     staged_size,
 )
 from tests.lab import CACHE, keep_dir
@@ -55,10 +55,7 @@ def arm64_root(kernel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     opts = stage.StageOptions(root=root, netboot_xyz_url=None, arm64=True,
                               kernel=stage.KernelEntry(kernel, None, KERNEL_APPEND),
                               menu_timeout=10)  # fmt: skip
-    try:
-        stage.run(opts, out=io.StringIO())
-    except stage.StageError as exc:
-        pytest.skip("cannot stage the arm64 chain: " + "; ".join(exc.problems))
+    stage_or_skip(opts, "the arm64 chain")
     (root / ARM64_KERNEL).parent.mkdir(exist_ok=True)
     shutil.copyfile(arm64_kernel, root / ARM64_KERNEL)
     return root

@@ -11,7 +11,6 @@ unpacked, never installed) when this host has not installed them.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from tests.e2e.conftest import (
     chain_probes,
     keep_transfer_times,
     require_packages,
+    stage_or_skip,
     staged_size,
 )
 from tests.lab import keep_dir
@@ -43,10 +43,7 @@ def secure_root(kernel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     opts = stage.StageOptions(root=root, netboot_xyz_url=None, secure_boot=True,
                               kernel=stage.KernelEntry(kernel, None, KERNEL_APPEND),
                               menu_timeout=10)  # fmt: skip
-    try:
-        stage.run(opts, out=io.StringIO())
-    except stage.StageError as exc:
-        pytest.skip("cannot stage the signed chain: " + "; ".join(exc.problems))
+    stage_or_skip(opts, "the signed chain")
     return root
 
 
