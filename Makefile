@@ -11,7 +11,7 @@ ARGS   ?=
 TEST_DEBS := python3-venv iproute2 tcpdump curl isc-dhcp-client busybox udhcpc kea-admin \
              kea-dhcp4-server dnsmasq-base atftp atftpd tftp-hpa \
              qemu-system-x86 ipxe-qemu ovmf qemu-system-arm qemu-efi-aarch64 pxelinux syslinux-common nftables ipxe \
-             chromium-headless-shell fonts-dejavu-core strace systemd
+             chromium-headless-shell fonts-dejavu-core strace systemd postgresql
 
 .PHONY: run test lint unit deps-debian venv clean
 

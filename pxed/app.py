@@ -26,6 +26,7 @@ from pxed import __version__
 from pxed.boot import BootPolicy, ConfigBootPolicy
 from pxed.boots.story import Boot
 from pxed.boots.timeline import BOOTS_FILE, Timeline
+from pxed.cluster import Balance, Membership
 from pxed.config import Config, SubnetConfig
 from pxed.config.check import check
 from pxed.config.derive import InterfaceLookup, check_addresses, derive_subnet
@@ -36,9 +37,11 @@ from pxed.errors import ConfigError, PxedError
 from pxed.events import Event, EventBus, Notice, log_event
 from pxed.files import FileStore, canonical
 from pxed.hooks import Hook, LeaseHook, boot_job
-from pxed.leases import Lease, LeaseStore, LeaseTable
+from pxed.leases import Lease, LeaseTable
+from pxed.leases.backend import Backend, StoreUnavailable, open_backend
 from pxed.leases.next_boot import LOCAL, NextBoots
 from pxed.metrics import REFRESH, Metrics
+from pxed.net.cluster import ClusterMember
 from pxed.net.commit import GroupCommitter
 from pxed.net.dhcp import DatagramCore, DhcpEndpoint
 from pxed.net.http import HttpBootServer
@@ -170,7 +173,9 @@ class Server:
             self.web = WebSite(self.metrics.registry, StatusFeed(lambda: snapshot(self)))
         self._lookup = lookup
         self.interfaces: dict[str, InterfaceInfo] = {}
-        self.store: LeaseStore | None = None
+        self.store: Backend | None = None
+        self.cluster: ClusterMember | None = None
+        """The heartbeat among the servers sharing a PostgreSQL lease database."""
         self.committer: GroupCommitter | None = None
         self.tables: dict[str, LeaseTable] = {}
         self.arp_table = ARP_TABLE
@@ -612,18 +617,98 @@ class Server:
             )
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         self._lock_state_dir()
-        self.store = LeaseStore(cfg.state_dir / LEASE_DB)
-        self.store.open()
-        self.committer = GroupCommitter(self.store)
+        self.store = open_backend(cfg.leases, str(cfg.state_dir / LEASE_DB), cfg.cluster.name)
+        leases: list[Lease] = []
+        down: StoreUnavailable | None = None
+        try:
+            self.store.open()
+            leases = self.store.load()
+        except StoreUnavailable as exc:
+            down = exc  # the database is away: start, answer nothing, wait for it
+        self.committer = GroupCommitter(
+            self.store, on_refused=self._refused, on_store=self._store_state
+        )
         self._prune_task = asyncio.create_task(self._prune_loop())
         self._tasks.append(asyncio.create_task(self._expiry_loop()))
-        leases = self.store.load()
         for table in self.tables.values():
             table.load(leases)
         self.dhcp = DhcpServer(
             cfg, self.interfaces, self.tables, self.policy, min_level=self.min_level
         )
+        if down is not None:
+            log.error(
+                "leases.store_down",
+                store=self.store.where,
+                error=str(down),
+                retry="until it is back; only reserved hosts are answered meanwhile",
+            )
+            self.dhcp.store_down = True
+            self._tasks.append(asyncio.create_task(self._await_store()))
+        if cfg.leases.backend == "postgresql":
+            self.cluster = ClusterMember(
+                cfg.leases.dsn or "", cfg.cluster, self._cluster_address, self._split,
+                self.bus.publish,
+            )  # fmt: skip
+            self.cluster.start()
         await self._derive()
+
+    async def _await_store(self) -> None:
+        """Started with the database away: connect with backoff, then load its leases and
+        serve (what the committer's retries do for a database lost later)."""
+        wait = 0.5
+        while self.store is not None and self.committer is not None:
+            try:
+                await self.committer.run(self.store.open)
+                leases = await self.committer.run(self.store.load)
+            except StoreUnavailable:
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, 10.0)
+                continue
+            for table in self.tables.values():
+                table.merge(leases)
+            log.warning("leases.store_back", store=self.store.where, leases=len(leases))
+            if self.dhcp is not None:
+                self.dhcp.store_down = False
+            return
+
+    def _store_state(self, up: bool) -> None:
+        """The committer found the store down or back: DHCP offers nothing meanwhile."""
+        if self.dhcp is not None:
+            self.dhcp.store_down = not up
+
+    def _refused(self, refused: Mapping[tuple[str, int], Lease | None]) -> None:
+        """The shared database refused bindings (another server's won): take its records,
+        so that the clients' retransmissions get the right answer (a NAK, a new offer)."""
+        for (subnet, _ip), winner in refused.items():
+            table = self.tables.get(subnet)
+            if table is not None and winner is not None:
+                table.merge([winner], force=True)
+
+    def _cluster_address(self) -> str | None:
+        """The address the heartbeat row shows for this server: its first DHCP address."""
+        for info in self.interfaces.values():
+            for a in info.addresses:
+                return str(a.ip)
+        return None
+
+    async def _split(self, balance: Balance) -> None:
+        """A new split of the work among the live servers (pxed.net.cluster)."""
+        share = Membership.share_of(balance)
+        if self.dhcp is not None:
+            self.dhcp.balance = balance if share is not None else None
+        if self.store is not None and self.committer is not None and not (
+            self.dhcp is not None and self.dhcp.store_down
+        ):
+            # The servers that left (or joined) bound addresses this one has not seen.
+            try:
+                leases = await self.committer.run(self.store.load)
+            except PxedError as exc:
+                log.warning("cluster.reload_failed", error=str(exc))
+            else:
+                for table in self.tables.values():
+                    table.merge(leases)
+        for table in self.tables.values():
+            table.set_share(share)
 
     async def _start_tftp(self, name: str | None) -> Any:
         """TFTP on every address of the interface: one wildcard socket bound to it, which
@@ -1040,6 +1125,9 @@ class Server:
         for task in self._tasks:
             task.cancel()
         self._tasks.clear()
+        if self.cluster is not None:
+            await self.cluster.close()
+            self.cluster = None
         if self._prune_task is not None:
             self._prune_task.cancel()
             self._prune_task = None

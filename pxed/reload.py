@@ -20,6 +20,8 @@ NEEDS_RESTART: dict[str, str] = {
     "metrics": "[metrics] listen",
     "http": "[http] listen",
     "boots": "[boots]",
+    "leases": "[leases]",
+    "cluster": "[cluster]",
 }
 """Settings a running pxed cannot take over: the lease store and its lock, which cores
 exist at all, the process's logging. A reload changing one is refused as a whole."""

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from pxed.lab import ToolMissing
-from tests.lab import lab, tftp_lab  # noqa: F401  (fixtures)
+from tests.lab import lab, postgres, postgres_server, tftp_lab  # noqa: F401  (fixtures)
 
 
 def pytest_configure(config: pytest.Config) -> None:

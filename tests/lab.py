@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pytest
 
 from pxed.lab import Lab
 from pxed.lab.dhcp import DhcpNet, DhcpSetup, make_dhcp_net
+from pxed.lab.postgres import PostgresServer
 from pxed.lab.tftp import TftpLab
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,6 +41,25 @@ def lab() -> Iterator[Lab]:
         pytest.skip("network namespaces need root (run the suite as root: make test)")
     with Lab() as the_lab:
         yield the_lab
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL 15 of the suite's own (UNIX socket only), removed at the end."""
+    if os.geteuid() != 0:
+        pytest.skip("the lab's PostgreSQL runs as the postgres user: run the suite as root")
+    with PostgresServer(Path(tempfile.mkdtemp(prefix="pxed-pg-"))) as server:
+        yield server
+
+
+@pytest.fixture
+def postgres(postgres_server: PostgresServer) -> PostgresServer:
+    """The suite's PostgreSQL with database ``pxed`` emptied (no pxed schema) for this test;
+    running (a test that stopped it gets it started again)."""
+    if not postgres_server.running():
+        postgres_server.start()
+    postgres_server.reset()
+    return postgres_server
 
 
 @pytest.fixture

@@ -66,6 +66,29 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LeasesConfig:
+    """Where leases are kept (``[leases]``)."""
+
+    backend: Literal["sqlite", "postgresql"] = "sqlite"
+    """"sqlite": a file under the state directory, this server's own. "postgresql": a
+    database shared by every pxed serving the network (``dsn``)."""
+    dsn: str | None = None
+    """libpq connection string or URI of the PostgreSQL database (backend "postgresql")."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """Several pxed sharing one PostgreSQL lease database (``[cluster]``)."""
+
+    name: str = ""
+    """This server's name among them (default: the host name); unique per server."""
+    heartbeat: float = 1.0
+    """Seconds between this server's heartbeat rows."""
+    takeover: float = 10.0
+    """Seconds without a heartbeat after which the others take a server's share over."""
+
+
+@dataclass(frozen=True, slots=True)
 class HttpConfig:
     """The HTTP boot server (``[http]``): the boot root over HTTP, beside TFTP."""
 
@@ -217,6 +240,8 @@ class Config:
     hooks: HooksConfig = field(default_factory=HooksConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    leases: LeasesConfig = field(default_factory=LeasesConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     boots: BootsConfig = field(default_factory=BootsConfig)
     profiles: tuple[ProfileConfig, ...] = ()
     log_format: LogFormat = "console"

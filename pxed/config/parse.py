@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,10 +25,12 @@ from pxed.config.model import (
     TEMPLATE_KINDS,
     BootConfig,
     BootsConfig,
+    ClusterConfig,
     Config,
     HooksConfig,
     HostConfig,
     HttpConfig,
+    LeasesConfig,
     MetricsConfig,
     ProfileConfig,
     ProfileMatch,
@@ -97,7 +100,12 @@ HOOKS_KEYS = {"lease", "boot", "timeout"}
 METRICS_KEYS = {"listen"}
 HTTP_KEYS = {"listen"}
 BOOTS_KEYS = {"keep", "quiet"}
-TOP_KEYS = {"server", "dhcp", "boot", "tftp", "http", "hooks", "metrics", "boots", "profile"}
+LEASES_KEYS = {"backend", "dsn"}
+CLUSTER_KEYS = {"name", "heartbeat", "takeover"}
+TOP_KEYS = {
+    "server", "dhcp", "boot", "tftp", "http", "hooks", "metrics", "boots", "profile", "leases",
+    "cluster",
+}  # fmt: skip
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -247,6 +255,10 @@ def parse(
     _unknown(problems, "[dhcp]", dhcp, DHCP_KEYS)
     _unknown(problems, "[boot]", boot_t, BOOT_KEYS)
     _unknown(problems, "[tftp]", tftp_t, TFTP_KEYS)
+    leases_t = _table(problems, data, "leases")
+    _unknown(problems, "[leases]", leases_t, LEASES_KEYS)
+    cluster_t = _table(problems, data, "cluster")
+    _unknown(problems, "[cluster]", cluster_t, CLUSTER_KEYS)
 
     interfaces = tuple(str(i) for i in _as_list(server.get("interfaces")))
     dhcp_enabled = dhcp.get("enabled", True)
@@ -284,6 +296,8 @@ def parse(
     metrics = MetricsConfig(listen=_listen(problems, "[metrics]", metrics_t, "127.0.0.1:9167"))
     http = HttpConfig(listen=_listen(problems, "[http]", http_t, "0.0.0.0:8080"))
     boots = _boots(problems, boots_t)
+    leases = _leases(problems, leases_t)
+    cluster = _cluster(problems, cluster_t, leases)
     profiles = _profiles(problems, data.get("profile", []), base or Path.cwd())
 
     offer_hold = problems.check(
@@ -323,6 +337,8 @@ def parse(
         metrics=metrics,
         http=http,
         boots=boots,
+        leases=leases,
+        cluster=cluster,
         profiles=tuple(profiles),
         log_format=log_format,
         log_level=log_level,
@@ -379,6 +395,49 @@ def _boots(problems: Problems, t: Mapping[str, Any]) -> BootsConfig:
         problems.add("[boots] quiet: must be at least 1s")
         quiet = 60
     return BootsConfig(keep=keep, quiet=float(quiet or 60))
+
+
+def _leases(problems: Problems, t: Mapping[str, Any]) -> LeasesConfig:
+    backend = t.get("backend", "sqlite")
+    if backend not in ("sqlite", "postgresql"):
+        problems.add(f"[leases] backend: {backend!r} is not 'sqlite' or 'postgresql'")
+        return LeasesConfig()
+    dsn = t.get("dsn")
+    if dsn is not None and (not isinstance(dsn, str) or not dsn.strip()):
+        problems.add(f"[leases] dsn: {dsn!r} is not a PostgreSQL connection string")
+        dsn = None
+    if backend == "postgresql" and dsn is None:
+        problems.add(
+            "[leases] backend = 'postgresql' needs dsn (like 'postgresql://pxed@db.lan/pxed')"
+        )
+    if backend == "sqlite" and dsn is not None:
+        problems.add("[leases] dsn: only for backend = 'postgresql' (SQLite lives in state_dir)")
+    return LeasesConfig(backend=backend, dsn=dsn)
+
+
+def _cluster(problems: Problems, t: Mapping[str, Any], leases: LeasesConfig) -> ClusterConfig:
+    if t and leases.backend != "postgresql":
+        problems.add("[cluster]: servers share leases only through [leases] backend = 'postgresql'")
+    name = t.get("name", socket.gethostname())
+    if not isinstance(name, str) or not name.strip() or len(name) > 63:
+        problems.add(f"[cluster] name: {name!r} is not a server name (1-63 characters)")
+        name = socket.gethostname()
+    heartbeat = problems.check(
+        "[cluster] heartbeat", partial(parse_duration, t.get("heartbeat", 1))
+    )
+    takeover = problems.check("[cluster] takeover", partial(parse_duration, t.get("takeover", 10)))
+    if heartbeat is not None and heartbeat < 1:
+        problems.add("[cluster] heartbeat: must be at least 1s")
+        heartbeat = None
+    if heartbeat is not None and takeover is not None and takeover < 3 * heartbeat:
+        # One late heartbeat (a busy database, a pause) must not look like a dead server.
+        problems.add(
+            f"[cluster] takeover: {takeover}s is under three heartbeats ({3 * heartbeat}s)"
+        )
+        takeover = None
+    return ClusterConfig(
+        name=name.strip(), heartbeat=float(heartbeat or 1), takeover=float(takeover or 10)
+    )
 
 
 def _table(problems: Problems, data: Mapping[str, Any], name: str) -> Mapping[str, Any]:

@@ -49,6 +49,12 @@ class DropReason(StrEnum):
     """ProxyDHCP: not PXE firmware (its address is the router's business)."""
     NO_BOOT_FILE = "no_boot_file"
     """ProxyDHCP: no boot file for this client, so nothing to say."""
+    PEER_SHARE = "peer_share"
+    """Several servers share the lease database, and this client is another live server's
+    to answer (RFC 3074 load balancing: its client identifier hashes to that server)."""
+    STORE_DOWN = "store_down"
+    """The lease database cannot be written: no lease can be acknowledged, so the client is
+    left to retry (a reserved host is still answered)."""
     UNEXPECTED = "unexpected"
     """ProxyDHCP: a client message it does not answer on the port it came to (a DISCOVER,
     DECLINE or RELEASE on port 4011)."""

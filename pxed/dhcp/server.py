@@ -16,6 +16,7 @@ from ipaddress import IPv4Address
 from typing import Any
 
 from pxed.boot import BootChoice, BootPolicy
+from pxed.cluster import Balance
 from pxed.config import Config, HostConfig, SubnetConfig
 from pxed.dhcp import options as o
 from pxed.dhcp.events import DhcpDecision, DropReason
@@ -86,6 +87,9 @@ class Outcome:
     replies: list[Reply] = field(default_factory=list)
     writes: list[Lease] = field(default_factory=list)
     """Lease changes that must be committed before any reply is sent."""
+    background: list[Lease] = field(default_factory=list)
+    """Lease changes to store without holding a reply back: a reserved host's binding (its
+    address is its own by configuration, so its ACK needs no database, which may be down)."""
     events: list[Event] = field(default_factory=list)
     """What was decided, for the log and the other consumers (after the replies are out)."""
 
@@ -194,6 +198,11 @@ class DhcpServer:
         """Datagrams left unanswered, by why (every drop, at any log level)."""
         self._buckets: dict[str, _Bucket] = {}
         self._decisions = min_level <= logging.INFO
+        self.balance: Balance | None = None
+        """Set when several servers share the lease database (pxed.cluster): answer only
+        the clients whose turn is this server's."""
+        self.store_down = False
+        """The lease store cannot be written now: acknowledge nothing that needs it."""
 
     def take_counters(self, old: DhcpServer) -> None:
         """Go on counting where ``old`` (the core a reload replaces) stopped."""
@@ -284,6 +293,8 @@ class DhcpServer:
                        giaddr=str(p.giaddr))  # fmt: skip
             return
         host = self.hosts.get(p.mac)
+        if not self._our_turn(p, host):
+            return
         key = self._key(p)
         if not self._admitted(p, src, key, host, candidates, now):
             return
@@ -345,6 +356,8 @@ class DhcpServer:
                 return
             ip = p.requested_ip
             subnet = self._pick(self._candidates(p, src), ip)
+        elif not self._addressed(p, src) and not self._our_turn(p, self.hosts.get(p.mac)):
+            return  # broadcast (INIT-REBOOT, REBINDING): the server whose turn it is answers
         elif state is RequestState.INIT_REBOOT:
             ip = p.requested_ip
             candidates = self._candidates(p, src)
@@ -375,6 +388,9 @@ class DhcpServer:
         if not subnet.table.available_for(ip, key, now):
             self._nak(p, src, subnet, f"{ip} is not available to this client", out)
             return
+        if self.store_down and reserved is None:
+            self._drop(p, DropReason.STORE_DOWN, "the lease database cannot be written now")
+            return
         lease_time = self._lease_time(p, subnet.config)
         hostname = host.hostname if host is not None and host.hostname else p.hostname
         # Chosen before the binding so that the lease records the file this ACK names.
@@ -384,10 +400,13 @@ class DhcpServer:
         lease, released = subnet.table.bind(
             key, p.mac, ip, hostname, now, lease_time, arch=_arch(p), boot_file=boot_file
         )
+        # A reserved host's ACK does not wait for the store: the address is its own by
+        # configuration, and it boots while the database is away.
+        writes = out.background if reserved is not None else out.writes
         if released is not None:
             # Written before the new binding: staging order is the order of events on disk.
-            out.writes.append(released)
-        out.writes.append(lease)
+            writes.append(released)
+        writes.append(lease)
         reply = self._reply(p, src, subnet, MessageType.ACK, ip, lease_time, host, boot)
         out.replies.append(reply)
         if hostname:
@@ -458,6 +477,8 @@ class DhcpServer:
             self._drop(p, DropReason.NO_SUBNET, "INFORM from an address not in our subnets")
             return
         host = self.hosts.get(p.mac)
+        if not self._addressed(p, src) and not self._our_turn(p, host):
+            return
         boot = choose_boot(self.policy, p, host, self._pending, self.min_level,
                            http=self.config.http.listen)
         reply = self._reply(p, src, subnet, MessageType.ACK, ZERO, None, host, boot)
@@ -473,6 +494,29 @@ class DhcpServer:
     }
 
     # ------------------------------------------------------------------ helpers
+
+    def _our_turn(self, p: DhcpPacket, host: HostConfig | None) -> bool:
+        """Whether this server answers the client's DISCOVER or broadcast REQUEST: always
+        when alone, else by RFC 3074 (pxed.cluster). A DISCOVER is not answered while the
+        store is down (an offer nobody could acknowledge), except for a reserved host."""
+        reserved = host is not None and host.ip is not None
+        if self.store_down and not reserved and p.message_type is MessageType.DISCOVER:
+            self._drop(p, DropReason.STORE_DOWN, "the lease database cannot be written now")
+            return False
+        balance = self.balance
+        if balance is None or balance.serves(p):
+            return True
+        self._dropped(DropReason.PEER_SHARE)
+        if self.min_level <= logging.DEBUG:
+            self._note(logging.DEBUG, "dhcp.peer_share", mac=p.mac, xid=_xid(p),
+                       server=balance.owner(p))  # fmt: skip
+        return False
+
+    @staticmethod
+    def _addressed(p: DhcpPacket, src: Source) -> bool:
+        """Sent to this server's own address by the client itself (a RENEWING unicast),
+        not broadcast nor forwarded by a relay (which sends to every server)."""
+        return p.giaddr == ZERO and src.local is not None and src.local != BROADCAST
 
     def _request_state(self, p: DhcpPacket, src: Source) -> RequestState:
         if p.server_id is not None:

@@ -63,6 +63,9 @@ class Lease:
     the client sent none, or for a record no DHCPREQUEST bound (a declined address)."""
     boot_file: str | None = None
     """The boot file the ACK that bound it named; None when it got none."""
+    server: str | None = None
+    """The pxed that wrote the record, when the store is shared by several (PostgreSQL);
+    None in a store of one server's own (SQLite). Set by the store, not by the table."""
 
     def is_bound(self, now: float) -> bool:
         """True while the address is bound to ``client_key`` (ACTIVE and not yet expired)."""
@@ -85,6 +88,19 @@ class TableStats:
     """Addresses still in DECLINED quarantine."""
     reserved: int
     """Reserved (host reservation) addresses inside the ranges: never in the dynamic pool."""
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    """What one ``commit()`` of a lease store did."""
+
+    written: int
+    """Rows stored (durable now)."""
+    refused: dict[tuple[str, int], Lease | None]
+    """(subnet, address as int) of the staged writes the database refused, with the record
+    it holds for that address: another server bound the address to another client first. A
+    store of one server's own refuses nothing. Every refused write is dropped, not retried,
+    and its ACK must not be sent."""
 
 
 class LeaseConflict(PxedError):

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 
 from pxed.errors import PxedError
-from pxed.leases.model import Lease, LeaseState
+from pxed.leases.model import CommitResult, Lease, LeaseState
 
 SCHEMA_VERSION = 3
 """``PRAGMA user_version`` of the schema this code writes; bump it with a migration."""
@@ -134,7 +134,7 @@ ON CONFLICT (subnet, ip) DO UPDATE SET
 # the client on disk (a duplicate that LeaseTable.load released only in memory, or a caller
 # that stages bindings alone), in the transaction that stores the new binding; the new
 # lease's ``updated`` is the moment of release.
-# The batch rows are each client's final binding (see _final_rows), so this runs before the
+# The batch rows are each client's final binding (see final_rows), so this runs before the
 # upsert and never touches a row the upsert then writes differently.
 # INDEXED BY: without statistics the planner prefers the primary key (subnet = ?), a scan of
 # the whole subnet for every lease written; this way it fails loudly if the index is gone.
@@ -157,7 +157,7 @@ _STATES = {state.value: state for state in LeaseState if state is not LeaseState
 
 
 class LeaseStore:
-    """Leases of every subnet in one SQLite file.
+    """Leases of every subnet in one SQLite file (pxed.leases.backend.Backend).
 
     Not a connection pool: one process, one store. ``stage`` may be called from the event
     loop while ``commit`` runs in a worker thread (``asyncio.to_thread``); everything else
@@ -170,6 +170,10 @@ class LeaseStore:
         self._staged: dict[tuple[str, int], Lease] = {}
         # Guards swapping the staging buffer against a stage() from another thread.
         self._lock = threading.Lock()
+
+    @property
+    def where(self) -> str:
+        return str(self.path)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -310,18 +314,19 @@ class LeaseStore:
         """Leases staged and not yet committed."""
         return len(self._staged)
 
-    def commit(self) -> int:
-        """Write everything staged in one transaction (one fsync); returns how many rows.
+    def commit(self) -> CommitResult:
+        """Write everything staged in one transaction (one fsync); says how many rows.
 
-        Durable when it returns. Without anything staged: no transaction, returns 0.
+        Durable when it returns. Without anything staged: no transaction, 0 rows. Nothing is
+        refused: this database is one server's own, and its table decided every write.
         On failure the leases stay staged (newer stagings win) and PxedError is raised.
         """
         if not self._staged:
-            return 0
+            return CommitResult(0, {})
         conn = self._connection()
         with self._lock:
             batch, self._staged = self._staged, {}
-        params = _batch_parameters(_final_rows(batch.values()))
+        params = _batch_parameters(final_rows(batch.values()))
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -341,7 +346,7 @@ class LeaseStore:
                     f"could not commit {len(batch)} leases to {self.path}: {exc}"
                 ) from exc
             raise
-        return len(batch)
+        return CommitResult(len(batch), {})
 
     def prune(self, older_than: float) -> int:
         """Delete records whose ``expires`` is before ``older_than``; returns how many.
@@ -477,7 +482,7 @@ def _load(conn: sqlite3.Connection, path: Path, select: str = _SELECT) -> list[L
     return leases
 
 
-def _final_rows(batch: Iterable[Lease]) -> list[Lease]:
+def final_rows(batch: Iterable[Lease]) -> list[Lease]:
     """The batch as it must end up on disk, in staging order.
 
     A client bound to A and then to B within one batch ends bound to B: its A row is written

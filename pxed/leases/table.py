@@ -90,6 +90,7 @@ class LeaseTable:
         "_reserved_by_key",
         "_returned",
         "_reuse",
+        "_share",
         "_size",
         "_subnet",
         "network",
@@ -160,6 +161,9 @@ class LeaseTable:
         self._returned: list[int] = []
         self._cursor_range = 0
         self._cursor = self._range_starts[0] if merged else 0
+        self._share: tuple[int, int] | None = None
+        """(index, count): only free addresses ``a`` with ``a % count == index`` are offered
+        (pxed.cluster: servers sharing a database split the pool); None: all of them."""
 
     # ----------------------------------------------------------------- queries
 
@@ -306,7 +310,57 @@ class LeaseTable:
             table._holds[ipi] = hold
             table._hold_by_key[hold.client_key] = ipi
             heapq.heappush(table._hold_expiry, _millis(hold.expires) << 32 | ipi)
+        table.set_share(self._share)
         return table
+
+    def set_share(self, share: tuple[int, int] | None) -> None:
+        """Offer only this server's share of the free addresses from now on (None: all).
+
+        The free-address search drops addresses outside the share as it meets them; here it
+        starts over (cursor back at the start, reuse heap rebuilt), so an address that just
+        became ours is found again. O(records), once per change of the servers alive.
+        """
+        if share == self._share:
+            return
+        self._share = share
+        self._cursor_range = 0
+        self._cursor = self._range_starts[0] if self._range_starts else 0
+        self._rebuild_reuse()
+
+    def merge(self, leases: Iterable[Lease], *, force: bool = False) -> int:
+        """Take records another server wrote to the shared database; returns how many
+        changed the table. A record replaces this table's for its address when it is newer
+        (``updated``), or always with ``force`` (the database refused this table's write:
+        its record is the truth). Other subnets' records are skipped."""
+        changed = 0
+        for lease in leases:
+            ipi = int(lease.ip)
+            if lease.subnet != self._subnet or not self._net_lo <= ipi <= self._net_hi:
+                continue
+            if lease.state is LeaseState.OFFERED:
+                continue
+            mine = self._leases.get(ipi)
+            if mine == lease or (mine is not None and not force and mine.updated > lease.updated):
+                continue
+            if (
+                mine is not None
+                and mine.client_key != lease.client_key
+                and self._lease_by_key.get(mine.client_key) == ipi
+            ):
+                del self._lease_by_key[mine.client_key]
+            self._leases[ipi] = lease
+            key = lease.client_key
+            if key and lease.state is not LeaseState.DECLINED:
+                current = self._lease_by_key.get(key)
+                if current is None or current == ipi or _rank(lease) > _rank(self._leases[current]):
+                    self._lease_by_key[key] = ipi
+            hold = self._holds.get(ipi)
+            if hold is not None and hold.client_key != key and lease.is_bound(hold.updated):
+                # Offered here, bound elsewhere meanwhile: the offer is void.
+                self._drop_hold(ipi, give_back=False)
+            self._track(ipi)
+            changed += 1
+        return changed
 
     def offer(
         self,
@@ -535,6 +589,7 @@ class LeaseTable:
     def _take_free(self, now: float) -> int | None:
         # 1. Never used: walk the ranges once. Addresses with a record are skipped for
         # good, because the reuse heap tracks every record.
+        share = self._share
         ends = self._range_ends
         while self._cursor_range < len(ends):
             ipi = self._cursor
@@ -544,12 +599,16 @@ class LeaseTable:
                     self._cursor = self._range_starts[self._cursor_range]
                 continue
             self._cursor = ipi + 1
+            if share is not None and ipi % share[1] != share[0]:
+                continue  # another server's to offer (set_share starts the walk over)
             if ipi not in self._leases and self._unclaimed(ipi, now):
                 return ipi
         # 2. Never leased, only held by someone who did not come back.
         returned = self._returned
         while returned:
             ipi = returned.pop()
+            if share is not None and ipi % share[1] != share[0]:
+                continue  # the cursor finds it again if it becomes ours (set_share)
             if ipi not in self._leases and self._unclaimed(ipi, now):
                 return ipi
         # 3. Leased before: the one free for the longest time.
@@ -565,6 +624,8 @@ class LeaseTable:
                 # The oldest record is not free yet, so none is. Leave it in place.
                 return None
             heapq.heappop(reuse)
+            if share is not None and ipi % share[1] != share[0]:
+                continue  # set_share rebuilds the heap when the share changes
             if self._unclaimed(ipi, now):
                 return ipi
             # Held (via a requested/previous address): it comes back when the hold ends.

@@ -27,7 +27,7 @@ import structlog
 from pxed.dhcp.server import BROADCAST, Outcome, Reply, Source
 from pxed.events import Event
 from pxed.leases import Lease
-from pxed.net.commit import GroupCommitter
+from pxed.net.commit import GroupCommitter, Sender
 from pxed.net.udp import (
     PKTINFO_SPACE,
     Ancillary,
@@ -140,8 +140,9 @@ class DhcpEndpoint:
         sock = self.sock
         if sock is None:
             return
-        writes: list[Lease] = []
-        held: list[Reply] = []
+        # Per datagram: its lease writes and the replies that wait on them, so that a write
+        # the database refuses holds back that datagram's replies only.
+        units: list[tuple[list[Lease], list[Sender]]] = []
         events: list[Event] = []
         now = self.clock()
         got = 0
@@ -163,17 +164,20 @@ class DhcpEndpoint:
                 continue
             if outcome.events:
                 events.extend(outcome.events)
+            if outcome.background:
+                units.append((outcome.background, []))
             if outcome.writes:
-                writes.extend(outcome.writes)
-                held.extend(outcome.replies)
+                units.append(
+                    (outcome.writes, [partial(self._send_later, r) for r in outcome.replies])
+                )
             else:
                 # At once, not after the burst: replies spaced by the work between them
                 # reach a relay as a stream it can drain, not as a burst that overflows it.
                 for reply in outcome.replies:
                     self._send(sock, reply)
-        if writes and self.committer is not None:
+        if units and self.committer is not None:
             # These replies (ACKs) leave only once their leases are durable.
-            self.committer.submit(writes, [partial(self._send_later, r) for r in held])
+            self.committer.submit_all(units)
         if events and self.publish is not None:
             # After the replies: rendering a log line never delays one.
             self.publish(events)

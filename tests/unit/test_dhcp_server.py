@@ -102,7 +102,9 @@ class Client:
         offer, _ = self.discover()
         ack, out = self.select(offer)
         assert ack.message_type is MessageType.ACK
-        assert out.writes and out.writes[0].ip == ack.yiaddr
+        # A reserved host's binding is stored without holding its ACK back (background).
+        writes = out.writes or out.background
+        assert writes and writes[0].ip == ack.yiaddr
         return ack
 
 

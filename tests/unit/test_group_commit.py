@@ -8,7 +8,7 @@ from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from pxed.leases import Lease, LeaseState, LeaseStore
+from pxed.leases import CommitResult, Lease, LeaseState, LeaseStore
 from pxed.net.commit import GroupCommitter
 
 T0 = 1_700_000_000.0
@@ -35,7 +35,7 @@ class RecordingStore(LeaseStore):
         self.loop = loop
         self.starts: list[float] = []
 
-    def commit(self) -> int:
+    def commit(self) -> CommitResult:
         if self.pending:
             self.starts.append(self.loop.time())
         return super().commit()

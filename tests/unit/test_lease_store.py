@@ -83,7 +83,7 @@ def test_round_trip_every_field_and_state(db: Path) -> None:
         for x in leases:
             store.stage(x)
         assert store.pending == len(leases)
-        assert store.commit() == len(leases)
+        assert store.commit().written == len(leases)
         assert store.pending == 0
     with LeaseStore(db) as store:
         loaded = store.load()
@@ -96,14 +96,14 @@ def test_round_trip_every_field_and_state(db: Path) -> None:
 
 def test_commit_batches_upserts_and_is_a_noop_when_empty(db: Path) -> None:
     with LeaseStore(db) as store:
-        assert store.commit() == 0
+        assert store.commit().written == 0
         store.stage(lease(1))
         store.stage(lease(1, expires=T0 + 7))  # same address: the later wins, one row
         store.stage(lease(2))
         assert store.pending == 2
-        assert store.commit() == 2
+        assert store.commit().written == 2
         store.stage(lease(2, LeaseState.RELEASED, updated=T0 + 9))
-        assert store.commit() == 1
+        assert store.commit().written == 1
         got = {int(x.ip) & 0xFF: x for x in store.load()}
     assert got[1].expires == T0 + 7
     assert got[2].state is LeaseState.RELEASED
@@ -216,7 +216,7 @@ def test_failed_commit_keeps_the_leases_staged(db: Path) -> None:
         finally:
             blocker.rollback()
             blocker.close()
-        assert store.commit() == 1
+        assert store.commit().written == 1
 
 
 # ------------------------------------------------------------------ files not ours
@@ -362,7 +362,7 @@ def test_batch_keeps_keys_of_any_length_and_any_hostname_exactly(db: Path) -> No
     with LeaseStore(db) as store:
         for x in leases:
             store.stage(x)
-        assert store.commit() == 4
+        assert store.commit().written == 4
         assert sorted(store.load(), key=lambda x: x.ip) == leases
 
 

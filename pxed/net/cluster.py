@@ -1,0 +1,104 @@
+"""The heartbeat loop of a pxed sharing its lease database with others (pxed.cluster).
+
+Every ``[cluster] heartbeat`` seconds, in a thread of its own (its own connection): write
+this server's row, read everyone's, and when the set of live servers changed, hand the new
+split to the DHCP core and the lease tables, and take the database's leases into the
+tables (the servers that left bound addresses this one has not seen). A failed heartbeat
+is logged once per outage; the last split stays meanwhile (a server that cannot reach
+the database acknowledges nothing anyway, and the others take over its share).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from pxed.cluster import Balance, Membership
+from pxed.config.model import ClusterConfig
+from pxed.errors import PxedError
+from pxed.events import Event, Notice
+from pxed.leases.pg import Heartbeat, Peer
+
+log = structlog.get_logger("pxed.cluster")
+
+Apply = Callable[[Balance], Awaitable[None]]
+
+
+class ClusterMember:
+    """Runs the heartbeat; ``apply`` gets each new split (and the first one)."""
+
+    def __init__(
+        self,
+        dsn: str,
+        config: ClusterConfig,
+        address: Callable[[], str | None],
+        apply: Apply,
+        publish: Callable[[list[Event]], None],
+    ) -> None:
+        self.config = config
+        self.membership = Membership(config.name, config.takeover)
+        self.peers: list[Peer] = []
+        """Every server's row at the last heartbeat (for the status page and metrics)."""
+        self._heartbeat = Heartbeat(dsn, config.name, address())
+        self._address = address
+        self._apply = apply
+        self._publish = publish
+        self._failing = False
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def balance(self) -> Balance:
+        return self.membership.balance
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        first = True
+        while True:
+            self._heartbeat.address = self._address()
+            try:
+                peers = await asyncio.to_thread(self._heartbeat.beat)
+            except PxedError as exc:
+                if not self._failing:
+                    log.warning("cluster.heartbeat_failed", error=str(exc),
+                                keeping=list(self.balance.servers))  # fmt: skip
+                    self._failing = True
+            else:
+                if self._failing:
+                    log.info("cluster.heartbeat_back")
+                    self._failing = False
+                self.peers = peers
+                change = self.membership.update((p.name, p.age) for p in peers)
+                if change is not None or first:
+                    joined, left = change if change is not None else ([], [])
+                    await self._apply(self.balance)
+                    self._publish(
+                        [
+                            Notice(
+                                "cluster.servers",
+                                logging.WARNING if left else logging.INFO,
+                                {
+                                    "me": self.config.name,
+                                    "servers": list(self.balance.servers),
+                                    "joined": joined,
+                                    "left": left,
+                                    "takeover": self.config.takeover,
+                                },
+                            )
+                        ]
+                    )
+                    first = False
+            await asyncio.sleep(self.config.heartbeat)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await asyncio.to_thread(self._heartbeat.close)
