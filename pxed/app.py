@@ -695,7 +695,7 @@ class Server:
         """A new split of the work among the live servers (pxed.net.cluster)."""
         share = Membership.share_of(balance)
         if self.dhcp is not None:
-            self.dhcp.balance = balance if share is not None else None
+            self.dhcp.balance = None if balance.alone else balance
         if self.store is not None and self.committer is not None and not (
             self.dhcp is not None and self.dhcp.store_down
         ):

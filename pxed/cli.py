@@ -26,7 +26,8 @@ pxed: a PXE boot server (DHCP + TFTP) in one process.
   pxed demo                                 boot a QEMU machine through pxed in a private
                                             namespace lab and print the boot's timeline
   pxed leases [--json]                      the leases (the running daemon's, else the state
-                                            directory's)
+                                            directory's; a shared PostgreSQL's: all servers')
+  pxed db init|upgrade|status [--dsn DSN]   create or upgrade the PostgreSQL lease schema
   pxed boots [MAC] [--follow] [--json]      each machine's boot as one story: DHCP, files,
                                             where it stopped and why
   pxed host MAC [--next PROFILE|--local|--clear]
@@ -136,6 +137,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pxed.leases.report import main as leases_main
 
         return leases_main(argv[1:])
+    if argv and argv[0] == "db":
+        from pxed.leases.db_command import main as db_main
+
+        return db_main(argv[1:])
     if argv and argv[0] == "boots":
         from pxed.boots.report import main as boots_main
 

@@ -22,7 +22,7 @@ joins the list again and gets a share as before.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pxed.dhcp.packet import DhcpPacket
@@ -77,8 +77,15 @@ class Balance:
     def count(self) -> int:
         return len(self.servers)
 
+    @property
+    def alone(self) -> bool:
+        return self.servers == (self.me,)
+
     def serves(self, packet: DhcpPacket) -> bool:
-        """This server answers the client's DISCOVER and broadcast REQUESTs."""
+        """This server answers the client's DISCOVER and broadcast REQUESTs (never while
+        it is still joining: not among ``servers`` yet)."""
+        if self.me not in self.servers:
+            return False
         return bucket(packet) % len(self.servers) == self.index
 
     def owner(self, packet: DhcpPacket) -> str:
@@ -93,13 +100,29 @@ class Membership:
         self.takeover = takeover
         self.balance = Balance(me, (me,))
 
-    def update(self, rows: Iterable[tuple[str, float]]) -> tuple[list[str], list[str]] | None:
+    def update(
+        self,
+        rows: Iterable[tuple[str, float]],
+        *,
+        joining: bool = False,
+        settled: bool = True,
+    ) -> tuple[list[str], list[str]] | None:
         """Take the heartbeat rows; (joined, left) when the live set changed, else None.
 
         This server counts as alive whatever its row says: it only reads rows right after
         writing its own, and while it cannot write, it can acknowledge nothing anyway.
+        ``joining``: it started less than two heartbeats ago, so the others may not have
+        seen its row yet and still answer its share; it takes none while others are alive
+        (two offers for one client otherwise), all of it when it is alone.
+        ``settled``: this server's own heartbeats have gone through for ``takeover`` seconds.
+        Until then nobody is taken for dead: after an outage of the database every row is
+        old, and the others were as cut off as this server, not dead.
         """
         live = {name for name, age in rows if age <= self.takeover} | {self.me}
+        if not settled:
+            live |= set(self.balance.servers)
+        if joining and live != {self.me}:
+            live.discard(self.me)
         before = set(self.balance.servers)
         if live == before:
             return None
@@ -108,9 +131,8 @@ class Membership:
 
     @staticmethod
     def share_of(balance: Balance) -> tuple[int, int] | None:
-        """(index, count) for the lease tables; None when alone (the whole pool is ours)."""
-        return None if balance.count == 1 else (balance.index, balance.count)
-
-
-def describe(servers: Sequence[str], me: str) -> str:
-    return ", ".join(f"{name} (this one)" if name == me else name for name in servers)
+        """(index, count) for the lease tables; None when alone (the whole pool is ours)
+        or still joining (it offers nothing then)."""
+        if balance.alone or balance.me not in balance.servers:
+            return None
+        return (balance.index, balance.count)

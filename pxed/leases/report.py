@@ -2,6 +2,8 @@
 
 Reads the database the daemon writes, read-only (pxed.leases.store.read_leases): safe while
 the daemon runs, since WAL lets a reader see the last commit without blocking the writer.
+With ``[leases] backend = "postgresql"`` it reads the shared database instead: every
+server's leases, each with the server that wrote it, and the servers' heartbeats.
 The state directory is found as the daemon finds it: ``--state-dir``, else the
 configuration's ``[server] state_dir``, else the default.
 
@@ -22,6 +24,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
+from pxed.config.model import LeasesConfig
 from pxed.config.parse import load_file, parse
 from pxed.config.problems import Problems
 from pxed.control import SOCKET_NAME, NotRunning, request
@@ -103,6 +106,7 @@ def as_json(shown: Sequence[LeaseRow]) -> list[dict[str, Any]]:
                 "client_id": lease.client_key.hex(),
                 "updated": local_time(lease.updated).isoformat(timespec="seconds"),
                 "updated_epoch": lease.updated,
+                "server": lease.server,
             }
         )
     return out
@@ -122,6 +126,7 @@ def from_json(row: dict[str, Any]) -> Lease:
         updated=float(row.get("updated_epoch") or 0.0),
         arch=row.get("arch"),
         boot_file=row.get("boot_file"),
+        server=row.get("server"),
     )
 
 
@@ -129,23 +134,27 @@ HEADERS = ("IP", "MAC", "HOSTNAME", "STATE", "ARCH", "BOOT", "EXPIRES")
 
 
 def as_table(shown: Sequence[LeaseRow]) -> str:
-    """Aligned columns, one lease a line, under a header line."""
-    lines: list[tuple[str, ...]] = [HEADERS]
+    """Aligned columns, one lease a line, under a header line (with a SERVER column when
+    the leases come from a database several servers share)."""
+    shared = any(row.lease.server is not None for row in shown)
+    headers = (*HEADERS[:-1], "SERVER", HEADERS[-1]) if shared else HEADERS
+    lines: list[tuple[str, ...]] = [headers]
     for row in shown:
         lease = row.lease
         when = local_time(lease.expires).strftime("%Y-%m-%d %H:%M:%S")
-        lines.append(
-            (
-                str(lease.ip),
-                lease.mac,
-                lease.hostname or "-",
-                row.state,
-                "-" if lease.arch is None else str(lease.arch),
-                lease.boot_file or "-",
-                f"{when} ({relative(row.expires_in)})",
-            )
-        )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(HEADERS) - 1)]
+        cells = [
+            str(lease.ip),
+            lease.mac,
+            lease.hostname or "-",
+            row.state,
+            "-" if lease.arch is None else str(lease.arch),
+            lease.boot_file or "-",
+        ]
+        if shared:
+            cells.append(lease.server or "-")
+        cells.append(f"{when} ({relative(row.expires_in)})")
+        lines.append(tuple(cells))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(headers) - 1)]
     return "\n".join(
         "  ".join([*(cell.ljust(w) for cell, w in zip(line, widths, strict=False)), line[-1]])
         for line in lines
@@ -159,6 +168,12 @@ def summary(shown: Sequence[LeaseRow], source: str) -> str:
         counts[row.state] = counts.get(row.state, 0) + 1
     parts = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
     return f"{len(shown)} lease(s) {source}: {parts}"
+
+
+def leases_config(config: Path | None) -> LeasesConfig:
+    """The file's ``[leases]`` (ConfigError only for the file's own problems)."""
+    data = load_file(config) if config is not None else {}
+    return parse(data, Problems()).config.leases
 
 
 def state_dir(config: Path | None, given: Path | None) -> Path:
@@ -189,6 +204,35 @@ def state_dir_or_say(prog: str, config: Path | None, given: Path | None) -> Path
         return None
 
 
+def _shared(dsn: str, as_json_array: bool, now: float) -> int:
+    """The leases of a PostgreSQL database several servers share, and its servers."""
+    from pxed.leases.pg import PgLeaseStore, read_servers
+
+    store = PgLeaseStore(dsn, "")
+    try:
+        store.open()
+        leases = store.load()
+        servers = read_servers(dsn)
+    except PxedError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    shown = rows(leases, now)
+    if as_json_array:
+        print(json.dumps(as_json(shown), indent=2))
+        return 0
+    for peer in servers:
+        seen = "now" if peer.age < 1 else f"{human_duration(peer.age)} ago"
+        print(f"server {peer.name} ({peer.address or 'no address'}): last heartbeat {seen}")
+    if not shown:
+        print(f"no leases in {store.where}")
+        return 0
+    print(summary(shown, f"in {store.where}"))
+    print(as_table(shown))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -202,6 +246,15 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str], now: float | None = None) -> int:
     args = _parser().parse_args(list(argv))
     from pxed.app import LEASE_DB  # the daemon's file name, from where the daemon has it
+
+    try:
+        backend = leases_config(args.config)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(f"{PROG}: {line}", file=sys.stderr)
+        return 1
+    if backend.backend == "postgresql" and backend.dsn:
+        return _shared(backend.dsn, args.json, time.time() if now is None else now)
 
     directory = state_dir_or_say(PROG, args.config, args.state_dir)
     if directory is None:

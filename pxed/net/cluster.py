@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -59,6 +60,8 @@ class ClusterMember:
 
     async def _run(self) -> None:
         first = True
+        # started: this run's start (joining); beating: since when heartbeats go through.
+        started = beating = time.monotonic()
         while True:
             self._heartbeat.address = self._address()
             try:
@@ -69,11 +72,17 @@ class ClusterMember:
                                 keeping=list(self.balance.servers))  # fmt: skip
                     self._failing = True
             else:
+                now = time.monotonic()
                 if self._failing:
                     log.info("cluster.heartbeat_back")
                     self._failing = False
+                    beating = now
                 self.peers = peers
-                change = self.membership.update((p.name, p.age) for p in peers)
+                change = self.membership.update(
+                    ((p.name, p.age) for p in peers),
+                    joining=now - started < 2 * self.config.heartbeat,
+                    settled=now - beating >= self.config.takeover,
+                )
                 if change is not None or first:
                     joined, left = change if change is not None else ([], [])
                     await self._apply(self.balance)

@@ -48,7 +48,7 @@ of it in the kernel on a virtual disk) and every commit hands the GIL back and f
 the event loop. Five milliseconds made that about 200 commits, halved the writer thread's
 CPU per exchange and added at most 5 ms to an ACK (none to the first after a quiet spell)."""
 RETRY_FIRST = 0.5
-RETRY_MAX = 10.0
+RETRY_MAX = 4.0
 """Seconds between commit attempts while the store is down: doubling from RETRY_FIRST up
 to RETRY_MAX. A DHCP client retransmits on its own meanwhile, and every retransmission
 that arrives while the store is down is simply left unanswered."""

@@ -1,0 +1,117 @@
+"""Several pxed on one segment sharing a PostgreSQL lease database, and the clients beside them.
+
+Layout: a switch namespace with a bridge; each server in a namespace of its own plugged
+into it (198.19.0.1, 198.19.0.3, 198.19.0.4 ...), and a client namespace on it too, where
+dhclient runs and perfdhcp poses as a relay (198.19.0.2) that sends every request to the
+segment's broadcast address, so that each server gets a copy, as from a relay configured
+with all of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from pxed.lab.dhcp import (
+    CLIENT_IF,
+    PREFIX,
+    RELAY_IP,
+    SERVER_IF,
+    DhcpSetup,
+    Lease,
+    PxedDhcp,
+    pxed_dhcp_config,
+)
+from pxed.lab.netns import Lab, Netns
+from pxed.lab.postgres import PostgresServer
+
+SERVER_IPS = ("198.19.0.1", "198.19.0.3", "198.19.0.4", "198.19.0.5")
+BROADCAST = "198.19.255.255"
+
+
+class PxedClusterDhcp(PxedDhcp):
+    """pxed with its leases in the shared PostgreSQL database, as server ``name``."""
+
+    def __init__(self, ns: Netns, setup: DhcpSetup, workdir: Path, *, dsn: str, name: str,
+                 takeover: int = 3, quiet: bool = False) -> None:  # fmt: skip
+        super().__init__(ns, SERVER_IF, setup, workdir, quiet=quiet)
+        self.dsn = dsn
+        self.server_name = name
+        self.settings = pxed_dhcp_config(setup, SERVER_IF, workdir)
+        """The configuration mapping (a test may add to it before start())."""
+        self.settings["leases"] = {"backend": "postgresql", "dsn": dsn}
+        self.settings["cluster"] = {"name": name, "heartbeat": "1s", "takeover": f"{takeover}s"}
+        self.config = self.settings
+
+    def leases(self) -> list[Lease]:
+        return shared_leases(self.dsn)
+
+
+def shared_leases(dsn: str) -> list[Lease]:
+    """Every row of the shared database, as the lab's Lease (what all servers stored)."""
+    from pxed.leases.pg import PgLeaseStore
+
+    store = PgLeaseStore(dsn, "lab")
+    store.open()
+    try:
+        return [
+            Lease(str(x.ip), x.mac, x.state.value.upper(), x.expires, x.hostname)
+            for x in store.load()
+        ]
+    finally:
+        store.close()
+
+
+@dataclass
+class ClusterNet:
+    lab: Lab
+    postgres: PostgresServer
+    switch: Netns
+    client_ns: Netns
+    server_ns: list[Netns]
+    setup: DhcpSetup
+    servers: list[PxedClusterDhcp] = field(default_factory=list)
+
+    def server(self, index: int, *, takeover: int = 3, quiet: bool = False,
+               **config: Any) -> PxedClusterDhcp:  # fmt: skip
+        """The pxed of server namespace ``index`` (name pxed-a, pxed-b ...)."""
+        setup = replace(self.setup, server_ip=SERVER_IPS[index])
+        srv = PxedClusterDhcp(
+            self.server_ns[index], setup, self.lab.tmp / f"pxed-{index}",
+            dsn=self.postgres.dsn, name=f"pxed-{'abcd'[index]}", takeover=takeover, quiet=quiet,
+        )  # fmt: skip
+        srv.settings.update(config)
+        self.servers.append(srv)
+        return srv
+
+    def add_relay_address(self) -> str:
+        self.lab.addr(self.client_ns, CLIENT_IF, f"{RELAY_IP}/{PREFIX}")
+        return RELAY_IP
+
+    def close(self) -> None:
+        for srv in self.servers:
+            try:
+                srv.stop(timeout=5)
+            except Exception:  # teardown goes on; the Lab kills what is left
+                srv.kill()
+
+
+def make_cluster_net(lab: Lab, postgres: PostgresServer, count: int = 2,
+                     setup: DhcpSetup | None = None,
+                     client_mac: str = "02:00:5e:10:00:01") -> ClusterNet:  # fmt: skip
+    setup = setup or DhcpSetup()
+    switch = lab.ns("sw")
+    lab.bridge(switch, "br0")
+    servers = []
+    for i in range(count):
+        ns = lab.ns(f"s{i}")
+        lab.veth(ns, SERVER_IF, switch, f"port{i}")
+        switch.run("ip", "link", "set", f"port{i}", "master", "br0")
+        lab.addr(ns, SERVER_IF, f"{SERVER_IPS[i]}/{PREFIX}")
+        servers.append(ns)
+    client = lab.ns("c")
+    lab.veth(client, CLIENT_IF, switch, "portc")
+    switch.run("ip", "link", "set", "portc", "master", "br0")
+    client.run("ip", "link", "set", CLIENT_IF, "address", client_mac)
+    return ClusterNet(lab, postgres, switch, client, servers, setup)
