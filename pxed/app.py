@@ -649,6 +649,7 @@ class Server:
                 cfg.leases.dsn or "", cfg.cluster, self._cluster_address, self._split,
                 self.bus.publish,
             )  # fmt: skip
+            self.dhcp.balance = self.cluster.balance  # nobody's turn until the first beat
             self.cluster.start()
         await self._derive()
 

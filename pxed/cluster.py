@@ -98,7 +98,9 @@ class Membership:
     def __init__(self, me: str, takeover: float) -> None:
         self.me = me
         self.takeover = takeover
-        self.balance = Balance(me, (me,))
+        # No servers known before the first heartbeat: answer nobody's DISCOVER yet (the
+        # others may be answering them all).
+        self.balance = Balance(me, ())
 
     def update(
         self,

@@ -205,10 +205,13 @@ class DhcpServer:
         """The lease store cannot be written now: acknowledge nothing that needs it."""
 
     def take_counters(self, old: DhcpServer) -> None:
-        """Go on counting where ``old`` (the core a reload replaces) stopped."""
+        """Go on counting where ``old`` (the core a reload replaces) stopped, and with its
+        view of the lease store and of the other servers."""
         self.stats = old.stats
         self.received = old.received
         self.drops = old.drops
+        self.balance = old.balance
+        self.store_down = old.store_down
 
     def set_interfaces(self, interfaces: Mapping[str, InterfaceInfo]) -> None:
         """The interfaces as they are now (addresses come and go while pxed runs)."""

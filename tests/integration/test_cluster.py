@@ -94,7 +94,11 @@ def test_two_servers_under_load_through_a_kill_and_a_database_crash(
     assert conflicting_acks(msgs) == {}
     # 2. No client got two offers for one DISCOVER: one server answers each.
     twice = {k: n for k, n in _offers_by_discover(msgs).items() if n > 1}
-    assert not twice, f"{len(twice)} DISCOVERs got several offers: {list(twice)[:5]}"
+    events = {"killed": killed, "restarted": restarted, "crashed": crashed, "back": back}
+    detail = [(m.xid, m.src, round(m.time - t0, 2)) for m in msgs
+              if m.msg_type == "OFFER" and (m.xid, m.chaddr) in twice][:8]  # fmt: skip
+    assert not twice, (f"{len(twice)} DISCOVERs got several offers: {detail}; "
+                       f"{ {k: round(v - t0, 2) for k, v in events.items()} }")  # fmt: skip
     # 3. Both carried clients while both were up; after the takeover the survivor answered
     # every client (the dead one's share too) until the database went away.
     before_kill = [m for m in acks(msgs) if m.time < killed]

@@ -49,7 +49,10 @@ def test_buckets_split_random_clients_evenly_between_two_and_three_servers() -> 
 
 def test_membership_takeover_joining_and_outage() -> None:
     m = Membership("pxed-a", takeover=10)
-    assert m.update([("pxed-a", 0.0), ("pxed-b", 1.0)]) == (["pxed-b"], [])
+    # Before its first heartbeat a server knows nobody, itself included: it answers no
+    # DISCOVER (the others may be answering them all).
+    assert not m.balance.serves(packet(os.urandom(6)))
+    assert m.update([("pxed-a", 0.0), ("pxed-b", 1.0)]) == (["pxed-a", "pxed-b"], [])
     assert m.balance.servers == ("pxed-a", "pxed-b") and m.balance.index == 0
     assert m.update([("pxed-a", 0.0), ("pxed-b", 5.0)]) is None
     # b silent beyond the takeover: a takes everything.
@@ -99,6 +102,7 @@ def test_merge_takes_another_servers_binding_and_forgets_ours() -> None:
     theirs, _ = b.bind(b"\x01b", "m", ip, None, NOW, 3600)
     ours, _ = a.bind(b"\x01a", "m", ip, None, NOW + 1, 3600)
     assert a.merge([theirs]) == 0  # ours is newer: kept (a refusal forces it)
+    assert a.by_ip(ip) == ours
     assert a.merge([theirs], force=True) == 1
     assert a.by_ip(ip) == theirs and a.by_client(b"\x01a") is None
     assert not a.available_for(ip, b"\x01a", NOW + 2)
