@@ -9,6 +9,7 @@ with all of them.
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,10 @@ from pxed.lab.dhcp import (
     RELAY_IP,
     SERVER_IF,
     DhcpSetup,
+    KeaDhcp,
     Lease,
     PxedDhcp,
+    norm_mac,
     pxed_dhcp_config,
 )
 from pxed.lab.netns import Lab, Netns
@@ -46,6 +49,50 @@ class PxedClusterDhcp(PxedDhcp):
 
     def leases(self) -> list[Lease]:
         return shared_leases(self.dsn)
+
+
+class KeaPgDhcp(KeaDhcp):
+    """Kea 2.2 with its PostgreSQL lease backend (``kea-admin db-init pgsql``), on the
+    lab's PostgreSQL through its socket: the peer of pxed's PostgreSQL store."""
+
+    def __init__(self, ns: Netns, setup: DhcpSetup, workdir: Path, *,
+                 postgres: PostgresServer, quiet: bool = False) -> None:  # fmt: skip
+        super().__init__(ns, SERVER_IF, setup, workdir, quiet=quiet, socket_type="raw")
+        self.postgres = postgres
+        self.database = "kea"
+
+    def init_database(self) -> None:
+        self.postgres.create_database(self.database)
+        res = subprocess.run(
+            ["kea-admin", "db-init", "pgsql", "-u", "postgres", "-n", self.database,
+             "-h", str(self.postgres.socket_dir), "-P", "5432"],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        if res.returncode != 0:
+            raise RuntimeError(f"kea-admin db-init pgsql failed: {res.stdout}{res.stderr}")
+
+    def kea_config(self) -> dict[str, Any]:
+        config = super().kea_config()
+        config["Dhcp4"]["lease-database"] = {
+            "type": "postgresql", "name": self.database, "user": "postgres",
+            "host": str(self.postgres.socket_dir), "port": 5432,
+        }  # fmt: skip
+        return config
+
+    def leases(self) -> list[Lease]:
+        out = self.postgres.sql(
+            "SELECT '0.0.0.0'::inet + address, encode(hwaddr, 'hex'), state, "
+            "extract(epoch FROM expire)::bigint FROM lease4",
+            self.database,
+        )
+        rows = []
+        for line in out.splitlines():
+            parts = line.split("|")
+            if len(parts) == 4:
+                state = {"0": "ACTIVE", "1": "DECLINED"}.get(parts[2], "EXPIRED")
+                mac = norm_mac(bytes.fromhex(parts[1]))
+                rows.append(Lease(parts[0], mac, state, float(parts[3]), None))
+        return rows
 
 
 def shared_leases(dsn: str) -> list[Lease]:

@@ -57,7 +57,32 @@ class PostgresServer:
 
     @property
     def dsn(self) -> str:
-        return f"host={self.socket_dir} port={PORT} user={USER} dbname=pxed"
+        return self.dsn_for("pxed")
+
+    def dsn_for(self, database: str) -> str:
+        return f"host={self.socket_dir} port={PORT} user={USER} dbname={database}"
+
+    def create_database(self, name: str) -> str:
+        """Another database beside ``pxed`` (Kea's, in a benchmark); its DSN."""
+        res = self._as_postgres(
+            _binary("createdb"), "-h", str(self.socket_dir), "-p", str(PORT), name
+        )
+        self._check(res, f"createdb {name}")
+        return self.dsn_for(name)
+
+    def cpu_seconds(self) -> float:
+        """CPU time of every process the postgres user runs now (the server's backends)."""
+        total = 0.0
+        tick = os.sysconf("SC_CLK_TCK")
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                if stat.parent.stat().st_uid != self._uid:
+                    continue
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / tick
+        return total
 
     def _as_postgres(self, *cmd: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -112,10 +137,10 @@ class PostgresServer:
     def running(self) -> bool:
         return self._as_postgres(_binary("pg_ctl"), "-D", str(self.data), "status").returncode == 0
 
-    def sql(self, query: str) -> str:
+    def sql(self, query: str, database: str = "pxed") -> str:
         """Run one query with psql; its unaligned output."""
         res = self._as_postgres(
-            _binary("psql"), "-h", str(self.socket_dir), "-p", str(PORT), "-d", "pxed",
+            _binary("psql"), "-h", str(self.socket_dir), "-p", str(PORT), "-d", database,
             "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", query,
         )  # fmt: skip
         self._check(res, f"psql {query!r}")
