@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from ipaddress import IPv4Address
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -41,7 +41,6 @@ from pxed.leases import Lease, LeaseTable
 from pxed.leases.backend import Backend, StoreUnavailable, open_backend
 from pxed.leases.next_boot import LOCAL, NextBoots
 from pxed.metrics import REFRESH, Metrics
-from pxed.net.cluster import ClusterMember
 from pxed.net.commit import GroupCommitter
 from pxed.net.dhcp import DatagramCore, DhcpEndpoint
 from pxed.net.http import HttpBootServer
@@ -55,6 +54,9 @@ from pxed.reload import plan as plan_reload
 from pxed.tftp.server import client_dir
 from pxed.web import StatusFeed, WebSite
 from pxed.web.status import snapshot
+
+if TYPE_CHECKING:
+    from pxed.net.cluster import ClusterMember
 
 log = structlog.get_logger("pxed")
 
@@ -645,6 +647,8 @@ class Server:
             self.dhcp.store_down = True
             self._tasks.append(asyncio.create_task(self._await_store()))
         if cfg.leases.backend == "postgresql":
+            from pxed.net.cluster import ClusterMember  # psycopg: only for this backend
+
             self.cluster = ClusterMember(
                 cfg.leases.dsn or "", cfg.cluster, self._cluster_address, self._split,
                 self.bus.publish,
@@ -788,7 +792,8 @@ class Server:
         while self.metrics is not None:
             cores = [core for core in (self.dhcp, self.proxy) if core is not None]
             self.metrics.refresh(self.tables, time.time(), dhcp=cores,
-                                 tftp_active=self.status()["transfers"])  # fmt: skip
+                                 tftp_active=self.status()["transfers"],
+                                 store=self.committer, cluster=self.cluster)  # fmt: skip
             await asyncio.sleep(REFRESH)
 
     def mac_for(self, ip: str) -> str | None:
@@ -1047,6 +1052,20 @@ class Server:
         if self.timeline is not None:
             out["boots"] = {"kept": len(self.timeline.boots), "open": len(self.timeline.open),
                             "events_dropped": self.timeline.dropped}  # fmt: skip
+        if self.committer is not None and self.store is not None:
+            out["lease_store"] = {"where": self.store.where, "down": self.committer.store_down,
+                                  "commits": self.committer.commits,
+                                  "failed": self.committer.failed,
+                                  "refused": self.committer.refused}  # fmt: skip
+        if self.cluster is not None:
+            split = self.cluster.balance.servers
+            out["cluster"] = {
+                "me": self.cluster.config.name,
+                "split": list(split),
+                "servers": [{"name": p.name, "address": p.address, "heartbeat_age": p.age,
+                             "in_split": p.name in split} for p in self.cluster.peers],
+                "leases_by_server": self.cluster.holdings,
+            }  # fmt: skip
         return out
 
     async def delete_lease(self, *, mac: str | None, ip: IPv4Address | None) -> list[Lease]:

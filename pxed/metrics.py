@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -29,6 +29,10 @@ from pxed.dhcp.options import MessageType
 from pxed.events import Event
 from pxed.leases import LeaseTable
 from pxed.tftp.server import RefusalReason
+
+if TYPE_CHECKING:  # psycopg is needed only with the PostgreSQL store
+    from pxed.cluster import Balance
+    from pxed.leases.pg import Peer
 
 REFRESH = 5.0
 """Seconds between updates of the lease gauges and the cores' counters."""
@@ -54,6 +58,26 @@ BOOT_OUTCOMES = ("loaded", "failed", "booting")
 """A story finished while still "booting": it went quiet before anything said how it ended."""
 
 
+class StoreCounts(Protocol):
+    """What the group committer knows of the lease store (pxed.net.commit)."""
+
+    @property
+    def store_down(self) -> bool: ...
+
+    failed: int
+    refused: int
+
+
+class ClusterView(Protocol):
+    """The heartbeat loop's view of the servers (pxed.net.cluster.ClusterMember)."""
+
+    @property
+    def balance(self) -> Balance: ...
+
+    peers: list[Peer]
+    holdings: dict[str, int]
+
+
 class DhcpCounts(Protocol):
     """What a DHCP core counts (:class:`~pxed.dhcp.server.DhcpServer`, the ProxyDHCP)."""
 
@@ -75,6 +99,15 @@ class Snapshot:
     """(DropReason value, datagrams left unanswered)."""
     tftp_active: int = 0
     """TFTP transfers running."""
+    store_up: int | None = None
+    """1 while the lease store takes writes, 0 while it is down; None without DHCP."""
+    store_failed: int = 0
+    store_refused: int = 0
+    servers: tuple[tuple[str, int, float], ...] = ()
+    """Servers sharing the lease database: (name, 1 if in the split now else 0, seconds
+    since its heartbeat)."""
+    holdings: tuple[tuple[str, int], ...] = ()
+    """(server, bound leases it wrote) in the shared database."""
 
 
 class CoreCollector(Collector):
@@ -105,6 +138,38 @@ class CoreCollector(Collector):
             drops.add_metric([reason], count)
         yield drops
         yield GaugeMetricFamily("pxed_tftp_active", "TFTP transfers running", snap.tftp_active)
+        if snap.store_up is not None:
+            yield GaugeMetricFamily("pxed_lease_store_up", "1 while the lease store takes "
+                                    "writes, 0 while it is down", snap.store_up)  # fmt: skip
+            yield CounterMetricFamily("pxed_lease_commit_failures", "Lease commits that "
+                                      "failed (the store was down)", snap.store_failed)  # fmt: skip
+            yield CounterMetricFamily("pxed_lease_refusals", "Lease writes the shared "
+                                      "database refused (another server's binding won)",
+                                      snap.store_refused)  # fmt: skip
+        if snap.servers:
+            live = GaugeMetricFamily(
+                "pxed_cluster_server_live",
+                "Servers sharing the lease database: 1 when in the split now",
+                labels=["server"],
+            )
+            age = GaugeMetricFamily(
+                "pxed_cluster_heartbeat_age_seconds",
+                "Seconds since each server's last heartbeat",
+                labels=["server"],
+            )
+            for name, up, seconds in snap.servers:
+                live.add_metric([name], up)
+                age.add_metric([name], seconds)
+            yield live
+            yield age
+            held = GaugeMetricFamily(
+                "pxed_cluster_leases",
+                "Bound leases in the shared database, by the server that wrote them",
+                labels=["server"],
+            )
+            for name, count in snap.holdings:
+                held.add_metric([name], count)
+            yield held
 
 
 class Metrics:
@@ -189,6 +254,8 @@ class Metrics:
         *,
         dhcp: Iterable[DhcpCounts] = (),
         tftp_active: int = 0,
+        store: StoreCounts | None = None,
+        cluster: ClusterView | None = None,
     ) -> None:
         """The lease gauges from the tables as they are now, and a :class:`Snapshot` of the
         DHCP cores' counters and the running TFTP transfers (on the event loop)."""
@@ -204,4 +271,16 @@ class Metrics:
                 received[name] = received.get(name, 0) + count
             for reason, count in core.drops.items():
                 drops[str(reason)] += count
-        self.cores.snapshot = Snapshot(tuple(received.items()), tuple(drops.items()), tftp_active)
+        servers: tuple[tuple[str, int, float], ...] = ()
+        holdings: tuple[tuple[str, int], ...] = ()
+        if cluster is not None:
+            split = set(cluster.balance.servers)
+            servers = tuple((p.name, int(p.name in split), p.age) for p in cluster.peers)
+            holdings = tuple(sorted(cluster.holdings.items()))
+        self.cores.snapshot = Snapshot(
+            tuple(received.items()), tuple(drops.items()), tftp_active,
+            store_up=None if store is None else int(not store.store_down),
+            store_failed=0 if store is None else store.failed,
+            store_refused=0 if store is None else store.refused,
+            servers=servers, holdings=holdings,
+        )  # fmt: skip

@@ -500,12 +500,17 @@ class DhcpServer:
 
     def _our_turn(self, p: DhcpPacket, host: HostConfig | None) -> bool:
         """Whether this server answers the client's DISCOVER or broadcast REQUEST: always
-        when alone, else by RFC 3074 (pxed.cluster). A DISCOVER is not answered while the
-        store is down (an offer nobody could acknowledge), except for a reserved host."""
+        when alone, else by RFC 3074 (pxed.cluster). While the store is down, a DISCOVER is
+        not answered (an offer nobody could acknowledge), except a reserved host's."""
         reserved = host is not None and host.ip is not None
-        if self.store_down and not reserved and p.message_type is MessageType.DISCOVER:
-            self._drop(p, DropReason.STORE_DOWN, "the lease database cannot be written now")
-            return False
+        if self.store_down:
+            if reserved:
+                # Who is alive is unknown without the database: every server answers a
+                # reserved host (the same address from each), so that it boots.
+                return True
+            if p.message_type is MessageType.DISCOVER:
+                self._drop(p, DropReason.STORE_DOWN, "the lease database cannot be written now")
+                return False
         balance = self.balance
         if balance is None or balance.serves(p):
             return True

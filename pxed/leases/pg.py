@@ -344,6 +344,21 @@ class Heartbeat:
         self._conn: psycopg.Connection[Any] | None = None
         self._first = True
 
+    def holdings(self) -> dict[str, int]:
+        """Bound leases in the whole database, by the server that wrote them (a scan of
+        the table: for a metric refreshed now and then, not every heartbeat)."""
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = connect(self.dsn, f"pxed {self.name} heartbeat"[:63])
+            rows = self._conn.execute(
+                "SELECT server, count(*) FROM leases WHERE state = 'active' "
+                "AND expires > extract(epoch FROM now()) GROUP BY server"
+            ).fetchall()
+        except psycopg.Error as exc:
+            self.close()
+            raise StoreUnavailable(f"cannot count leases: {_reason(exc)}") from exc
+        return {str(server): int(n) for server, n in rows}
+
     def beat(self) -> list[Peer]:
         """Write this server's row and return every server's (this one's included)."""
         try:

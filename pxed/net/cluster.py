@@ -26,6 +26,9 @@ from pxed.leases.pg import Heartbeat, Peer
 
 log = structlog.get_logger("pxed.cluster")
 
+HOLDINGS_EVERY = 15
+"""Heartbeats between counts of the database's leases by server (a scan of the table)."""
+
 Apply = Callable[[Balance], Awaitable[None]]
 
 
@@ -44,6 +47,8 @@ class ClusterMember:
         self.membership = Membership(config.name, config.takeover)
         self.peers: list[Peer] = []
         """Every server's row at the last heartbeat (for the status page and metrics)."""
+        self.holdings: dict[str, int] = {}
+        """Bound leases in the database by server, counted every HOLDINGS_EVERY beats."""
         self._heartbeat = Heartbeat(dsn, config.name, address())
         self._address = address
         self._apply = apply
@@ -62,6 +67,7 @@ class ClusterMember:
         first = True
         # started: this run's start (joining); beating: since when heartbeats go through.
         started = beating = time.monotonic()
+        beats = 0
         while True:
             self._heartbeat.address = self._address()
             try:
@@ -102,6 +108,10 @@ class ClusterMember:
                         ]
                     )
                     first = False
+                if beats % HOLDINGS_EVERY == 0:
+                    with contextlib.suppress(PxedError):
+                        self.holdings = await asyncio.to_thread(self._heartbeat.holdings)
+                beats += 1
             await asyncio.sleep(self.config.heartbeat)
 
     async def close(self) -> None:

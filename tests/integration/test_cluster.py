@@ -13,18 +13,21 @@ real relay sends every request to each server it knows: direct mode is what reac
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
 
 import pytest
 
-from pxed.lab import Lab
+from pxed.lab import Lab, wait_for
 from pxed.lab.capture import Capture, DhcpMsg, acks, conflicting_acks
-from pxed.lab.clients import Dhclient, finish_perfdhcp, start_perfdhcp
+from pxed.lab.clients import Dhclient, finish_perfdhcp, start_perfdhcp, udhcpc_once
 from pxed.lab.cluster import SERVER_IPS, ClusterNet, make_cluster_net, shared_leases
 from pxed.lab.dhcp import CLIENT_IF, DhcpSetup
 from pxed.lab.postgres import PostgresServer
+from pxed.lab.pxed import pythonpath
 from pxed.leases.pg import init_schema
 
 pytestmark = pytest.mark.integration
@@ -158,3 +161,62 @@ def test_dhclient_renews_through_a_takeover(cluster: ClusterNet) -> None:
     renewing = out.find(f"DHCPREQUEST for {address} on {CLIENT_IF} to {server_id} port 67")
     rebinding = out.rfind(f"DHCPREQUEST for {address} on {CLIENT_IF} to 255.255.255.255")
     assert 0 <= renewing < rebinding, out
+
+
+def test_a_pxed_started_while_the_database_is_down_waits_for_it(
+    cluster: ClusterNet, postgres: PostgresServer
+) -> None:
+    """Started with PostgreSQL away: a reserved host is answered (its address needs no
+    database), nobody else until the database is back, then everybody, by itself."""
+    reserved_mac, other_mac = "02:00:5e:10:00:01", "02:00:5e:10:00:02"
+    srv = cluster.server(0, takeover=TAKEOVER)
+    srv.settings["dhcp"]["host"] = [{"mac": reserved_mac, "ip": "198.19.0.50"}]
+    postgres.stop()
+    srv.start()
+    wait_for(lambda: bool(srv.events("leases.store_down")), 10)
+    ns = cluster.client_ns
+    assert udhcpc_once(ns, CLIENT_IF) == "198.19.0.50"
+    ns.run("ip", "link", "set", CLIENT_IF, "address", other_mac)
+    assert udhcpc_once(ns, CLIENT_IF) is None
+    postgres.start()
+    wait_for(lambda: bool(srv.events("leases.store_back")), 20)
+    got = udhcpc_once(ns, CLIENT_IF)
+    assert got is not None and got != "198.19.0.50"
+    rows = {x.mac: x for x in shared_leases(postgres.dsn)}
+    assert rows[other_mac].ip == got and rows[other_mac].state == "ACTIVE"
+
+
+def test_pxed_leases_and_db_status_show_every_server(
+    cluster: ClusterNet, postgres: PostgresServer
+) -> None:
+    servers = [cluster.server(i, takeover=TAKEOVER) for i in (0, 1)]
+    for srv in servers:
+        srv.start()
+    time.sleep(3.5)
+    ns = cluster.client_ns
+    got: dict[str, str | None] = {}
+    for n in range(1, 9):  # a few clients: the RFC 3074 split gives both servers some
+        mac = f"02:00:5e:10:01:{n:02x}"
+        ns.run("ip", "link", "set", CLIENT_IF, "address", mac)
+        got[mac] = udhcpc_once(ns, CLIENT_IF)
+    assert all(got.values()), got
+    config = servers[0].config_path  # any server's file names the database
+    out = subprocess.run([sys.executable, "-P", "-m", "pxed", "leases", "--config",
+                          str(config)], capture_output=True, text=True, env=pythonpath(),
+                         check=True, timeout=60).stdout  # fmt: skip
+    assert "server pxed-a (198.19.0.1): last heartbeat" in out
+    assert "server pxed-b (198.19.0.3): last heartbeat" in out
+    header = next(line for line in out.splitlines() if line.startswith("IP "))
+    assert "SERVER" in header.split()
+    writers = set()
+    for mac, ip in got.items():
+        line = next(line for line in out.splitlines() if line.startswith(f"{ip} "))
+        assert mac in line
+        writers.add(line.split()[header.split().index("SERVER")])
+    assert writers == {"pxed-a", "pxed-b"}, out
+    status = subprocess.run([sys.executable, "-P", "-m", "pxed", "db", "status", "--dsn",
+                             postgres.dsn], capture_output=True, text=True, env=pythonpath(),
+                            check=False, timeout=60)  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    assert "pxed schema version 1 (up to date)" in status.stdout
+    assert "server pxed-b" in status.stdout
