@@ -37,7 +37,8 @@ class PostgresServer:
     """``start()``, ``stop()``, ``crash()`` (immediate shutdown, as a power cut leaves it),
     ``dsn`` of database ``pxed``; ``close()`` stops it and removes the directory."""
 
-    def __init__(self, where: Path, *, fsync: bool = True) -> None:
+    def __init__(self, where: Path, *, fsync: bool = True, primary: PostgresServer | None = None
+                 ) -> None:  # fmt: skip
         try:
             pw = pwd.getpwnam(USER)
         except KeyError:
@@ -53,7 +54,10 @@ class PostgresServer:
         for d in (where, self.socket_dir):
             d.mkdir(exist_ok=True)
             os.chown(d, self._uid, self._gid)
-        self.initdb()
+        if primary is None:
+            self.initdb()
+        else:
+            self._replicate(primary)
 
     @property
     def dsn(self) -> str:
@@ -116,6 +120,33 @@ class PostgresServer:
             _binary("createdb"), "-h", str(self.socket_dir), "-p", str(PORT), "pxed"
         )
         self._check(res, "createdb")
+
+    def standby(self, where: Path, *, synchronous: bool = True) -> PostgresServer:
+        """A streaming replica of this server (pg_basebackup), running, with a socket of its
+        own. ``synchronous``: this server's commits wait for the standby to have the WAL, so
+        that a promotion loses no committed row (``synchronous_standby_names``)."""
+        if synchronous:
+            with (self.data / "postgresql.conf").open("a") as f:
+                f.write("synchronous_standby_names = '*'\n")
+            self._check(self._as_postgres(_binary("pg_ctl"), "-D", str(self.data), "reload"),
+                        "pg_ctl reload")  # fmt: skip
+        return PostgresServer(where, fsync=self.fsync, primary=self)
+
+    def _replicate(self, primary: PostgresServer) -> None:
+        res = self._as_postgres(
+            _binary("pg_basebackup"), "-h", str(primary.socket_dir), "-p", str(PORT),
+            "-U", USER, "-D", str(self.data), "-R", "-X", "stream", "-c", "fast", timeout=120,
+        )  # fmt: skip
+        self._check(res, "pg_basebackup")
+        with (self.data / "postgresql.conf").open("a") as f:
+            f.write(f"unix_socket_directories = '{self.socket_dir}'\n"
+                    "synchronous_standby_names = ''\n")  # fmt: skip
+        self.start()
+
+    def promote(self) -> None:
+        """Make this standby the primary (what a failover manager does)."""
+        res = self._as_postgres(_binary("pg_ctl"), "-D", str(self.data), "-w", "promote")
+        self._check(res, "pg_ctl promote")
 
     def start(self) -> None:
         res = self._as_postgres(

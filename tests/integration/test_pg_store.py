@@ -9,9 +9,12 @@ only `pxed db init` / `pxed db upgrade` create and change.
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 import threading
 import time
 from ipaddress import IPv4Address
+from pathlib import Path
 
 import pytest
 
@@ -223,3 +226,34 @@ async def test_no_reply_leaves_while_the_database_is_down(postgres: PostgresServ
     # retransmission would have been answered from the table).
     assert {str(x.ip) for x in store.load()} == {"198.19.1.50", "198.19.1.51", "198.19.1.52"}
     store.close()
+
+
+def test_a_dsn_with_two_hosts_follows_the_promoted_standby(
+    postgres_server: PostgresServer,  # not used: its skip when not root; this test has two
+) -> None:
+    """PostgreSQL's own replication is the answer to "the database machine died": with both
+    hosts in the DSN and target_session_attrs=read-write, the store writes to whichever is
+    the primary, and a synchronous standby loses no committed lease at its promotion."""
+    standby_dir = Path(tempfile.mkdtemp(prefix="pxed-pg-standby-"))
+    primary = PostgresServer(Path(tempfile.mkdtemp(prefix="pxed-pg-primary-")))
+    try:
+        init_schema(primary.dsn)
+        standby = primary.standby(standby_dir)
+        dsn = (f"host={primary.socket_dir},{standby.socket_dir} port=5432,5432 user=postgres "
+               "dbname=pxed target_session_attrs=read-write")  # fmt: skip
+        store = PgLeaseStore(dsn, "a")
+        store.open()
+        store.stage(lease("198.19.1.60", 1))
+        store.commit()
+        primary.crash()
+        store.stage(lease("198.19.1.61", 2))
+        with pytest.raises(StoreUnavailable):
+            store.commit()  # the standby is read-only: not taken for the primary
+        standby.promote()
+        assert store.commit().written == 1
+        assert {str(x.ip) for x in store.load()} == {"198.19.1.60", "198.19.1.61"}
+        store.close()
+        standby.close()
+    finally:
+        primary.close()
+        shutil.rmtree(standby_dir, ignore_errors=True)
