@@ -39,7 +39,7 @@ from pxed.files import FileStore, canonical
 from pxed.hooks import Hook, LeaseHook, boot_job
 from pxed.leases import Lease, LeaseTable
 from pxed.leases.backend import Backend, StoreUnavailable, open_backend
-from pxed.leases.next_boot import LOCAL, NextBoots
+from pxed.leases.next_boot import LOCAL, BootOnceStore, boot_once_store
 from pxed.metrics import REFRESH, Metrics
 from pxed.net.commit import GroupCommitter
 from pxed.net.dhcp import DatagramCore, DhcpEndpoint
@@ -127,7 +127,10 @@ class Server:
         self.next_boots: dict[str, str] = {}
         """Boot-once state by MAC (``pxed host MAC --next PROFILE``), kept in the lease
         database; read by DHCP's policy and the rendered files."""
-        self._next_store: NextBoots | None = None
+        self._next_store: BootOnceStore | None = None
+        self._next_set: dict[str, float] = {}
+        """MAC -> when this server last changed its boot-once state (monotonic): a
+        heartbeat's read of the shared table that began before the change must not undo it."""
         self.profile_files = ProfileFiles(lambda: self.config, self._lease_facts,
                                           self.next_boots.get)  # fmt: skip
         """Each machine's files rendered from its profile, for TFTP and HTTP."""
@@ -290,9 +293,9 @@ class Server:
                         serving="without boot history and control socket")  # fmt: skip
             return
         try:
-            store = NextBoots(self.config.state_dir / LEASE_DB)
-            self.next_boots.update(store.open())
+            store = boot_once_store(self.config.leases, self.config.state_dir / LEASE_DB)
             self._next_store = store
+            self.next_boots.update(store.open())
         except PxedError as exc:
             log.warning("pxed.state_dir", error=str(exc), serving="without boot-once state")
         if self.timeline is not None:
@@ -354,6 +357,7 @@ class Server:
         if self._next_store is None:
             raise PxedError("no boot-once state: the state directory is not usable")
         self._next_store.set(mac, profile)
+        self._next_set[mac] = time.monotonic()
         if profile is None:
             self.next_boots.pop(mac, None)
         else:
@@ -651,7 +655,7 @@ class Server:
 
             self.cluster = ClusterMember(
                 cfg.leases.dsn or "", cfg.cluster, self._cluster_address, self._split,
-                self.bus.publish,
+                self.bus.publish, self._shared_next_boots,
             )  # fmt: skip
             self.dhcp.balance = self.cluster.balance  # nobody's turn until the first beat
             self.cluster.start()
@@ -688,6 +692,18 @@ class Server:
             table = self.tables.get(subnet)
             if table is not None and winner is not None:
                 table.merge([winner], force=True)
+
+    def _shared_next_boots(self, states: dict[str, str]) -> None:
+        """The shared boot-once table as a heartbeat read it: take it over, but for the
+        MACs this server changed since shortly before that read began."""
+        recent = time.monotonic() - 2 * self.config.cluster.heartbeat
+        self._next_set = {mac: t for mac, t in self._next_set.items() if t > recent}
+        keep = {mac: self.next_boots[mac] for mac in self._next_set if mac in self.next_boots}
+        self.next_boots.clear()
+        self.next_boots.update(states)
+        for mac in self._next_set:
+            self.next_boots.pop(mac, None)
+        self.next_boots.update(keep)
 
     def _cluster_address(self) -> str | None:
         """The address the heartbeat row shows for this server: its first DHCP address."""

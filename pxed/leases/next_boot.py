@@ -12,11 +12,33 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
+from typing import Protocol
 
+from pxed.config.model import LeasesConfig
 from pxed.errors import PxedError
 from pxed.leases.store import LeaseStore
 
 LOCAL = "local"
+
+
+class BootOnceStore(Protocol):
+    """Where boot-once state is kept: beside the leases, in SQLite or the shared
+    PostgreSQL database (pxed.leases.pg.PgNextBoots)."""
+
+    def open(self) -> dict[str, str]: ...
+
+    def set(self, mac: str, profile: str | None) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def boot_once_store(config: LeasesConfig, path: Path) -> BootOnceStore:
+    """The store of ``[leases]``: ``path`` is the SQLite lease database's."""
+    if config.backend == "postgresql":
+        from pxed.leases.pg import PgNextBoots  # psycopg: only for this backend
+
+        return PgNextBoots(config.dsn or "")
+    return NextBoots(path)
 
 
 class NextBoots:

@@ -318,6 +318,56 @@ def _lease(row: tuple[Any, ...]) -> Lease:
     )
 
 
+class PgNextBoots:
+    """The shared ``next_boot`` table, with the interface of pxed.leases.next_boot.NextBoots
+    (written rarely, from the event loop: a row is committed before the change is
+    acknowledged)."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def open(self) -> dict[str, str]:
+        try:
+            if self._conn is None or self._conn.closed:
+                conn = connect(self.dsn, "pxed boot-once")
+                try:
+                    _check_schema(conn, f"PostgreSQL {safe_dsn(self.dsn)}")
+                except BaseException:
+                    conn.close()
+                    raise
+                self._conn = conn
+            rows = self._conn.execute("SELECT mac, profile FROM next_boot").fetchall()
+        except psycopg.Error as exc:
+            self.close()
+            raise StoreUnavailable(f"cannot read boot-once state: {_reason(exc)}") from exc
+        return {str(mac): str(profile) for mac, profile in rows}
+
+    def set(self, mac: str, profile: str | None) -> None:
+        try:
+            if self._conn is None or self._conn.closed:
+                self.open()
+            assert self._conn is not None
+            if profile is None:
+                self._conn.execute("DELETE FROM next_boot WHERE mac = %s", (mac,))
+            else:
+                self._conn.execute(
+                    "INSERT INTO next_boot (mac, profile, updated) "
+                    "VALUES (%s, %s, extract(epoch FROM now())) ON CONFLICT (mac) DO UPDATE "
+                    "SET profile = excluded.profile, updated = excluded.updated",
+                    (mac, profile),
+                )
+        except psycopg.Error as exc:
+            self.close()
+            raise StoreUnavailable(f"cannot write boot-once state: {_reason(exc)}") from exc
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+            self._conn = None
+
+
 # --------------------------------------------------------------------- servers
 
 
@@ -343,6 +393,18 @@ class Heartbeat:
         self.address = address
         self._conn: psycopg.Connection[Any] | None = None
         self._first = True
+
+    def next_boots(self) -> dict[str, str]:
+        """The shared boot-once state (read every heartbeat: another server may have
+        changed it, or flipped a machine to 'local' after its install)."""
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = connect(self.dsn, f"pxed {self.name} heartbeat"[:63])
+            rows = self._conn.execute("SELECT mac, profile FROM next_boot").fetchall()
+        except psycopg.Error as exc:
+            self.close()
+            raise StoreUnavailable(f"cannot read boot-once state: {_reason(exc)}") from exc
+        return {str(mac): str(profile) for mac, profile in rows}
 
     def holdings(self) -> dict[str, int]:
         """Bound leases in the whole database, by the server that wrote them (a scan of

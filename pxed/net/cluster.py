@@ -42,6 +42,7 @@ class ClusterMember:
         address: Callable[[], str | None],
         apply: Apply,
         publish: Callable[[list[Event]], None],
+        next_boots: Callable[[dict[str, str]], None] | None = None,
     ) -> None:
         self.config = config
         self.membership = Membership(config.name, config.takeover)
@@ -53,6 +54,7 @@ class ClusterMember:
         self._address = address
         self._apply = apply
         self._publish = publish
+        self._next_boots = next_boots
         self._failing = False
         self._task: asyncio.Task[None] | None = None
 
@@ -108,6 +110,9 @@ class ClusterMember:
                         ]
                     )
                     first = False
+                if self._next_boots is not None:
+                    with contextlib.suppress(PxedError):
+                        self._next_boots(await asyncio.to_thread(self._heartbeat.next_boots))
                 if beats % HOLDINGS_EVERY == 0:
                     with contextlib.suppress(PxedError):
                         self.holdings = await asyncio.to_thread(self._heartbeat.holdings)

@@ -16,8 +16,8 @@ from typing import Any
 
 from pxed.config.parse import normalise_mac
 from pxed.control import SOCKET_NAME, NotRunning, request
-from pxed.errors import PxedError
-from pxed.leases.next_boot import LOCAL, NextBoots
+from pxed.errors import ConfigError, PxedError
+from pxed.leases.next_boot import LOCAL, boot_once_store
 from pxed.leases.report import add_state_arguments, state_dir_or_say
 
 PROG = "pxed host"
@@ -63,7 +63,7 @@ def main(argv: Sequence[str]) -> int:
     try:
         reply = request(directory / SOCKET_NAME, "host", **arguments)
     except (NotRunning, OSError):
-        return _offline(directory, mac, wanted, args.json)
+        return _offline(directory, args.config, mac, wanted, args.json)
     if reply.get("result") != 0:
         print(f"{PROG}: {reply.get('text')}", file=sys.stderr)
         return 1
@@ -72,10 +72,24 @@ def main(argv: Sequence[str]) -> int:
     return 0
 
 
-def _offline(directory: Path, mac: str, wanted: object, as_json: bool) -> int:
+def _offline(
+    directory: Path, config: Path | None, mac: str, wanted: object, as_json: bool
+) -> int:
     from pxed.app import LEASE_DB  # the daemon's file name, from where the daemon has it
+    from pxed.leases.report import leases_config
 
-    store = NextBoots(directory / LEASE_DB)
+    try:
+        leases = leases_config(config)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(f"{PROG}: {line}", file=sys.stderr)
+        return 1
+    store = boot_once_store(leases, directory / LEASE_DB)
+    where = str(directory / LEASE_DB)
+    if leases.backend == "postgresql":
+        from pxed.leases.pg import safe_dsn
+
+        where = f"PostgreSQL {safe_dsn(leases.dsn or '')}"
     try:
         states = store.open()
         if wanted is not _UNSET:
@@ -87,7 +101,7 @@ def _offline(directory: Path, mac: str, wanted: object, as_json: bool) -> int:
     finally:
         store.close()
     _show({"mac": mac, "next_boot": states.get(mac)},
-          f"{directory / LEASE_DB} (pxed is not running)", as_json)  # fmt: skip
+          f"{where} (pxed is not running)", as_json)  # fmt: skip
     return 0
 
 

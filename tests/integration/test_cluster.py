@@ -13,18 +13,26 @@ real relay sends every request to each server it knows: direct mode is what reac
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from pxed.lab import Lab, wait_for
 from pxed.lab.capture import Capture, DhcpMsg, acks, conflicting_acks
 from pxed.lab.clients import Dhclient, finish_perfdhcp, start_perfdhcp, udhcpc_once
-from pxed.lab.cluster import SERVER_IPS, ClusterNet, make_cluster_net, shared_leases
+from pxed.lab.cluster import (
+    SERVER_IPS,
+    ClusterNet,
+    PxedClusterDhcp,
+    make_cluster_net,
+    shared_leases,
+)
 from pxed.lab.dhcp import CLIENT_IF, DhcpSetup
 from pxed.lab.postgres import PostgresServer
 from pxed.lab.pxed import pythonpath
@@ -220,3 +228,16 @@ def test_pxed_leases_and_db_status_show_every_server(
     assert status.returncode == 0, status.stderr
     assert "pxed schema version 1 (up to date)" in status.stdout
     assert "server pxed-b" in status.stdout
+
+    # Boot-once state is shared too: told to one server, the other boots the machine so.
+    def host(srv: PxedClusterDhcp, *args: str) -> dict[str, Any]:
+        res = subprocess.run([sys.executable, "-P", "-m", "pxed", "host", "02:00:5e:10:09:09",
+                              "--state-dir", str(srv.state_dir), "--json", *args],
+                             capture_output=True, text=True, env=pythonpath(), check=True,
+                             timeout=60)  # fmt: skip
+        answer: dict[str, Any] = json.loads(res.stdout)
+        return answer
+
+    assert host(servers[0], "--local")["next_boot"] == "local"
+    wait_for(lambda: host(servers[1]).get("next_boot") == "local", 10)
+    assert postgres.sql("SELECT profile FROM next_boot WHERE mac = '02:00:5e:10:09:09'") == "local"

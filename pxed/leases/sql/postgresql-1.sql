@@ -30,6 +30,14 @@ CREATE TABLE leases (
 -- A client's other active row, released when it is bound to a new address.
 CREATE INDEX leases_active_by_client ON leases (subnet, client_key) WHERE state = 'active';
 
+-- Boot-once state (`pxed host MAC --next PROFILE`), shared: whichever server answers the
+-- machine boots it the same way, and the one that sent its install flips it to 'local'.
+CREATE TABLE next_boot (
+    mac     text             PRIMARY KEY,
+    profile text             NOT NULL,
+    updated double precision NOT NULL    -- epoch seconds
+);
+
 -- Servers sharing this database find each other here: each writes its row every heartbeat.
 CREATE TABLE servers (
     name      text        PRIMARY KEY,
