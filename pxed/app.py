@@ -33,12 +33,12 @@ from pxed.config.derive import InterfaceLookup, check_addresses, derive_subnet
 from pxed.control import SOCKET_NAME, ControlServer
 from pxed.dhcp.proxy import PROXY_PORT, ProxyServer
 from pxed.dhcp.server import DhcpServer, reservation_key
-from pxed.errors import ConfigError, PxedError
+from pxed.errors import ConfigError, PxedError, StoreUnavailable
 from pxed.events import Event, EventBus, Notice, log_event
 from pxed.files import FileStore, canonical
 from pxed.hooks import Hook, LeaseHook, boot_job
 from pxed.leases import Lease, LeaseTable
-from pxed.leases.backend import Backend, StoreUnavailable, open_backend
+from pxed.leases.backend import Backend, open_backend
 from pxed.leases.next_boot import LOCAL, BootOnceStore, boot_once_store
 from pxed.metrics import REFRESH, Metrics
 from pxed.net.commit import GroupCommitter
@@ -179,6 +179,9 @@ class Server:
         self._lookup = lookup
         self.interfaces: dict[str, InterfaceInfo] = {}
         self.store: Backend | None = None
+        self._store_up = True
+        self._isolated = False
+        self._recovery: asyncio.Task[None] | None = None
         self.cluster: ClusterMember | None = None
         """The heartbeat among the servers sharing a PostgreSQL lease database."""
         self.committer: GroupCommitter | None = None
@@ -357,6 +360,9 @@ class Server:
         if self._next_store is None:
             raise PxedError("no boot-once state: the state directory is not usable")
         self._next_store.set(mac, profile)
+        self._remember_next_boot(mac, profile)
+
+    def _remember_next_boot(self, mac: str, profile: str | None) -> None:
         self._next_set[mac] = time.monotonic()
         if profile is None:
             self.next_boots.pop(mac, None)
@@ -381,11 +387,23 @@ class Server:
         sent = canonical(str(fields.get("file", "")))
         if final is None or sent != final.lstrip("/"):
             return
-        try:
-            self.set_next_boot(mac, LOCAL)
-        except PxedError as exc:
-            log.error("profile.once_failed", mac=mac, profile=state, error=str(exc))
+        store = self._next_store
+        if store is None:
+            log.error("profile.once_failed", mac=mac, profile=state,
+                      error="no boot-once state: the state directory is not usable")  # fmt: skip
             return
+        # In memory at once (its next DHCP request boots the disk); the row is written off
+        # the event loop: a shared database may be slow or away.
+        self._remember_next_boot(mac, LOCAL)
+
+        def written(fut: asyncio.Future[None]) -> None:
+            exc = fut.exception()
+            if exc is not None:
+                log.error("profile.once_failed", mac=mac, profile=state, error=str(exc),
+                          kept="in memory only: set it again with pxed host --local")  # fmt: skip
+
+        fut = asyncio.get_running_loop().run_in_executor(None, store.set, mac, LOCAL)
+        fut.add_done_callback(written)
         done = {"mac": mac, "profile": state, "file": sent, "next": LOCAL}
         self.bus.publish([Notice("profile.once_done", logging.INFO, done)])
 
@@ -581,6 +599,7 @@ class Server:
         else:
             table = LeaseTable(sub.network, sub.ranges, self._reservations(sub))
             table.load(await self.committer.run(self.store.load))
+            table.set_share(self._share())
         self.dhcp.add_subnet(sub, table)
         self.tables[str(sub.network)] = table
         self._derived = True
@@ -648,42 +667,68 @@ class Server:
                 error=str(down),
                 retry="until it is back; only reserved hosts are answered meanwhile",
             )
-            self.dhcp.store_down = True
-            self._tasks.append(asyncio.create_task(self._await_store()))
+            self.committer.assume_down(time.monotonic())
+            self._store_state(False)
         if cfg.leases.backend == "postgresql":
             from pxed.net.cluster import ClusterMember  # psycopg: only for this backend
 
             self.cluster = ClusterMember(
                 cfg.leases.dsn or "", cfg.cluster, self._cluster_address, self._split,
-                self.bus.publish, self._shared_next_boots,
+                self.bus.publish, self._shared_next_boots, self._isolation,
             )  # fmt: skip
             self.dhcp.balance = self.cluster.balance  # nobody's turn until the first beat
             self.cluster.start()
         await self._derive()
 
-    async def _await_store(self) -> None:
-        """Started with the database away: connect with backoff, then load its leases and
-        serve (what the committer's retries do for a database lost later)."""
-        wait = 0.5
+    def _serving(self) -> None:
+        """DHCP acknowledges nothing that needs the store while it is down, or while this
+        server cannot heartbeat (the others may have taken its share over)."""
+        if self.dhcp is not None:
+            self.dhcp.store_down = not self._store_up or self._isolated
+
+    def _store_state(self, up: bool) -> None:
+        """The store went down (a commit failed, or at start-up) or a commit passed again.
+        Down: stop at once. Up: serve again only once its leases are loaded afresh (the
+        others went on binding meanwhile), which the recovery does, probing by itself: with
+        nothing to commit, no commit would tell that the store is back."""
+        if not up:
+            self._store_up = False
+            self._serving()
+        if self._recovery is None or self._recovery.done():
+            self._recovery = asyncio.create_task(self._recover())
+            self._tasks.append(self._recovery)
+
+    def _isolation(self, isolated: bool) -> None:
+        """The heartbeat has failed for half the takeover time (or works again)."""
+        self._isolated = isolated
+        self._serving()
+        if not isolated and (self._recovery is None or self._recovery.done()):
+            # Back from a partition: what the others bound meanwhile comes in first.
+            self._recovery = asyncio.create_task(self._recover())
+            self._tasks.append(self._recovery)
+
+    async def _recover(self) -> None:
+        """Load the store's leases into the tables (newest record wins), with backoff while
+        it cannot be read, then serve."""
+        wait, said = 0.5, False
         while self.store is not None and self.committer is not None:
             try:
                 await self.committer.run(self.store.open)
                 leases = await self.committer.run(self.store.load)
-            except StoreUnavailable:
+            except PxedError as exc:  # away, or not usable yet (no schema): keep trying
+                if not said and not isinstance(exc, StoreUnavailable):
+                    log.error("leases.store_unusable", store=self.store.where, error=str(exc))
+                said = True
                 await asyncio.sleep(wait)
-                wait = min(wait * 2, 10.0)
+                wait = min(wait * 2, 5.0)
                 continue
-            for table in self.tables.values():
-                table.merge(leases)
-            log.warning("leases.store_back", store=self.store.where, leases=len(leases))
-            if self.dhcp is not None:
-                self.dhcp.store_down = False
+            merged = sum(table.merge(leases) for table in self.tables.values())
+            self.committer.store_back()
+            log.info("leases.reloaded", store=self.store.where, leases=len(leases),
+                     changed=merged)  # fmt: skip
+            self._store_up = True
+            self._serving()
             return
-
-    def _store_state(self, up: bool) -> None:
-        """The committer found the store down or back: DHCP offers nothing meanwhile."""
-        if self.dhcp is not None:
-            self.dhcp.store_down = not up
 
     def _refused(self, refused: Mapping[tuple[str, int], Lease | None]) -> None:
         """The shared database refused bindings (another server's won): take its records,
@@ -712,15 +757,20 @@ class Server:
                 return str(a.ip)
         return None
 
+    def _share(self) -> bytes | None:
+        """This server's share of the free addresses now (None: all of them)."""
+        return Membership.share_of(self.cluster.balance) if self.cluster is not None else None
+
     async def _split(self, balance: Balance) -> None:
-        """A new split of the work among the live servers (pxed.net.cluster)."""
-        share = Membership.share_of(balance)
+        """A new split of the work among the live servers (pxed.net.cluster): the clients
+        and the pool's share change together, then the leases the servers that left (or
+        joined) bound, which this one has not seen, are loaded."""
         if self.dhcp is not None:
             self.dhcp.balance = None if balance.alone else balance
-        if self.store is not None and self.committer is not None and not (
-            self.dhcp is not None and self.dhcp.store_down
-        ):
-            # The servers that left (or joined) bound addresses this one has not seen.
+        share = Membership.share_of(balance)
+        for table in self.tables.values():
+            table.set_share(share)
+        if self.store is not None and self.committer is not None and self._store_up:
             try:
                 leases = await self.committer.run(self.store.load)
             except PxedError as exc:
@@ -728,8 +778,6 @@ class Server:
             else:
                 for table in self.tables.values():
                     table.merge(leases)
-        for table in self.tables.values():
-            table.set_share(share)
 
     async def _start_tftp(self, name: str | None) -> Any:
         """TFTP on every address of the interface: one wildcard socket bound to it, which
@@ -965,6 +1013,7 @@ class Server:
             if table is None:
                 table = LeaseTable(sub.network, sub.ranges, reserved)
                 table.load(fresh)
+                table.set_share(self._share())
             elif before[key].ranges != sub.ranges or old_reserved[key] != reserved:
                 table = table.reshaped(sub.ranges, reserved)
             # else: the same table object, nothing to copy (100000 leases cost a moment)

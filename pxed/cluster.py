@@ -7,11 +7,11 @@ work two ways, both a function of the same list, so that every server works it o
 without talking to the others:
 
 - clients, by RFC 3074: the Pearson hash of the client identifier (option 61, else chaddr)
-  is a bucket 0-255, and bucket b is the ``b % n``-th live server's. That server alone
+  is a bucket 0-255, given to one live server by rendezvous hashing (Balance). It alone
   answers the client's DISCOVER and its broadcast REQUESTs (INIT-REBOOT, REBINDING), so one
   client gets one offer. A REQUEST that names a server (SELECTING) or is unicast to one
   (RENEWING) is answered by that server, whoever's bucket it is.
-- free addresses: address ``a`` is offered only by the ``a % n``-th live server, so two
+- free addresses: address ``a`` is offered only by the server of bucket ``a & 255``, so two
   servers never offer the same free address to two new clients. Addresses already bound
   stay with their client whoever bound them; the database has the last word on each write.
 
@@ -23,7 +23,7 @@ joins the list again and gets a share as before.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from hashlib import blake2b
 
 from pxed.dhcp.packet import DhcpPacket
 
@@ -61,35 +61,64 @@ def bucket(packet: DhcpPacket) -> int:
     return pearson(packet.client_id or packet.chaddr)
 
 
-@dataclass(frozen=True, slots=True)
+def _weight(name: str, bucket: int) -> int:
+    return int.from_bytes(blake2b(f"{bucket}/{name}".encode(), digest_size=8).digest(), "big")
+
+
 class Balance:
-    """The split of the work among the live servers, as seen by one of them."""
+    """The split of the work among the live servers, as seen by one of them.
 
-    me: str
-    servers: tuple[str, ...]
-    """Live servers, sorted by name; ``me`` among them."""
+    Bucket b goes to the live server with the highest weight for (b, its name): rendezvous
+    hashing, so that when a server leaves only its buckets move (to the others, evenly) and
+    when one joins it takes buckets from each; all the others stay where they were. Two
+    servers that briefly disagree about who is alive (each sees a change at its own next
+    heartbeat) then disagree about those buckets only, not about nearly all of them as with
+    ``b % n``.
+    """
 
-    @property
-    def index(self) -> int:
-        return self.servers.index(self.me)
+    __slots__ = ("_owners", "me", "servers")
 
-    @property
-    def count(self) -> int:
-        return len(self.servers)
+    def __init__(self, me: str, servers: tuple[str, ...]) -> None:
+        self.me = me
+        self.servers = servers
+        """Live servers, sorted by name; ``me`` among them once it has joined."""
+        self._owners = tuple(
+            max(servers, key=lambda name: _weight(name, b)) if servers else "" for b in range(256)
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Balance) and (self.me, self.servers) == (other.me, other.servers)
+
+    def __hash__(self) -> int:
+        return hash((self.me, self.servers))
+
+    def __repr__(self) -> str:
+        return f"Balance(me={self.me!r}, servers={self.servers!r})"
 
     @property
     def alone(self) -> bool:
         return self.servers == (self.me,)
 
+    def owner_of(self, b: int) -> str:
+        """The server of bucket ``b`` ("" while no server is known)."""
+        return self._owners[b]
+
     def serves(self, packet: DhcpPacket) -> bool:
         """This server answers the client's DISCOVER and broadcast REQUESTs (never while
         it is still joining: not among ``servers`` yet)."""
-        if self.me not in self.servers:
-            return False
-        return bucket(packet) % len(self.servers) == self.index
+        return self._owners[bucket(packet)] == self.me
 
     def owner(self, packet: DhcpPacket) -> str:
-        return self.servers[bucket(packet) % len(self.servers)]
+        return self._owners[bucket(packet)]
+
+    def mask(self) -> bytes:
+        """256 flags, 1 for this server's buckets: a free address ``a`` is this server's to
+        offer when ``mask[a & 255]`` (pxed.leases.table.LeaseTable.set_share)."""
+        return bytes(int(owner == self.me) for owner in self._owners)
+
+
+STALE = 3600.0
+"""Seconds after which a heartbeat row no longer counts, even right after an outage."""
 
 
 class Membership:
@@ -120,9 +149,13 @@ class Membership:
         Until then nobody is taken for dead: after an outage of the database every row is
         old, and the others were as cut off as this server, not dead.
         """
+        rows = list(rows)
         live = {name for name, age in rows if age <= self.takeover} | {self.me}
         if not settled:
-            live |= set(self.balance.servers)
+            # Also the servers seen in the last hour: right after an outage of the database
+            # (or a start during one) every row is old, and a server that took itself for
+            # alone would answer everybody beside the others.
+            live |= set(self.balance.servers) | {n for n, age in rows if age <= STALE}
         if joining and live != {self.me}:
             live.discard(self.me)
         before = set(self.balance.servers)
@@ -132,9 +165,9 @@ class Membership:
         return sorted(live - before), sorted(before - live)
 
     @staticmethod
-    def share_of(balance: Balance) -> tuple[int, int] | None:
-        """(index, count) for the lease tables; None when alone (the whole pool is ours)
-        or still joining (it offers nothing then)."""
+    def share_of(balance: Balance) -> bytes | None:
+        """The lease tables' share of the pool (Balance.mask); None when alone (the whole
+        pool is ours) or still joining (it offers nothing then)."""
         if balance.alone or balance.me not in balance.servers:
             return None
-        return (balance.index, balance.count)
+        return balance.mask()

@@ -40,3 +40,9 @@ class MalformedPacket(RemoteProtocolError):
 
 class LocalProtocolError(ProtocolError):
     """We were asked to build something the protocol does not allow (a bug on our side)."""
+
+
+class StoreUnavailable(PxedError):
+    """The store cannot be reached now (the database server is down or unreachable): an
+    outage to wait out, unlike a store that is not usable at all (not pxed's, a schema of
+    another version), which stops pxed."""

@@ -432,7 +432,7 @@ class DhcpServer:
             self._drop(p, DropReason.NOT_HOLDER, "DECLINE from a client that does not hold the "
                        "address", ip=str(ip))  # fmt: skip
             return
-        lease = subnet.table.decline(ip, now, self.config.decline_quarantine)
+        lease = subnet.table.decline(ip, now, self.config.decline_quarantine, p.mac)
         if lease is not None:
             out.writes.append(lease)
         self._note(

@@ -12,14 +12,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from pxed.config.model import LeasesConfig
-from pxed.errors import PxedError
 from pxed.leases.model import CommitResult, Lease
-
-
-class StoreUnavailable(PxedError):
-    """The store cannot be reached now (the database server is down or unreachable): an
-    outage to wait out, unlike a store that is not usable at all (not pxed's, a schema of
-    another version), which stops pxed."""
 
 
 class Backend(Protocol):

@@ -25,13 +25,13 @@ import threading
 from dataclasses import dataclass
 from importlib import resources
 from ipaddress import IPv4Address
-from typing import Any
+from typing import Any, NoReturn
 
 import psycopg
+import psycopg.errors
 from psycopg import conninfo
 
-from pxed.errors import PxedError
-from pxed.leases.backend import StoreUnavailable
+from pxed.errors import PxedError, StoreUnavailable
 from pxed.leases.model import CommitResult, Lease, LeaseState
 from pxed.leases.store import final_rows
 
@@ -46,10 +46,12 @@ _ROWS = """unnest(%s::text[], %s::bigint[], %s::bytea[], %s::text[], %s::text[],
        %s::float8[], %s::text[], %s::float8[], %s::integer[], %s::text[], %s::text[])"""
 
 # The test that makes an address one client's across all servers, on the row the conflict
-# locked: the stored row is that client's, or given back, or run out (by the writer's
-# clock: servers sharing a database must keep time, NTP), or this write is a quarantine
-# (a DHCPDECLINE takes the address from whoever had it). RETURNING lists what was written;
-# a staged row missing from it was refused.
+# locked: the write is not older than the stored row (a write from before another server's
+# change never undoes it), and the row is that client's, or given back, or run out (by the
+# writer's clock: servers sharing a database must keep time, NTP), or this write is a
+# quarantine (DHCPDECLINE) by the client the row is bound to, or of a row bound to nobody.
+# A DECLINED row names its decliner's MAC (pxed.leases.table.decline). RETURNING lists what
+# was written; a staged row missing from it was refused.
 _UPSERT = f"""
 INSERT INTO leases AS l ({_COLUMNS})
 SELECT * FROM {_ROWS}
@@ -57,8 +59,10 @@ ON CONFLICT (subnet, ip) DO UPDATE SET
     client_key = excluded.client_key, mac = excluded.mac, hostname = excluded.hostname,
     expires = excluded.expires, state = excluded.state, updated = excluded.updated,
     arch = excluded.arch, boot_file = excluded.boot_file, server = excluded.server
-WHERE l.client_key = excluded.client_key OR l.state <> 'active'
-      OR l.expires <= excluded.updated OR excluded.state = 'declined'
+WHERE l.updated <= excluded.updated
+  AND (l.state <> 'active' OR l.expires <= excluded.updated
+       OR (excluded.state = 'declined' AND l.mac = excluded.mac)
+       OR (excluded.state <> 'declined' AND l.client_key = excluded.client_key))
 RETURNING l.subnet, l.ip
 """
 
@@ -68,12 +72,14 @@ RETURNING l.subnet, l.ip
 # LATERAL with OFFSET 0 (which keeps the planner from flattening it into a join): one probe
 # of leases_active_by_client per binding, whatever the statistics say. As a join it was
 # planned as a scan of every active row while the table was young and unanalysed: 5 ms a
-# commit at 20000 leases, and growing.
+# commit at 20000 leases, and growing. The outer WHERE tests the row again: under READ
+# COMMITTED a row another server changed meanwhile is re-checked against it only, and it
+# must still be this client's older binding to be released.
 _RELEASE_OTHERS = """
 UPDATE leases AS l
 SET state = 'released', expires = least(l.expires, x.updated), updated = x.updated
 FROM (
-    SELECT o.subnet, o.ip, b.updated
+    SELECT o.subnet, o.ip, b.key, b.updated
     FROM unnest(%s::text[], %s::bigint[], %s::bytea[], %s::float8[]) AS b(subnet, ip, key, updated)
     CROSS JOIN LATERAL (
         SELECT subnet, ip FROM leases
@@ -81,7 +87,8 @@ FROM (
         OFFSET 0
     ) AS o
 ) AS x
-WHERE l.subnet = x.subnet AND l.ip = x.ip
+WHERE l.subnet = x.subnet AND l.ip = x.ip AND l.client_key = x.key AND l.state = 'active'
+  AND l.updated <= x.updated
 """
 
 _WINNERS = f"""
@@ -176,6 +183,11 @@ class PgLeaseStore:
         conn = connect(self.dsn, f"pxed {self.server}"[:63])
         try:
             _check_schema(conn, self.where)
+        except psycopg.Error as exc:
+            conn.close()
+            raise StoreUnavailable(
+                f"cannot read the schema of {self.where}: {_reason(exc)}"
+            ) from exc
         except BaseException:
             conn.close()
             raise
@@ -226,53 +238,69 @@ class PgLeaseStore:
             return CommitResult(0, {})
         with self._lock:
             batch, self._staged = self._staged, {}
-        rows = final_rows(batch.values())
-        try:
-            conn = self._connection()
-            with conn.transaction():
-                cur = conn.cursor()
-                cur.execute(_UPSERT, self._columns(rows))
-                written = {(str(subnet), int(ip)) for subnet, ip in cur.fetchall()}
-                bound = [
-                    lease
-                    for lease in rows
-                    if lease.state is LeaseState.ACTIVE
-                    and (lease.subnet, int(lease.ip)) in written
-                ]
-                if bound:
-                    cur.execute(
-                        _RELEASE_OTHERS,
-                        (
-                            [lease.subnet for lease in bound],
-                            [int(lease.ip) for lease in bound],
-                            [lease.client_key for lease in bound],
-                            [lease.updated for lease in bound],
-                        ),
-                    )
-                refused: dict[tuple[str, int], Lease | None] = {
-                    (lease.subnet, int(lease.ip)): None
-                    for lease in rows
-                    if (lease.subnet, int(lease.ip)) not in written
-                }
-                if refused:
-                    cur.execute(
-                        _WINNERS, ([s for s, _ in refused], [ip for _, ip in refused])
-                    )
-                    for row in cur.fetchall():
-                        winner = _lease(row)
-                        refused[(winner.subnet, int(winner.ip))] = winner
-        except BaseException as exc:
-            # Nothing of the batch is known to be stored: all of it stays staged (newer
-            # stagings win), and the connection is dropped when it may be the cause.
-            with self._lock:
-                for key, lease in batch.items():
-                    self._staged.setdefault(key, lease)
-            if isinstance(exc, psycopg.Error):
-                self._lost()
-                raise StoreUnavailable(
-                    f"could not commit {len(batch)} leases to {self.where}: {_reason(exc)}"
+        # In address order: two servers' transactions lock rows in one order (no deadlock).
+        rows = sorted(final_rows(batch.values()), key=lambda x: (x.subnet, int(x.ip)))
+        for attempt in range(3):
+            try:
+                return self._write(rows)
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+                if attempt == 2:
+                    return self._failed(batch, rows, "deadlocked three times")
+            except psycopg.errors.DataError as exc:
+                # A row PostgreSQL cannot store: not an outage, and retrying would not help.
+                raise PxedError(
+                    f"{self.where} refused a batch of {len(rows)} leases: {_reason(exc)}"
                 ) from exc
-            raise
+            except psycopg.Error as exc:
+                self._lost()
+                return self._failed(batch, rows, _reason(exc))
+        raise AssertionError("unreachable")
+
+    def _failed(
+        self, batch: dict[tuple[str, int], Lease], rows: list[Lease], why: str
+    ) -> NoReturn:
+        """Nothing of the batch is known to be stored. Its releases and quarantines stay
+        staged (the recency test keeps them from undoing a newer change); its bindings are
+        dropped: their ACKs were not sent, and the clients' retransmissions bind again,
+        whereas a binding written after the outage could land on an address another
+        server has given to the same client since."""
+        with self._lock:
+            for key, lease in batch.items():
+                if lease.state is not LeaseState.ACTIVE:
+                    self._staged.setdefault(key, lease)
+        raise StoreUnavailable(f"could not commit {len(rows)} leases to {self.where}: {why}")
+
+    def _write(self, rows: list[Lease]) -> CommitResult:
+        conn = self._connection()
+        with conn.transaction():
+            cur = conn.cursor()
+            cur.execute(_UPSERT, self._columns(rows))
+            written = {(str(subnet), int(ip)) for subnet, ip in cur.fetchall()}
+            bound = [
+                lease
+                for lease in rows
+                if lease.state is LeaseState.ACTIVE and (lease.subnet, int(lease.ip)) in written
+            ]
+            if bound:
+                cur.execute(
+                    _RELEASE_OTHERS,
+                    (
+                        [lease.subnet for lease in bound],
+                        [int(lease.ip) for lease in bound],
+                        [lease.client_key for lease in bound],
+                        [lease.updated for lease in bound],
+                    ),
+                )
+            refused: dict[tuple[str, int], Lease | None] = {
+                (lease.subnet, int(lease.ip)): None
+                for lease in rows
+                if (lease.subnet, int(lease.ip)) not in written
+            }
+            if refused:
+                cur.execute(_WINNERS, ([s for s, _ in refused], [ip for _, ip in refused]))
+                for row in cur.fetchall():
+                    winner = _lease(row)
+                    refused[(winner.subnet, int(winner.ip))] = winner
         return CommitResult(len(written), refused)
 
     def _columns(self, rows: list[Lease]) -> tuple[list[Any], ...]:
@@ -281,7 +309,8 @@ class PgLeaseStore:
             [int(lease.ip) for lease in rows],
             [lease.client_key for lease in rows],
             [lease.mac for lease in rows],
-            [lease.hostname for lease in rows],
+            # PostgreSQL text cannot hold NUL, which a client's option 12 may carry.
+            [None if x.hostname is None else x.hostname.replace("\0", "") for x in rows],
             [lease.expires for lease in rows],
             [lease.state.value for lease in rows],
             [lease.updated for lease in rows],
@@ -393,6 +422,10 @@ class Heartbeat:
         self.address = address
         self._conn: psycopg.Connection[Any] | None = None
         self._first = True
+        self._started: Any = None
+        self.clash = False
+        """Set when the row's start time is not the one this run wrote: another server
+        writes heartbeats under the same name (cloned machines keep one host name)."""
 
     def next_boots(self) -> dict[str, str]:
         """The shared boot-once state (read every heartbeat: another server may have
@@ -427,14 +460,16 @@ class Heartbeat:
             if self._conn is None or self._conn.closed:
                 self._conn = connect(self.dsn, f"pxed {self.name} heartbeat"[:63])
             with self._conn.transaction():
-                # started: when this run began, so that the others can tell a restart.
-                self._conn.execute(
+                # started: when this run began, so that the others can tell a restart (and
+                # this run, a namesake that restarted: see clash).
+                row = self._conn.execute(
                     "INSERT INTO servers (name, address, started, last_seen) "
                     "VALUES (%s, %s, now(), now()) ON CONFLICT (name) DO UPDATE SET "
                     "address = excluded.address, last_seen = excluded.last_seen, "
-                    "started = CASE WHEN %s THEN excluded.started ELSE servers.started END",
+                    "started = CASE WHEN %s THEN excluded.started ELSE servers.started END "
+                    "RETURNING started",
                     (self.name, self.address, self._first),
-                )
+                ).fetchone()
                 rows = self._conn.execute(
                     "SELECT name, address, extract(epoch FROM now() - last_seen)::float8, "
                     "extract(epoch FROM started)::float8 FROM servers ORDER BY name"
@@ -444,6 +479,11 @@ class Heartbeat:
             raise PxedError(
                 f"heartbeat to PostgreSQL {safe_dsn(self.dsn)} failed: {_reason(exc)}"
             ) from exc
+        started = row[0] if row is not None else None
+        if self._first:
+            self._started = started
+        elif started != self._started:
+            self.clash, self._started = True, started
         self._first = False
         return [Peer(str(n), a, float(age), float(st)) for n, a, age, st in rows]
 

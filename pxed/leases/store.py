@@ -19,7 +19,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from types import TracebackType
 
-from pxed.errors import PxedError
+from pxed.errors import PxedError, StoreUnavailable
 from pxed.leases.model import CommitResult, Lease, LeaseState
 
 SCHEMA_VERSION = 3
@@ -342,7 +342,9 @@ class LeaseStore:
                 for key, lease in batch.items():
                     self._staged.setdefault(key, lease)
             if isinstance(exc, sqlite3.Error):
-                raise PxedError(
+                # Disk full, I/O error, a lock held too long: wait it out (the committer
+                # retries with backoff), with the leases kept staged.
+                raise StoreUnavailable(
                     f"could not commit {len(batch)} leases to {self.path}: {exc}"
                 ) from exc
             raise

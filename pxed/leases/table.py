@@ -161,8 +161,8 @@ class LeaseTable:
         self._returned: list[int] = []
         self._cursor_range = 0
         self._cursor = self._range_starts[0] if merged else 0
-        self._share: tuple[int, int] | None = None
-        """(index, count): only free addresses ``a`` with ``a % count == index`` are offered
+        self._share: bytes | None = None
+        """256 flags: only free addresses ``a`` with ``share[a & 255]`` set are offered
         (pxed.cluster: servers sharing a database split the pool); None: all of them."""
 
     # ----------------------------------------------------------------- queries
@@ -313,7 +313,7 @@ class LeaseTable:
         table.set_share(self._share)
         return table
 
-    def set_share(self, share: tuple[int, int] | None) -> None:
+    def set_share(self, share: bytes | None) -> None:
         """Offer only this server's share of the free addresses from now on (None: all).
 
         The free-address search drops addresses outside the share as it meets them; here it
@@ -497,10 +497,14 @@ class LeaseTable:
         self._track(ipi)
         return released
 
-    def decline(self, ip: IPv4Address, now: float, quarantine: int) -> Lease | None:
+    def decline(
+        self, ip: IPv4Address, now: float, quarantine: int, mac: str = ""
+    ) -> Lease | None:
         """DHCPDECLINE: keep ``ip`` out of the pool until ``now + quarantine``, whoever had it.
 
         Returns the DECLINED record to store; None for an address not in this subnet.
+        ``mac``: the decliner's, kept on the record (a shared database accepts a quarantine
+        of a bound address only from the MAC it is bound to).
         """
         ipi = int(ip)
         if not self._host(ipi):
@@ -513,7 +517,7 @@ class LeaseTable:
         lease = Lease(
             ip=ip,
             client_key=b"",
-            mac="",
+            mac=mac,
             hostname=None,
             expires=now + quarantine,
             state=LeaseState.DECLINED,
@@ -599,7 +603,7 @@ class LeaseTable:
                     self._cursor = self._range_starts[self._cursor_range]
                 continue
             self._cursor = ipi + 1
-            if share is not None and ipi % share[1] != share[0]:
+            if share is not None and not share[ipi & 255]:
                 continue  # another server's to offer (set_share starts the walk over)
             if ipi not in self._leases and self._unclaimed(ipi, now):
                 return ipi
@@ -607,7 +611,7 @@ class LeaseTable:
         returned = self._returned
         while returned:
             ipi = returned.pop()
-            if share is not None and ipi % share[1] != share[0]:
+            if share is not None and not share[ipi & 255]:
                 continue  # the cursor finds it again if it becomes ours (set_share)
             if ipi not in self._leases and self._unclaimed(ipi, now):
                 return ipi
@@ -624,7 +628,7 @@ class LeaseTable:
                 # The oldest record is not free yet, so none is. Leave it in place.
                 return None
             heapq.heappop(reuse)
-            if share is not None and ipi % share[1] != share[0]:
+            if share is not None and not share[ipi & 255]:
                 continue  # set_share rebuilds the heap when the share changes
             if self._unclaimed(ipi, now):
                 return ipi

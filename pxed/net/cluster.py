@@ -43,6 +43,7 @@ class ClusterMember:
         apply: Apply,
         publish: Callable[[list[Event]], None],
         next_boots: Callable[[dict[str, str]], None] | None = None,
+        isolated: Callable[[bool], None] | None = None,
     ) -> None:
         self.config = config
         self.membership = Membership(config.name, config.takeover)
@@ -55,6 +56,7 @@ class ClusterMember:
         self._apply = apply
         self._publish = publish
         self._next_boots = next_boots
+        self._isolated = isolated
         self._failing = False
         self._task: asyncio.Task[None] | None = None
 
@@ -66,57 +68,85 @@ class ClusterMember:
         self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
+        while True:
+            try:
+                await self._beat_forever()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug here must not silence this server's heartbeat
+                log.exception("cluster.heartbeat_error")
+                await asyncio.sleep(self.config.heartbeat)
+
+    async def _beat_forever(self) -> None:
         first = True
-        # started: this run's start (joining); beating: since when heartbeats go through.
+        # started: this run's start (joining); beating: since when heartbeats go through;
+        # failing: since when they do not (None while they do).
         started = beating = time.monotonic()
+        failing: float | None = None
+        cut_off = False
         beats = 0
         while True:
             self._heartbeat.address = self._address()
             try:
                 peers = await asyncio.to_thread(self._heartbeat.beat)
             except PxedError as exc:
-                if not self._failing:
+                now = time.monotonic()
+                if failing is None:
+                    failing = now
                     log.warning("cluster.heartbeat_failed", error=str(exc),
                                 keeping=list(self.balance.servers))  # fmt: skip
-                    self._failing = True
-            else:
-                now = time.monotonic()
-                if self._failing:
-                    log.info("cluster.heartbeat_back")
-                    self._failing = False
-                    beating = now
-                self.peers = peers
-                change = self.membership.update(
-                    ((p.name, p.age) for p in peers),
-                    joining=now - started < 2 * self.config.heartbeat,
-                    settled=now - beating >= self.config.takeover,
+                if not cut_off and now - failing >= self.config.takeover / 2:
+                    # Soon the others take this server's share: stop answering it first.
+                    cut_off = True
+                    if self._isolated is not None:
+                        self._isolated(True)
+                await asyncio.sleep(self.config.heartbeat)
+                continue
+            now = time.monotonic()
+            if failing is not None:
+                log.info("cluster.heartbeat_back", after=round(now - failing, 1))
+                failing, beating = None, now
+            if cut_off:
+                cut_off = False
+                if self._isolated is not None:
+                    self._isolated(False)
+            self.peers = peers
+            if self._heartbeat.clash:
+                log.error("cluster.name_clash", name=self.config.name,
+                          hint="another pxed writes heartbeats under this [cluster] name: "
+                               "give each server its own")  # fmt: skip
+                self._heartbeat.clash = False
+            change = self.membership.update(
+                ((p.name, p.age) for p in peers),
+                joining=now - started < 2 * self.config.heartbeat,
+                settled=now - beating >= self.config.takeover,
+            )
+            if change is not None or first:
+                joined, left = change if change is not None else ([], [])
+                await self._apply(self.balance)
+                self._publish(
+                    [
+                        Notice(
+                            "cluster.servers",
+                            logging.WARNING if left else logging.INFO,
+                            {
+                                "me": self.config.name,
+                                "servers": list(self.balance.servers),
+                                "joined": joined,
+                                "left": left,
+                                "takeover": self.config.takeover,
+                            },
+                        )
+                    ]
                 )
-                if change is not None or first:
-                    joined, left = change if change is not None else ([], [])
-                    await self._apply(self.balance)
-                    self._publish(
-                        [
-                            Notice(
-                                "cluster.servers",
-                                logging.WARNING if left else logging.INFO,
-                                {
-                                    "me": self.config.name,
-                                    "servers": list(self.balance.servers),
-                                    "joined": joined,
-                                    "left": left,
-                                    "takeover": self.config.takeover,
-                                },
-                            )
-                        ]
-                    )
-                    first = False
-                if self._next_boots is not None:
-                    with contextlib.suppress(PxedError):
-                        self._next_boots(await asyncio.to_thread(self._heartbeat.next_boots))
-                if beats % HOLDINGS_EVERY == 0:
-                    with contextlib.suppress(PxedError):
-                        self.holdings = await asyncio.to_thread(self._heartbeat.holdings)
-                beats += 1
+                first = False
+            if self._next_boots is not None:
+                with contextlib.suppress(PxedError):
+                    self._next_boots(await asyncio.to_thread(self._heartbeat.next_boots))
+            if beats % HOLDINGS_EVERY == 0:
+                with contextlib.suppress(PxedError):
+                    self.holdings = await asyncio.to_thread(self._heartbeat.holdings)
+            beats += 1
             await asyncio.sleep(self.config.heartbeat)
 
     async def close(self) -> None:

@@ -23,6 +23,7 @@ from typing import TypeVar
 
 import structlog
 
+from pxed.errors import StoreUnavailable
 from pxed.leases import CommitResult, Lease
 from pxed.leases.backend import Backend
 
@@ -95,6 +96,26 @@ class GroupCommitter:
         self._spread_id = 0
         self.commits = 0
 
+    def store_back(self) -> None:
+        """The store works again (a commit passed, or the owner's probe did): say so once,
+        and write what stayed staged."""
+        if self._down_since is None:
+            return
+        log.warning("leases.store_back", store=self.store.where,
+                    down_for=round(time.monotonic() - self._down_since, 1),
+                    failed_commits=self.failed)  # fmt: skip
+        self._down_since = None
+        self._retry = RETRY_FIRST
+        if self._timer is not None and self._inflight is None:
+            self._timer.cancel()
+            self._timer = None
+            self._start()
+
+    def assume_down(self, since: float) -> None:
+        """The store was found down before any commit (at start-up): say it is back when a
+        commit passes, and do not say it is down again."""
+        self._down_since = since
+
     @property
     def store_down(self) -> bool:
         """The last commit failed: nothing can be acknowledged until one passes."""
@@ -135,22 +156,23 @@ class GroupCommitter:
         if fut.cancelled():
             return
         exc = fut.exception()
-        if exc is not None:
+        if isinstance(exc, StoreUnavailable):
             self._failed(exc, batch)
+            return
+        if exc is not None:
+            # A batch the store cannot take (a row it cannot hold): its replies are dropped,
+            # nothing is retried, and the store is not down for the others.
+            log.error("leases.commit_rejected", store=self.store.where, error=str(exc),
+                      replies_dropped=sum(len(unit) for _, unit in batch))  # fmt: skip
+            if self._waiting or self.store.pending:
+                self._start()
             return
         result = fut.result()
         self.commits += 1
-        if self._down_since is not None:
-            log.warning(
-                "leases.store_back",
-                store=self.store.where,
-                down_for=round(time.monotonic() - self._down_since, 1),
-                failed_commits=self.failed,
-            )
-            self._down_since = None
-            self._retry = RETRY_FIRST
-            if self.on_store is not None:
-                self.on_store(True)
+        if self._down_since is not None and self.on_store is not None:
+            self.on_store(True)  # the owner reloads and then calls store_back()
+        elif self._down_since is not None:
+            self.store_back()
         if result.refused:
             refused = result.refused
             self.refused += len(refused)
@@ -223,6 +245,9 @@ class GroupCommitter:
             self._timer = None
         while self._inflight is not None:
             await asyncio.wait([self._inflight])
+        if self._timer is not None:  # set by the last transaction's end (a retry, a next one)
+            self._timer.cancel()
+            self._timer = None
         if self._waiting or self.store.pending:
             batch, self._waiting = self._waiting, []
             for writes, _ in batch:

@@ -13,15 +13,15 @@ import shutil
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
 
-from pxed.errors import PxedError
+from pxed.errors import PxedError, StoreUnavailable
 from pxed.lab.postgres import PostgresServer
 from pxed.leases import Lease, LeaseState
-from pxed.leases.backend import StoreUnavailable
 from pxed.leases.pg import SCHEMA_VERSION, PgLeaseStore, init_schema, upgrade_schema
 from pxed.net.commit import GroupCommitter
 
@@ -106,13 +106,14 @@ def test_an_address_bound_by_one_server_is_refused_to_another_client(
     # The same client renewing (or rebinding) through b is its own binding: accepted.
     b.stage(lease("198.19.1.10", 1))
     assert b.commit().refused == {}
-    # An expired binding is anyone's; a quarantine (DHCPDECLINE) takes any address.
+    # An expired binding is anyone's; the client an address is bound to may quarantine it
+    # (DHCPDECLINE: another host answers on it).
     a.stage(lease("198.19.1.20", 4, now=time.time() - 7200))
     a.commit()
     b.stage(lease("198.19.1.20", 5))
     assert b.commit().refused == {}
-    declined = Lease(IPv4Address("198.19.1.11"), b"", "", None, time.time() + 600,
-                     LeaseState.DECLINED, SUBNET, time.time())  # fmt: skip
+    declined = Lease(IPv4Address("198.19.1.11"), b"", lease("198.19.1.11", 3).mac, None,
+                     time.time() + 600, LeaseState.DECLINED, SUBNET, time.time())  # fmt: skip
     a.stage(declined)
     assert a.commit().refused == {}
     rows = {x.ip: x for x in a.load()}
@@ -180,19 +181,54 @@ def test_two_servers_racing_for_the_same_addresses_never_share_one(
 
 
 def test_a_database_outage_loses_nothing_and_ends_by_itself(postgres: PostgresServer) -> None:
+    """A commit that fails keeps its releases for the next try and drops its bindings:
+    their ACKs were never sent, and written later they could land on an address another
+    server has given the same client since (the client binds again when it retransmits)."""
     init_schema(postgres.dsn)
     store = opened(postgres, "a")
     store.stage(lease("198.19.1.40", 1))
+    store.stage(lease("198.19.1.42", 3))
     store.commit()
     postgres.crash()
     store.stage(lease("198.19.1.41", 2))
+    store.stage(lease("198.19.1.42", 3, state=LeaseState.RELEASED))
     with pytest.raises(StoreUnavailable):
         store.commit()
-    assert store.pending == 1  # kept for the next try
+    assert store.pending == 1  # the release
     postgres.start()
     assert store.commit().written == 1
-    assert {str(x.ip) for x in store.load()} == {"198.19.1.40", "198.19.1.41"}
+    rows = {str(x.ip): x for x in store.load()}
+    assert set(rows) == {"198.19.1.40", "198.19.1.42"}
+    assert rows["198.19.1.42"].state is LeaseState.RELEASED
     store.close()
+
+
+def test_a_write_older_than_the_row_or_a_strangers_decline_is_refused(
+    postgres: PostgresServer,
+) -> None:
+    init_schema(postgres.dsn)
+    a, b = opened(postgres, "a"), opened(postgres, "b")
+    now = time.time()
+    b.stage(lease("198.19.1.70", 1, now=now))
+    b.commit()
+    # a's write of the same client's binding from before b's (kept through an outage):
+    a.stage(lease("198.19.1.70", 1, now=now - 30))
+    assert (SUBNET, int(IPv4Address("198.19.1.70"))) in a.commit().refused
+    # A DHCPDECLINE from a MAC the address is not bound to (a stale table's holder):
+    stranger = Lease(IPv4Address("198.19.1.70"), b"", "02:00:00:00:00:99", None, now + 600,
+                     LeaseState.DECLINED, SUBNET, now + 1)  # fmt: skip
+    a.stage(stranger)
+    assert a.commit().refused
+    holder = lease("198.19.1.70", 1).mac
+    a.stage(Lease(IPv4Address("198.19.1.70"), b"", holder, None, now + 600,
+                  LeaseState.DECLINED, SUBNET, now + 2))  # fmt: skip
+    assert a.commit().refused == {}
+    # A host name with a NUL (option 12 is bytes) is stored without it, not an outage.
+    a.stage(replace(lease("198.19.1.71", 5), hostname="evil\0name"))
+    assert a.commit().written == 1
+    assert {x.hostname for x in a.load() if str(x.ip) == "198.19.1.71"} == {"evilname"}
+    a.close()
+    b.close()
 
 
 async def test_no_reply_leaves_while_the_database_is_down(postgres: PostgresServer) -> None:
@@ -220,11 +256,10 @@ async def test_no_reply_leaves_while_the_database_is_down(postgres: PostgresServ
         if "after" in sent:
             break
     assert sent == ["first", "after"], "a reply left for a lease that was not committed"
-    assert states == [False, True]
+    assert states[:2] == [False, True]
     await committer.close()
-    # The lease of the dropped reply was kept staged and is stored now (its client's
-    # retransmission would have been answered from the table).
-    assert {str(x.ip) for x in store.load()} == {"198.19.1.50", "198.19.1.51", "198.19.1.52"}
+    # The binding whose reply was dropped is not stored either: its client retransmits.
+    assert {str(x.ip) for x in store.load()} == {"198.19.1.50", "198.19.1.52"}
     store.close()
 
 
@@ -250,6 +285,7 @@ def test_a_dsn_with_two_hosts_follows_the_promoted_standby(
         with pytest.raises(StoreUnavailable):
             store.commit()  # the standby is read-only: not taken for the primary
         standby.promote()
+        store.stage(lease("198.19.1.61", 2))  # the client's retransmission, bound again
         assert store.commit().written == 1
         assert {str(x.ip) for x in store.load()} == {"198.19.1.60", "198.19.1.61"}
         store.close()

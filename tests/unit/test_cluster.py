@@ -42,9 +42,21 @@ def test_the_client_identifier_decides_else_chaddr() -> None:
 
 def test_buckets_split_random_clients_evenly_between_two_and_three_servers() -> None:
     macs = [os.urandom(6) for _ in range(6000)]
-    for n in (2, 3):
-        counts = Counter(bucket(packet(m)) % n for m in macs)
-        assert all(abs(c - 6000 / n) < 0.1 * 6000 / n for c in counts.values()), counts
+    for names in (("a", "b"), ("a", "b", "c")):
+        balance = Balance("a", names)
+        counts = Counter(balance.owner(packet(m)) for m in macs)
+        n = len(names)
+        assert set(counts) == set(names)
+        assert all(abs(c - 6000 / n) < 0.2 * 6000 / n for c in counts.values()), counts
+
+
+def test_a_server_leaving_moves_its_buckets_only() -> None:
+    """Rendezvous hashing: two servers that see a change one heartbeat apart disagree about
+    the leaving server's buckets only (with b % n they would about most of them)."""
+    three, two = Balance("a", ("a", "b", "c")), Balance("a", ("a", "c"))
+    moved = [b for b in range(256) if three.owner_of(b) != two.owner_of(b)]
+    assert moved and all(three.owner_of(b) == "b" for b in moved)
+    assert {two.owner_of(b) for b in moved} == {"a", "c"}
 
 
 def test_membership_takeover_joining_and_outage() -> None:
@@ -53,7 +65,7 @@ def test_membership_takeover_joining_and_outage() -> None:
     # DISCOVER (the others may be answering them all).
     assert not m.balance.serves(packet(os.urandom(6)))
     assert m.update([("pxed-a", 0.0), ("pxed-b", 1.0)]) == (["pxed-a", "pxed-b"], [])
-    assert m.balance.servers == ("pxed-a", "pxed-b") and m.balance.index == 0
+    assert m.balance.servers == ("pxed-a", "pxed-b")
     assert m.update([("pxed-a", 0.0), ("pxed-b", 5.0)]) is None
     # b silent beyond the takeover: a takes everything.
     assert m.update([("pxed-a", 0.0), ("pxed-b", 11.0)]) == ([], ["pxed-b"])
@@ -69,7 +81,7 @@ def test_membership_takeover_joining_and_outage() -> None:
     assert Membership.share_of(c.balance) is None
     # ...and takes its share once the others have had time to see its row.
     assert c.update([("pxed-a", 0.0), ("pxed-c", 0.0)]) == (["pxed-c"], [])
-    assert Membership.share_of(c.balance) == (1, 2)
+    assert Membership.share_of(c.balance) == c.balance.mask()
     # Alone, it serves at once.
     d = Membership("pxed-d", takeover=10)
     d.update([("pxed-d", 0.0)], joining=True)
@@ -80,14 +92,18 @@ def test_two_tables_offer_disjoint_halves_of_the_pool_and_one_alone_all_of_it() 
     net = IPv4Network("198.19.0.0/24")
     ranges = [(IPv4Address("198.19.0.10"), IPv4Address("198.19.0.49"))]
     a, b = LeaseTable(net, ranges), LeaseTable(net, ranges)
-    a.set_share((0, 2))
-    b.set_share((1, 2))
-    got_a = {a.offer(bytes([1, i]), "m", None, NOW, 60) for i in range(30)}
-    got_b = {b.offer(bytes([2, i]), "m", None, NOW, 60) for i in range(30)}
-    assert None in got_a and None in got_b  # each has 20 addresses
+    split = Balance("x", ("x", "y"))
+    mask_a = split.mask()
+    mask_b = bytes(1 - flag for flag in mask_a)
+    a.set_share(mask_a)
+    b.set_share(mask_b)
+    mine_a = {ranges[0][0] + i for i in range(40) if mask_a[(int(ranges[0][0]) + i) & 255]}
+    got_a = {a.offer(bytes([1, i]), "m", None, NOW, 60) for i in range(41)}
+    got_b = {b.offer(bytes([2, i]), "m", None, NOW, 60) for i in range(41)}
+    assert None in got_a and None in got_b  # each has its share of the 40 addresses
     got_a.discard(None)
     got_b.discard(None)
-    assert len(got_a) == len(got_b) == 20 and not got_a & got_b
+    assert got_a == mine_a and len(got_a) + len(got_b) == 40 and not got_a & got_b
     # b is taken over: a alone now finds b's half too, though its walk had passed it.
     a.set_share(None)
     more = {a.offer(bytes([3, i]), "m", None, NOW, 60) for i in range(20)}
