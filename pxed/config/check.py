@@ -9,6 +9,7 @@ spelling) are the parse stage's: a Config built in code has its types for those.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Sequence
 from dataclasses import replace
@@ -50,6 +51,10 @@ def check(
         problems.add("[dhcp] known_only: no [[dhcp.host]] entries, so nobody would be answered")
     _check_hosts(problems, config.hosts, config.subnets)
     _check_profiles(problems, config)
+    if config.leases.backend == "postgresql" and importlib.util.find_spec("psycopg") is None:
+        problems.add(
+            "[leases] backend = 'postgresql' needs psycopg: pip install 'pxed[postgresql]'"
+        )
     boot = config.boot
     if files:
         boot = _check_boot_files(problems, boot, config.hosts, config.tftp, notes)

@@ -69,16 +69,15 @@ RETURNING l.subnet, l.ip
 # A client has one binding per subnet: its other active row (another server may have
 # written it) is released by the transaction that stores the new one. Run after the upsert,
 # with the bindings it accepted only (the batch holds one active row per client at most).
-# LATERAL with OFFSET 0 (which keeps the planner from flattening it into a join): one probe
-# of leases_active_by_client per binding, whatever the statistics say. As a join it was
-# planned as a scan of every active row while the table was young and unanalysed: 5 ms a
-# commit at 20000 leases, and growing. The outer WHERE tests the row again: under READ
-# COMMITTED a row another server changed meanwhile is re-checked against it only, and it
-# must still be this client's older binding to be released.
+# The plan is pinned, whatever the statistics say (a young table has none, and a scan of
+# every active row per commit made a commit cost 5-8 ms at 10000-20000 leases, and
+# growing): LATERAL with OFFSET 0 is one probe of leases_active_by_client per binding, and
+# the MATERIALIZED CTE makes the target rows found by their primary key (flattened, the
+# client-key test was used to scan the index by its second column). The WHERE tests each
+# target again: under READ COMMITTED a row another server changed meanwhile is re-checked
+# against it only, and it must still be this client's older binding to be released.
 _RELEASE_OTHERS = """
-UPDATE leases AS l
-SET state = 'released', expires = least(l.expires, x.updated), updated = x.updated
-FROM (
+WITH x AS MATERIALIZED (
     SELECT o.subnet, o.ip, b.key, b.updated
     FROM unnest(%s::text[], %s::bigint[], %s::bytea[], %s::float8[]) AS b(subnet, ip, key, updated)
     CROSS JOIN LATERAL (
@@ -86,7 +85,10 @@ FROM (
         WHERE subnet = b.subnet AND client_key = b.key AND state = 'active' AND ip <> b.ip
         OFFSET 0
     ) AS o
-) AS x
+)
+UPDATE leases AS l
+SET state = 'released', expires = least(l.expires, x.updated), updated = x.updated
+FROM x
 WHERE l.subnet = x.subnet AND l.ip = x.ip AND l.client_key = x.key AND l.state = 'active'
   AND l.updated <= x.updated
 """

@@ -497,3 +497,41 @@ def test_an_option_of_unknown_type_says_how_to_give_one(root: Path) -> None:
         )
     (line,) = err.value.problems
     assert line.endswith('option 224 has no known type; write { type = "ip", value = ... }'), line
+
+
+def test_leases_and_cluster_sections_are_checked_one_line_each(tmp_path: Path) -> None:
+    lines = problems_of(tmp_path, """
+[leases]
+backend = "mysql"
+[cluster]
+name = ""
+takeover = "2s"
+""")
+    assert "[leases] backend: 'mysql' is not 'sqlite' or 'postgresql'" in lines
+    assert any(line.startswith("[cluster]: servers share leases only through") for line in lines)
+    assert any(line.startswith("[cluster] name: ''") for line in lines)
+    assert "[cluster] takeover: 2s is under three heartbeats (3s)" in lines
+    lines = problems_of(tmp_path, '[leases]\nbackend = "postgresql"\n')
+    assert any("needs dsn" in line for line in lines)
+    lines = problems_of(tmp_path, '[leases]\ndsn = "postgresql://db/pxed"\n')
+    assert any(line.startswith("[leases] dsn: only for backend = 'postgresql'") for line in lines)
+
+
+def test_a_postgresql_store_and_a_cluster_are_configured(tmp_path: Path, root: Path) -> None:
+    cfg = load_config(write(tmp_path, f"""
+[server]
+interfaces = ["pxs0"]
+state_dir = "{tmp_path / 'state'}"
+[dhcp]
+range = "198.19.1.0-198.19.1.99"
+[tftp]
+root = "{root}"
+[leases]
+backend = "postgresql"
+dsn = "postgresql://pxed@db1.lab,db2.lab/pxed?target_session_attrs=read-write"
+[cluster]
+name = "pxed-a"
+takeover = "15s"
+"""), lookup=lookup)
+    assert cfg.leases.backend == "postgresql" and cfg.leases.dsn is not None
+    assert (cfg.cluster.name, cfg.cluster.heartbeat, cfg.cluster.takeover) == ("pxed-a", 1, 15)
