@@ -414,6 +414,13 @@ class Peer:
     """Epoch seconds its current run began."""
 
 
+# Every server's heartbeat row; ages by the database's clock (no skew between servers).
+_SERVERS = (
+    "SELECT name, address, extract(epoch FROM now() - last_seen)::float8, "
+    "extract(epoch FROM started)::float8 FROM servers ORDER BY name"
+)
+
+
 class Heartbeat:
     """This server's row in ``servers``, on a connection of its own (a commit in flight
     must not delay a heartbeat, nor a heartbeat a commit). Driven from one thread."""
@@ -429,13 +436,16 @@ class Heartbeat:
         """Set when the row's start time is not the one this run wrote: another server
         writes heartbeats under the same name (cloned machines keep one host name)."""
 
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(self.dsn, f"pxed {self.name} heartbeat"[:63])
+        return self._conn
+
     def next_boots(self) -> dict[str, str]:
         """The shared boot-once state (read every heartbeat: another server may have
         changed it, or flipped a machine to 'local' after its install)."""
         try:
-            if self._conn is None or self._conn.closed:
-                self._conn = connect(self.dsn, f"pxed {self.name} heartbeat"[:63])
-            rows = self._conn.execute("SELECT mac, profile FROM next_boot").fetchall()
+            rows = self._connection().execute("SELECT mac, profile FROM next_boot").fetchall()
         except psycopg.Error as exc:
             self.close()
             raise StoreUnavailable(f"cannot read boot-once state: {_reason(exc)}") from exc
@@ -445,9 +455,7 @@ class Heartbeat:
         """Bound leases in the whole database, by the server that wrote them (a scan of
         the table: for a metric refreshed now and then, not every heartbeat)."""
         try:
-            if self._conn is None or self._conn.closed:
-                self._conn = connect(self.dsn, f"pxed {self.name} heartbeat"[:63])
-            rows = self._conn.execute(
+            rows = self._connection().execute(
                 "SELECT server, count(*) FROM leases WHERE state = 'active' "
                 "AND expires > extract(epoch FROM now()) GROUP BY server"
             ).fetchall()
@@ -459,12 +467,11 @@ class Heartbeat:
     def beat(self) -> list[Peer]:
         """Write this server's row and return every server's (this one's included)."""
         try:
-            if self._conn is None or self._conn.closed:
-                self._conn = connect(self.dsn, f"pxed {self.name} heartbeat"[:63])
-            with self._conn.transaction():
+            conn = self._connection()
+            with conn.transaction():
                 # started: when this run began, so that the others can tell a restart (and
                 # this run, a namesake that restarted: see clash).
-                row = self._conn.execute(
+                row = conn.execute(
                     "INSERT INTO servers (name, address, started, last_seen) "
                     "VALUES (%s, %s, now(), now()) ON CONFLICT (name) DO UPDATE SET "
                     "address = excluded.address, last_seen = excluded.last_seen, "
@@ -472,10 +479,7 @@ class Heartbeat:
                     "RETURNING started",
                     (self.name, self.address, self._first),
                 ).fetchone()
-                rows = self._conn.execute(
-                    "SELECT name, address, extract(epoch FROM now() - last_seen)::float8, "
-                    "extract(epoch FROM started)::float8 FROM servers ORDER BY name"
-                ).fetchall()
+                rows = conn.execute(_SERVERS).fetchall()
         except psycopg.Error as exc:
             self.close()
             raise PxedError(
@@ -500,10 +504,7 @@ def read_servers(dsn: str) -> list[Peer]:
     """Every server's heartbeat row (for `pxed leases`), without writing one."""
     conn = connect(dsn, "pxed leases")
     try:
-        rows = conn.execute(
-            "SELECT name, address, extract(epoch FROM now() - last_seen)::float8, "
-            "extract(epoch FROM started)::float8 FROM servers ORDER BY name"
-        ).fetchall()
+        rows = conn.execute(_SERVERS).fetchall()
     except psycopg.Error as exc:
         raise PxedError(f"cannot read servers from {safe_dsn(dsn)}: {_reason(exc)}") from exc
     finally:
