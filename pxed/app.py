@@ -694,16 +694,17 @@ class Server:
         if not up:
             self._store_up = False
             self._serving()
-        if self._recovery is None or self._recovery.done():
-            self._recovery = asyncio.create_task(self._recover())
-            self._tasks.append(self._recovery)
+        self._start_recovery()
 
     def _isolation(self, isolated: bool) -> None:
         """The heartbeat has failed for half the takeover time (or works again)."""
         self._isolated = isolated
         self._serving()
-        if not isolated and (self._recovery is None or self._recovery.done()):
-            # Back from a partition: what the others bound meanwhile comes in first.
+        if not isolated:
+            self._start_recovery()  # back from a partition: what the others bound comes in
+
+    def _start_recovery(self) -> None:
+        if self._recovery is None or self._recovery.done():
             self._recovery = asyncio.create_task(self._recover())
             self._tasks.append(self._recovery)
 

@@ -25,6 +25,7 @@ from pxed.lab.dhcp import (
     PxedDhcp,
     norm_mac,
     pxed_dhcp_config,
+    stop_servers,
 )
 from pxed.lab.netns import Lab, Netns
 from pxed.lab.postgres import PostgresServer
@@ -137,11 +138,7 @@ class ClusterNet:
         return RELAY_IP
 
     def close(self) -> None:
-        for srv in self.servers:
-            try:
-                srv.stop(timeout=5)
-            except Exception:  # teardown goes on; the Lab kills what is left
-                srv.kill()
+        stop_servers(list(self.servers))
 
 
 def make_cluster_net(lab: Lab, postgres: PostgresServer, count: int = 2,

@@ -474,11 +474,16 @@ class DhcpNet:
         return cidr.split("/")[0]
 
     def close(self) -> None:
-        for srv in self.servers:
-            try:
-                srv.stop(timeout=5)
-            except Exception:  # teardown goes on; the Lab kills what is left
-                srv.kill()
+        stop_servers(self.servers)
+
+
+def stop_servers(servers: list[DhcpServer]) -> None:
+    """Stop each (SIGKILL if stopping fails): teardown goes on, the Lab kills what is left."""
+    for srv in servers:
+        try:
+            srv.stop(timeout=5)
+        except Exception:
+            srv.kill()
 
 
 def make_dhcp_net(

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pxed.errors import ConfigError, PxedError
+from pxed.errors import PxedError
 
 PROG = "pxed db"
 
@@ -33,13 +33,10 @@ def main(argv: Sequence[str]) -> int:
     args = _parser().parse_args(list(argv))
     dsn = args.dsn
     if dsn is None:
-        from pxed.leases.report import leases_config
+        from pxed.leases.report import leases_config_or_say
 
-        try:
-            config = leases_config(args.config)
-        except ConfigError as exc:
-            for line in exc.problems:
-                print(f"{PROG}: {line}", file=sys.stderr)
+        config = leases_config_or_say(PROG, args.config)
+        if config is None:
             return 1
         if config.backend != "postgresql" or not config.dsn:
             where = args.config or "the default configuration"

@@ -176,6 +176,16 @@ def leases_config(config: Path | None) -> LeasesConfig:
     return parse(data, Problems()).config.leases
 
 
+def leases_config_or_say(prog: str, config: Path | None) -> LeasesConfig | None:
+    """leases_config() for a command: None after printing the file's problems, one a line."""
+    try:
+        return leases_config(config)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(f"{prog}: {line}", file=sys.stderr)
+        return None
+
+
 def state_dir(config: Path | None, given: Path | None) -> Path:
     """The daemon's state directory: ``--state-dir``, else ``[server] state_dir`` of the
     file, else the default. Only the file's own problems stop this (ConfigError): one
@@ -247,11 +257,8 @@ def main(argv: Sequence[str], now: float | None = None) -> int:
     args = _parser().parse_args(list(argv))
     from pxed.app import LEASE_DB  # the daemon's file name, from where the daemon has it
 
-    try:
-        backend = leases_config(args.config)
-    except ConfigError as exc:
-        for line in exc.problems:
-            print(f"{PROG}: {line}", file=sys.stderr)
+    backend = leases_config_or_say(PROG, args.config)
+    if backend is None:
         return 1
     if backend.backend == "postgresql" and backend.dsn:
         return _shared(backend.dsn, args.json, time.time() if now is None else now)

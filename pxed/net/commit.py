@@ -144,12 +144,15 @@ class GroupCommitter:
             return
         self._last_start = now
         batch, self._waiting = self._waiting, []
-        for writes, _ in batch:
-            for lease in writes:
-                self.store.stage(lease)
+        self._stage(batch)
         fut = loop.run_in_executor(self._executor, self.store.commit)
         self._inflight = fut
         fut.add_done_callback(lambda f: self._done(f, batch))
+
+    def _stage(self, batch: list[_Unit]) -> None:
+        for writes, _ in batch:
+            for lease in writes:
+                self.store.stage(lease)
 
     def _done(self, fut: asyncio.Future[CommitResult], batch: list[_Unit]) -> None:
         self._inflight = None
@@ -173,21 +176,13 @@ class GroupCommitter:
             self.on_store(True)  # the owner reloads and then calls store_back()
         elif self._down_since is not None:
             self.store_back()
+        senders = _replies(batch, result.refused)
         if result.refused:
-            refused = result.refused
-            self.refused += len(refused)
-            senders = [
-                send
-                for writes, unit in batch
-                if not any((lease.subnet, int(lease.ip)) in refused for lease in writes)
-                for send in unit
-            ]
-            log.info("leases.refused", count=len(refused), replies_dropped=sum(
+            self.refused += len(result.refused)
+            log.info("leases.refused", count=len(result.refused), replies_dropped=sum(
                 len(unit) for _, unit in batch) - len(senders))  # fmt: skip
             if self.on_refused is not None:
-                self.on_refused(refused)
-        else:
-            senders = [send for _, unit in batch for send in unit]
+                self.on_refused(result.refused)
         self._send_paced(senders)
         if self._waiting or self.store.pending:
             self._start()
@@ -250,18 +245,14 @@ class GroupCommitter:
             self._timer = None
         if self._waiting or self.store.pending:
             batch, self._waiting = self._waiting, []
-            for writes, _ in batch:
-                for lease in writes:
-                    self.store.stage(lease)
+            self._stage(batch)
             try:
                 result = await self.run(self.store.commit)
             except Exception as exc:
                 log.error("leases.commit_failed", error=str(exc), replies_dropped=len(batch))
             else:
-                for writes, unit in batch:
-                    if not any((x.subnet, int(x.ip)) in result.refused for x in writes):
-                        for send in unit:
-                            send()
+                for send in _replies(batch, result.refused):
+                    send()
         # What is committed but still being spread goes out now, before the sockets close.
         for handle, rest in self._spreading.values():
             handle.cancel()
@@ -269,3 +260,16 @@ class GroupCommitter:
                 send()
         self._spreading.clear()
         self._executor.shutdown(wait=True)
+
+
+def _replies(batch: list[_Unit], refused: Refused) -> list[Sender]:
+    """The replies of a committed batch that may leave: those of every datagram none of
+    whose writes the database refused."""
+    if not refused:
+        return [send for _, unit in batch for send in unit]
+    return [
+        send
+        for writes, unit in batch
+        if not any((lease.subnet, int(lease.ip)) in refused for lease in writes)
+        for send in unit
+    ]

@@ -16,7 +16,7 @@ from typing import Any
 
 from pxed.config.parse import normalise_mac
 from pxed.control import SOCKET_NAME, NotRunning, request
-from pxed.errors import ConfigError, PxedError
+from pxed.errors import PxedError
 from pxed.leases.next_boot import LOCAL, boot_once_store
 from pxed.leases.report import add_state_arguments, state_dir_or_say
 
@@ -76,13 +76,10 @@ def _offline(
     directory: Path, config: Path | None, mac: str, wanted: object, as_json: bool
 ) -> int:
     from pxed.app import LEASE_DB  # the daemon's file name, from where the daemon has it
-    from pxed.leases.report import leases_config
+    from pxed.leases.report import leases_config_or_say
 
-    try:
-        leases = leases_config(config)
-    except ConfigError as exc:
-        for line in exc.problems:
-            print(f"{PROG}: {line}", file=sys.stderr)
+    leases = leases_config_or_say(PROG, config)
+    if leases is None:
         return 1
     store = boot_once_store(leases, directory / LEASE_DB)
     where = str(directory / LEASE_DB)
